@@ -1,0 +1,1 @@
+"""The domain model at the centre: codes, schemas, reasons, topology."""

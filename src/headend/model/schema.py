@@ -1,0 +1,134 @@
+"""Arrow schemas of every table headend keeps or exchanges: the one source of truth.
+
+Core batches are Arrow tables (or the NumPy arrays behind them) with these schemas.
+Times are ``timestamp[s, UTC]``; values are integers in the resolution of their reading
+or register type (see :mod:`headend.model.codes`), so the store compresses them well and
+arithmetic is exact.
+
+The deduplication key of an interval read is ``(meter_idx, reading_type, interval_end)``,
+packed by :func:`read_key` into one ``uint64`` that sorts like the tuple.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+TS: Final = pa.timestamp("s", tz="UTC")
+
+#: Seconds from the Unix epoch to 2000-01-01T00:00:00Z, the key's time origin.
+KEY_EPOCH_S: Final = 946_684_800
+#: Largest meter index a key can hold (27 bits).
+MAX_METER_IDX: Final = (1 << 27) - 1
+
+METERS: Final = pa.schema(
+    [
+        pa.field("meter_idx", pa.int32(), nullable=False),
+        pa.field("meter_id", pa.string(), nullable=False),
+        pa.field("serial", pa.uint64(), nullable=False),  # frame address; 0 = CSV only
+        pa.field("commodity", pa.uint8(), nullable=False),  # codes.Commodity
+        pa.field("technology", pa.uint8(), nullable=False),  # codes.Technology
+        pa.field("two_way", pa.bool_(), nullable=False),
+        pa.field("collector_id", pa.string()),
+        pa.field("transformer_id", pa.string()),
+        pa.field("feeder_id", pa.string()),
+        pa.field("substation_id", pa.string()),
+        pa.field("interval_s", pa.int32(), nullable=False),  # configured interval [s]
+    ]
+)
+
+#: The canonical CSV header of each kind (contract; see docs/formats.md).
+CSV_HEADERS: Final[dict[str, tuple[str, ...]]] = {
+    "meters": ("meter_id", "commodity", "technology", "two_way", "collector_id",
+               "transformer_id", "feeder_id", "substation_id"),
+    "reads": ("meter_id", "reading_type", "interval_end", "value", "quality"),
+    "registers": ("meter_id", "register", "read_time", "value"),
+    "events": ("meter_id", "event_time", "event_code"),
+    "collectors": ("collector_id", "hmac_key"),
+}
+#: Optional extra columns a canonical CSV may carry after its required ones.
+CSV_OPTIONAL: Final[dict[str, tuple[str, ...]]] = {
+    "meters": ("interval_minutes",),
+}
+
+READS: Final = pa.schema(
+    [
+        pa.field("meter_idx", pa.int32(), nullable=False),
+        pa.field("reading_type", pa.uint8(), nullable=False),
+        pa.field("interval_end", TS, nullable=False),
+        pa.field("value", pa.int32(), nullable=False),  # in the reading type's resolution
+        pa.field("quality", pa.uint32(), nullable=False),  # codes.QUALITY_CODES bit mask
+    ]
+)
+
+REGISTERS: Final = pa.schema(
+    [
+        pa.field("meter_idx", pa.int32(), nullable=False),
+        pa.field("register", pa.uint8(), nullable=False),
+        pa.field("read_time", TS, nullable=False),
+        pa.field("value", pa.int64(), nullable=False),
+    ]
+)
+
+EVENTS: Final = pa.schema(
+    [
+        pa.field("meter_idx", pa.int32(), nullable=False),
+        pa.field("event_time", TS, nullable=False),
+        pa.field("event_code", pa.uint32(), nullable=False),  # codes.pack_event_code
+    ]
+)
+
+#: A quarantined row or frame. Row-level rejects keep the fields as received (text);
+#: frame-level rejects keep the raw bytes in ``payload``.
+QUARANTINE: Final = pa.schema(
+    [
+        pa.field("quarantine_id", pa.string(), nullable=False),
+        pa.field("received_at", TS, nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # file, upload or collector
+        pa.field("kind", pa.string(), nullable=False),  # reads|registers|events|meters|frame
+        pa.field("reason", pa.string(), nullable=False),  # model.reasons.REASONS
+        pa.field("detail", pa.string()),
+        pa.field("meter_id", pa.string()),
+        pa.field("type", pa.string()),  # reading type, register or event code
+        pa.field("time", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("quality", pa.string()),
+        pa.field("payload", pa.binary()),
+    ]
+)
+
+
+def read_key(
+    meter_idx: npt.NDArray[np.int32],
+    reading_type: npt.NDArray[np.uint8],
+    interval_end_s: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint64]:
+    """Pack the dedup key ``(meter_idx, reading_type, interval_end)`` into ``uint64``.
+
+    Bits 63-37 hold the meter index, 36-32 the reading type, 31-0 the seconds since
+    2000-01-01T00:00:00Z; keys therefore sort as the tuple does. Callers validate
+    the ranges first (meter_idx <= MAX_METER_IDX, reading_type < 32, 2000 <= t < 2136).
+    """
+    return (
+        (meter_idx.astype(np.uint64) << np.uint64(37))
+        | (reading_type.astype(np.uint64) << np.uint64(32))
+        | (interval_end_s - KEY_EPOCH_S).astype(np.uint64)
+    )
+
+
+def split_key(
+    key: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """Inverse of :func:`read_key`."""
+    meter = (key >> np.uint64(37)).astype(np.int32)
+    rt = ((key >> np.uint64(32)) & np.uint64(31)).astype(np.uint8)
+    t = (key & np.uint64(0xFFFFFFFF)).astype(np.int64) + KEY_EPOCH_S
+    return meter, rt, t
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """An empty table of ``schema``."""
+    return schema.empty_table()

@@ -1,0 +1,1 @@
+"""Wire formats: the collector binary frame and the canonical CSVs."""
