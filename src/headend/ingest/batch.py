@@ -66,4 +66,5 @@ class Decoded:
     events: DecodedEvents | None = None
     meters: pa.Table | None = None  # model.schema.CSV_HEADERS["meters"] columns, parsed
     collectors: pa.Table | None = None  # collector_id: uint32, hmac_key: binary
+    weather: pa.Table | None = None  # time: timestamp[s, UTC], temperature_c: float64, zone
     rejects: list[pa.Table] = field(default_factory=list)

@@ -48,10 +48,12 @@ CSV_HEADERS: Final[dict[str, tuple[str, ...]]] = {
     "registers": ("meter_id", "register", "read_time", "value"),
     "events": ("meter_id", "event_time", "event_code"),
     "collectors": ("collector_id", "hmac_key"),
+    "weather": ("time", "temperature_c"),
 }
 #: Optional extra columns a canonical CSV may carry after its required ones.
 CSV_OPTIONAL: Final[dict[str, tuple[str, ...]]] = {
     "meters": ("interval_minutes",),
+    "weather": ("zone",),
 }
 
 READS: Final = pa.schema(

@@ -1,0 +1,31 @@
+"""The ``headend`` command line. Each verb group lives in its own module with a
+``register(app)`` function; this module only assembles them (routes stay thin)."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="headend",
+    help="Head-end system for smart-meter (AMI) networks: simulate, ingest, store, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: verb modules, in the order they appear in --help
+_VERB_MODULES: tuple[str, ...] = (
+)
+
+
+def _register() -> None:
+    for name in _VERB_MODULES:
+        importlib.import_module(f"headend.cli.{name}").register(app)
+
+
+def main() -> None:
+    """Entry point of the ``headend`` console script."""
+    _register()
+    app()

@@ -1,0 +1,63 @@
+"""Helpers shared by the CLI verbs: the data-dir option, time arguments, exit codes.
+
+Exit codes (a contract, see docs/cli.md):
+
+====  ==========================================================================
+0     success, including partial acceptance (some rows quarantined)
+2     bad arguments (unknown option, missing file, unparseable time)
+3     unusable input (a file that is neither a binary frame nor a canonical CSV)
+4     storage failure (nothing was acknowledged)
+====  ==========================================================================
+
+Errors print one line, ``headend: <reason>``, on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_UNUSABLE = 3
+EXIT_STORAGE = 4
+
+DEFAULT_DATA = "./headend-data"
+
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        envvar="HEADEND_DATA",
+        help="Data directory (created if missing).",
+        show_default=True,
+    ),
+]
+
+
+def default_data() -> Path:
+    return Path(os.environ.get("HEADEND_DATA", DEFAULT_DATA))
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``headend: message`` on stderr and exit with ``code``."""
+    sys.stderr.write(f"headend: {message.splitlines()[0] if message else 'error'}\n")
+    raise typer.Exit(code)
+
+
+def parse_time(text: str | None, *, option: str) -> int | None:
+    """ISO 8601 date or date-time to Unix seconds; no offset means UTC."""
+    if text is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{option}: not an ISO 8601 time: {text!r}")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())

@@ -1,0 +1,149 @@
+"""Verbs ``ingest``, ``quarantine`` and ``compact``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headend.cli.common import (
+    EXIT_STORAGE,
+    EXIT_UNUSABLE,
+    DataOption,
+    default_data,
+    fail,
+)
+from headend.errors import StorageError
+from headend.ingest.pipeline import IngestResult, iter_paths
+
+err_console = Console(stderr=True)
+
+
+def _print_summary(result: IngestResult, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), sort_keys=True) + "\n")
+        return
+    t = Table(title="ingest summary", show_header=False, box=None)
+    t.add_row("accepted", f"{result.accepted:,}")
+    t.add_row("duplicate", f"{result.duplicate:,}")
+    t.add_row("quarantined", f"{result.quarantined:,}")
+    if result.released:
+        t.add_row("released from quarantine", f"{result.released:,}")
+    for kind, n in sorted(result.by_kind.items()):
+        t.add_row(f"  {kind} rows seen", f"{n:,}")
+    for reason, n in sorted(result.by_reason.items()):
+        t.add_row(f"  quarantined: {reason}", f"{n:,}")
+    if result.meters_loaded:
+        t.add_row("meters loaded", f"{result.meters_loaded:,}")
+    if result.collectors_loaded:
+        t.add_row("collector keys loaded", f"{result.collectors_loaded:,}")
+    if result.weather_loaded:
+        t.add_row("weather rows loaded", f"{result.weather_loaded:,}")
+    t.add_row("files", f"{result.files:,}")
+    if result.seconds:
+        t.add_row("seconds", f"{result.seconds:.2f}")
+    err_console.print(t)
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files or directories of them, in any order.")],
+    data: DataOption = default_data(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    no_rules: Annotated[bool, typer.Option("--no-rules", help="Do not run the real-time rules on what is ingested.")] = False,
+) -> None:
+    """Ingest collector uploads (binary frames) and canonical CSV.
+
+    Meters and collector keys are loaded first whatever the order given; reads of
+    unknown meters wait in quarantine and are released once their meter is loaded.
+    Exit 0 on success including partial acceptance (summary on stderr, or JSON on
+    stdout with --json); 2 for bad arguments; 3 if a file is unusable; 4 on a storage
+    failure.
+    """
+    from headend.ingest.hooks import open_ingestor
+
+    files = list(iter_paths(str(p) for p in paths))
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        fail(f"no such file: {missing[0]}")
+    try:
+        with open_ingestor(data, rules=not no_rules) as ing:
+            result = ing.ingest_paths(files)
+    except StorageError as exc:
+        fail(f"storage failure, nothing acknowledged: {exc}", EXIT_STORAGE)
+    _print_summary(result, as_json=as_json)
+    if result.unusable:
+        fail(f"unusable input: {result.unusable[0]}", EXIT_UNUSABLE)
+
+
+quarantine_app = typer.Typer(help="List and re-process quarantined input.", no_args_is_help=True)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    data: DataOption = default_data(),
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout instead of CSV.")] = False,
+    counts: Annotated[bool, typer.Option("--counts", help="Only the count per reason.")] = False,
+) -> None:
+    """List quarantined rows and frames with their reason (CSV on stdout)."""
+    from headend.store import DataDir
+
+    with DataDir.open(data) as dd:
+        if counts:
+            sys.stdout.write(json.dumps(dd.quarantine.counts(), sort_keys=True) + "\n")
+            return
+        table = dd.quarantine.list(reason=reason, limit=limit)
+    cols = ["quarantine_id", "received_at", "source", "kind", "reason", "detail", "meter_id",
+            "type", "time", "value", "quality"]
+    table = table.select(cols)
+    if as_json:
+        for row in table.to_pylist():
+            row["received_at"] = row["received_at"].isoformat().replace("+00:00", "Z")
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    import pyarrow.csv as pacsv
+
+    table = table.set_column(
+        1, "received_at",
+        table.column("received_at").cast("int64").cast("string"),
+    )
+    buf = sys.stdout.buffer
+    pacsv.write_csv(table, buf)
+    buf.flush()
+
+
+@quarantine_app.command("retry")
+def quarantine_retry(
+    data: DataOption = default_data(),
+    reason: Annotated[list[str] | None, typer.Option(help="Only these reasons (repeatable); default: all.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-process quarantined input: what now passes is stored and leaves the quarantine."""
+    from headend.ingest.hooks import open_ingestor
+
+    with open_ingestor(data) as ing:
+        result = ing.release_quarantine(reason or None)
+    _print_summary(result, as_json=as_json)
+
+
+def compact(data: DataOption = default_data()) -> None:
+    """Merge small segments into sorted, compressed files (dedup holds across it)."""
+    from headend.store import DataDir
+
+    with DataDir.open(data) as dd:
+        before = dd.store.stats()
+        dd.store.compact()
+        after = dd.store.stats()
+    err_console.print(f"compacted: {before} -> {after}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.add_typer(quarantine_app, name="quarantine")
+    app.command("compact")(compact)

@@ -1,0 +1,45 @@
+"""The one registry of ingest listeners: what reacts to newly stored data.
+
+A listener factory takes the opened :class:`~headend.store.DataDir` and returns a
+:class:`~headend.ingest.pipeline.Listener`. Verbs and services choose listeners by
+name from :data:`LISTENERS` instead of wiring them by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from headend.ingest.pipeline import IngestConfig, Ingestor, Listener
+from headend.store import DataDir
+
+
+def _rules(data: DataDir) -> Listener:
+    from headend.rules import RuleEngine
+
+    return RuleEngine.open(data.root, data.registry)  # type: ignore[no-any-return]
+
+
+#: name -> factory; ``rules`` runs the real-time rule engine in event time.
+LISTENERS: dict[str, Callable[[DataDir], Listener]] = {
+    "rules": _rules,
+}
+
+
+def open_ingestor(
+    root: Path | str,
+    *,
+    rules: bool = True,
+    extra: Sequence[Listener] = (),
+    store_config: Any = None,
+    config: IngestConfig | None = None,
+) -> Ingestor:
+    """Open an :class:`Ingestor` on ``root`` with the standard listeners."""
+    data = DataDir.open(Path(root), store_config=store_config)
+    listeners: list[Listener] = []
+    names = ["rules"] if rules else []
+    for name in names:
+        listeners.append(LISTENERS[name](data))
+    listeners.extend(extra)
+    return Ingestor(data, listeners=listeners, config=config)

@@ -1,0 +1,579 @@
+"""The ingest pipeline: decode -> resolve meters -> validate -> deduplicate and store -> ack.
+
+::
+
+    bytes ──► decode (frame | canonical CSV) ──► Decoded
+                     │ undecodable                 │
+                     ▼                             ▼
+                 quarantine ◄── rejected rows ── validate (masks, no per-row Python)
+                                                   │ accepted
+                                                   ▼
+                                   store.append_* (dedup on the key, durable)
+                                                   │ new rows only
+                                                   ▼
+                                listeners.on_stored (rules, bus, VEE) ──► IngestResult (the ack)
+
+Guarantees: an :class:`IngestResult` is returned only after every accepted row and every
+quarantined row is durable; a read delivered twice (same upload or any later one) is
+stored once; a rejected frame or row is quarantined with a reason, never dropped and
+never fatal. Memory is bounded: CSV is decoded in blocks and frames are grouped into
+batches of at most :attr:`IngestConfig.batch_reads` reads.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from headend.errors import DecodeError, FrameError
+from headend.ingest import rejects as rj
+from headend.ingest.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
+from headend.ingest.validate import (
+    DEFAULT_VALIDATION,
+    ROW_REASONS,
+    ValidationConfig,
+    check_events,
+    check_reads,
+    check_registers,
+)
+from headend.model import reasons, schema
+from headend.store import DataDir
+from headend.wire import frame as wf
+from headend.wire.csvfmt import decode_csv, detect_kind
+
+__all__ = ["Ingestor", "IngestResult", "IngestConfig", "StoredBatch", "Listener"]
+
+
+@dataclass(slots=True)
+class StoredBatch:
+    """Rows that one append made durable for the first time (tables in model.schema)."""
+
+    source: str
+    reads: pa.Table
+    registers: pa.Table
+    events: pa.Table
+
+
+class Listener(Protocol):
+    """Something that reacts to newly stored data (rules engine, bus publisher, VEE).
+
+    ``on_stored`` is called after the data is durable, with new rows only, in ingest
+    order, from the ingesting thread; it must not block for long. ``on_watermark`` is
+    called at the end of each ingest call with the largest event time seen [Unix s].
+    """
+
+    def on_stored(self, batch: StoredBatch) -> None: ...
+
+    def on_watermark(self, event_time_s: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """Ingest settings.
+
+    Attributes
+    ----------
+    batch_reads : int
+        Frames are grouped until this many interval reads, then stored together.
+    validation : ValidationConfig
+        Structural limits.
+    release_on_registry_change : bool
+        After meters or collector keys are loaded, re-process quarantined rows that
+        waited for them (``unknown_meter``, ``unknown_collector``).
+    """
+
+    batch_reads: int = 2_000_000
+    validation: ValidationConfig = DEFAULT_VALIDATION
+    release_on_registry_change: bool = True
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """The acknowledgement of an ingest call: counts of rows by outcome.
+
+    ``accepted`` rows were new and are durable; ``duplicate`` rows were already stored;
+    ``quarantined`` rows (or frames, or unreadable files) wait in the quarantine with a
+    reason; ``released`` rows came out of quarantine and were accepted.
+    """
+
+    accepted: int = 0
+    duplicate: int = 0
+    quarantined: int = 0
+    released: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    meters_loaded: int = 0
+    collectors_loaded: int = 0
+    weather_loaded: int = 0
+    files: int = 0
+    unusable: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, other: IngestResult) -> None:
+        self.accepted += other.accepted
+        self.duplicate += other.duplicate
+        self.quarantined += other.quarantined
+        self.released += other.released
+        self.by_kind.update(other.by_kind)
+        self.by_reason.update(other.by_reason)
+        self.meters_loaded += other.meters_loaded
+        self.collectors_loaded += other.collectors_loaded
+        self.weather_loaded += other.weather_loaded
+        self.files += other.files
+        self.unusable.extend(other.unusable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicate": self.duplicate,
+            "quarantined": self.quarantined,
+            "released": self.released,
+            "by_kind": dict(sorted(self.by_kind.items())),
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "meters_loaded": self.meters_loaded,
+            "collectors_loaded": self.collectors_loaded,
+            "weather_loaded": self.weather_loaded,
+            "files": self.files,
+            "unusable": list(self.unusable),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# order in which file kinds are ingested when several are given at once
+_KIND_ORDER = {"collectors": 0, "meters": 1, "weather": 2, "frames": 3, "reads": 3,
+               "registers": 3, "events": 3}
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class Ingestor:
+    """Ingests collector uploads and canonical CSV into a data directory.
+
+    Not thread-safe: one ingesting thread per instance. Several processes may ingest
+    into one data directory when they write disjoint meter buckets (see the store).
+    """
+
+    def __init__(
+        self,
+        data: DataDir,
+        *,
+        listeners: Sequence[Listener] = (),
+        config: IngestConfig | None = None,
+        clock: Callable[[], int] = _now,
+    ) -> None:
+        self.data = data
+        self.listeners = list(listeners)
+        self.config = config or IngestConfig()
+        self.clock = clock
+        self._max_event_time: int | None = None
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def open(
+        cls,
+        root: Path | str,
+        *,
+        listeners: Sequence[Listener] = (),
+        store_config: Any = None,
+        config: IngestConfig | None = None,
+    ) -> Ingestor:
+        """Open (creating if needed) the data directory ``root``."""
+        data = DataDir.open(Path(root), store_config=store_config)
+        return cls(data, listeners=listeners, config=config)
+
+    @property
+    def registry(self) -> Any:
+        return self.data.registry
+
+    def close(self) -> None:
+        self.data.close()
+
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- entry points
+
+    def ingest_paths(self, paths: Iterable[Path | str]) -> IngestResult:
+        """Ingest files in any order (registry files first, whatever the given order).
+
+        Missing files raise ``FileNotFoundError`` before anything is ingested.
+        """
+        started = time.perf_counter()
+        files = [Path(p) for p in paths]
+        for p in files:
+            if not p.is_file():
+                raise FileNotFoundError(f"no such file: {p}")
+        ordered = sorted(files, key=lambda p: _KIND_ORDER.get(_sniff_kind(p), 3))
+        total = IngestResult()
+        for p in ordered:
+            total.add(self._ingest_file(p))
+        self._finish(total)
+        total.seconds = time.perf_counter() - started
+        return total
+
+    def ingest_bytes(
+        self, data: bytes | memoryview, *, source: str, content_type: str | None = None
+    ) -> IngestResult:
+        """Ingest one upload held in memory: binary frame(s) or canonical CSV.
+
+        ``content_type`` (``application/octet-stream`` or ``text/csv``) is checked
+        against the content; without it the content decides (frame magic or CSV header).
+        Returns once everything accepted or quarantined is durable.
+        """
+        started = time.perf_counter()
+        result = IngestResult(files=1)
+        is_frame = wf.is_frame(data)
+        if content_type is not None:
+            ct = content_type.split(";")[0].strip().lower()
+            if ct == "application/octet-stream" and not is_frame:
+                raise DecodeError("body is not a binary frame (bad magic)",
+                                  reason=reasons.BAD_FRAME, source=source)
+            if ct in ("text/csv", "text/plain") and is_frame:
+                raise DecodeError("body is a binary frame, not CSV",
+                                  reason=reasons.BAD_CSV, source=source)
+        if is_frame:
+            result.add(self._ingest_frames(data, source))
+        else:
+            result.add(self._ingest_csv(bytes(data), source))
+        self._finish(result)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def ingest_decoded(
+        self,
+        decoded: Decoded,
+        *,
+        now_s: int | tuple[npt.NDArray[np.int64], ...] | None = None,
+        release: bool = True,
+    ) -> IngestResult:
+        """Validate, store and acknowledge one decoded unit (the core step).
+
+        Parameters
+        ----------
+        now_s : int or (reads, registers, events) arrays, optional
+            Creation time of the upload [Unix s] that bounds how far in the future a
+            record may lie; per row for binary frames; the ingest clock if omitted.
+        release : bool
+            Whether loading meters or keys re-processes what waited for them.
+        """
+        result = IngestResult()
+        if decoded.rejects:
+            self._quarantine(pa.concat_tables(decoded.rejects), result)
+        registry_changed = False
+        if decoded.collectors is not None and decoded.collectors.num_rows:
+            self.data.keys.upsert(decoded.collectors)
+            result.collectors_loaded += decoded.collectors.num_rows
+            registry_changed = True
+        if decoded.meters is not None and decoded.meters.num_rows:
+            self.data.registry.upsert(decoded.meters)
+            result.meters_loaded += decoded.meters.num_rows
+            registry_changed = True
+        if decoded.weather is not None and decoded.weather.num_rows:
+            self._store_weather(decoded.weather)
+            result.weather_loaded += decoded.weather.num_rows
+        now = self.clock() if now_s is None else now_s
+        reads = regs = evs = None
+        if decoded.reads is not None and len(decoded.reads):
+            reads = self._validate_reads(decoded.reads, now, decoded.source, result)
+        if decoded.registers is not None and len(decoded.registers):
+            regs = self._validate_registers(decoded.registers, now, decoded.source, result)
+        if decoded.events is not None and len(decoded.events):
+            evs = self._validate_events(decoded.events, now, decoded.source, result)
+        self._store(decoded.source, reads, regs, evs, result)
+        if registry_changed and release and self.config.release_on_registry_change:
+            result.add(self.release_quarantine(reasons.RETRYABLE))
+        return result
+
+    # ----------------------------------------------------------------- quarantine
+
+    def release_quarantine(self, which: Iterable[str] | None = None) -> IngestResult:
+        """Re-process quarantined rows and frames with the given reasons (all if None).
+
+        Rows that now pass are stored and removed from the quarantine; rows that fail
+        again are quarantined anew (with their current reason) and the old entries
+        removed, so nothing is lost if the process dies midway (at worst an entry is
+        listed twice; the store's dedup keeps the data single).
+        """
+        result = IngestResult()
+        wanted = None if which is None else set(which)
+        table = self.data.quarantine.list()
+        if table.num_rows == 0:
+            return result
+        if wanted is not None:
+            keep = np.isin(np.asarray(table.column("reason").to_pylist(), dtype=object),
+                           list(wanted))
+            table = table.filter(pa.array(keep))
+        if table.num_rows == 0:
+            return result
+        kinds = table.column("kind").to_pylist()
+        payload_rows = [i for i, k in enumerate(kinds) if k in ("frame", "file")]
+        row_kinds = sorted({k for k in kinds if k not in ("frame", "file")})
+        sub = IngestResult()
+        for kind in row_kinds:
+            part = table.filter(pa.compute.equal(table.column("kind"), kind))
+            if kind == "meters":
+                continue  # invalid registry rows need a corrected file, not a retry
+            csv_bytes = rj.rejects_to_csv_bytes(part, kind)
+            for decoded in decode_csv(csv_bytes, source="quarantine"):
+                sub.add(self.ingest_decoded(decoded, release=False))
+            self.data.quarantine.remove(part.column("quarantine_id").to_pylist())
+            result.released += part.num_rows
+        for i in payload_rows:
+            row = table.slice(i, 1)
+            payload = row.column("payload")[0].as_py() or b""
+            src = row.column("source")[0].as_py()
+            if wf.is_frame(payload):
+                sub.add(self._ingest_frames(payload, src, release=False))
+            else:
+                sub.add(self._ingest_csv(payload, src, release=False))
+            self.data.quarantine.remove([row.column("quarantine_id")[0].as_py()])
+            result.released += 1
+        # what came back is counted as quarantined again; "released" is the net
+        result.released -= sub.quarantined
+        sub.released = 0
+        accepted, dup = sub.accepted, sub.duplicate
+        result.add(sub)
+        result.accepted, result.duplicate = accepted, dup
+        result.quarantined = sub.quarantined
+        return result
+
+    # ----------------------------------------------------------------- files
+
+    def _ingest_file(self, path: Path) -> IngestResult:
+        source = str(path)
+        with path.open("rb") as fh:
+            head = fh.read(4)
+            if head == wf.MAGIC:
+                size = path.stat().st_size
+                with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
+                    res = self._ingest_frames(memoryview(mm), source)
+                    res.files = 1
+                    return res
+        res = self._ingest_csv(path, source)
+        res.files = 1
+        return res
+
+    def _ingest_csv(self, data: bytes | Path, source: str, *, release: bool = True) -> IngestResult:
+        result = IngestResult()
+        try:
+            it = decode_csv(data, source=source)
+            for decoded in it:
+                result.add(self.ingest_decoded(decoded, release=release))
+        except DecodeError as err:
+            # the whole input is unusable (e.g. unknown header): quarantine it whole
+            raw = data.read_bytes() if isinstance(data, Path) else data
+            self._quarantine(rj.make_rejects(source, "file", err.reason, str(err),
+                                             payload=[raw]), result)
+            result.unusable.append(f"{source}: {err}")
+        return result
+
+    def _ingest_frames(self, data: bytes | memoryview, source: str, *, release: bool = True
+                       ) -> IngestResult:
+        result = IngestResult()
+        group: list[wf.Frame] = []
+        n_reads = 0
+        for item in wf.iter_frames(data, self.data.keys.get, source=source):
+            if isinstance(item, FrameError):
+                start, end = item.span  # type: ignore[attr-defined]
+                self._quarantine(
+                    rj.make_rejects(source, "frame", item.reason, str(item),
+                                    payload=[bytes(data[start:end])]),
+                    result,
+                )
+                continue
+            group.append(item)
+            n_reads += item.header.n_interval
+            if n_reads >= self.config.batch_reads:
+                result.add(self._ingest_frame_group(group, source, release))
+                group, n_reads = [], 0
+        if group:
+            result.add(self._ingest_frame_group(group, source, release))
+        return result
+
+    def _ingest_frame_group(self, frames: list[wf.Frame], source: str, release: bool
+                            ) -> IngestResult:
+        def cat(name: str, dtype: str) -> npt.NDArray[Any]:
+            parts = [getattr(f, name) for f in frames]
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+
+        created = np.array([f.header.created_at for f in frames], dtype=np.int64)
+        n_i = np.array([f.header.n_interval for f in frames])
+        n_r = np.array([f.header.n_register for f in frames])
+        n_e = np.array([f.header.n_event for f in frames])
+        decoded = Decoded(
+            source=source,
+            reads=DecodedReads(cat("i_meter", "u8"), cat("i_type", "u1"), cat("i_end", "i8"),
+                               cat("i_value", "i8"), cat("i_quality", "u4")),
+            registers=DecodedRegisters(cat("r_meter", "u8"), cat("r_type", "u1"),
+                                       cat("r_time", "i8"), cat("r_value", "i8")),
+            events=DecodedEvents(cat("e_meter", "u8"), cat("e_time", "i8"), cat("e_code", "u4")),
+        )
+        # a record may not lie in the future of the frame that carries it
+        now = (np.repeat(created, n_i), np.repeat(created, n_r), np.repeat(created, n_e))
+        return self.ingest_decoded(decoded, now_s=now, release=release)
+
+    @staticmethod
+    def _row_now(now: Any, which: int) -> Any:
+        return now[which] if isinstance(now, tuple) else now
+
+    # ----------------------------------------------------------------- validation
+
+    def _resolve(self, meter: Any) -> npt.NDArray[np.int32]:
+        reg = self.data.registry
+        if isinstance(meter, np.ndarray):
+            return reg.idx_for_serial(meter)  # type: ignore[no-any-return]
+        return reg.idx_for_id(meter)  # type: ignore[no-any-return]
+
+    def _reject(self, codes_: npt.NDArray[np.uint8], decoded: Any, source: str,
+                make: Callable[..., pa.Table], result: IngestResult) -> npt.NDArray[np.bool_]:
+        ok = codes_ == 0
+        if not ok.all():
+            present = np.unique(codes_[~ok])
+            tables = []
+            for c in present:
+                reason = ROW_REASONS[int(c)]
+                tables.append(make(decoded, codes_ == c, reason, reasons.REASONS[reason], source))
+            self._quarantine(pa.concat_tables(tables), result)
+        return ok
+
+    def _validate_reads(self, d: DecodedReads, now: Any, source: str, result: IngestResult
+                        ) -> pa.Table | None:
+        idx = self._resolve(d.meter)
+        reg = self.data.registry
+        safe = np.maximum(idx, 0)
+        commodity = reg.commodity(safe)
+        interval_s = reg.interval_s(safe)
+        codes_ = check_reads(idx, commodity, interval_s, d.reading_type, d.interval_end,
+                             d.value, d.quality, now_s=self._row_now(now, 0),
+                             config=self.config.validation)
+        ok = self._reject(codes_, d, source, rj.rejects_from_reads, result)
+        result.by_kind["reads"] += int(len(ok))
+        if not ok.any():
+            return None
+        return pa.table(
+            [pa.array(idx[ok]), pa.array(d.reading_type[ok]),
+             pa.array(d.interval_end[ok]).cast(schema.TS),
+             pa.array(d.value[ok].astype(np.int32)), pa.array(d.quality[ok])],
+            schema=schema.READS,
+        )
+
+    def _validate_registers(self, d: DecodedRegisters, now: Any, source: str,
+                            result: IngestResult) -> pa.Table | None:
+        idx = self._resolve(d.meter)
+        codes_ = check_registers(idx, d.register, d.read_time, d.value,
+                                 now_s=self._row_now(now, 1), config=self.config.validation)
+        ok = self._reject(codes_, d, source, rj.rejects_from_registers, result)
+        result.by_kind["registers"] += int(len(ok))
+        if not ok.any():
+            return None
+        return pa.table(
+            [pa.array(idx[ok]), pa.array(d.register[ok]),
+             pa.array(d.read_time[ok]).cast(schema.TS), pa.array(d.value[ok])],
+            schema=schema.REGISTERS,
+        )
+
+    def _validate_events(self, d: DecodedEvents, now: Any, source: str, result: IngestResult
+                         ) -> pa.Table | None:
+        idx = self._resolve(d.meter)
+        codes_ = check_events(idx, d.event_time, d.event_code,
+                              now_s=self._row_now(now, 2), config=self.config.validation)
+        ok = self._reject(codes_, d, source, rj.rejects_from_events, result)
+        result.by_kind["events"] += int(len(ok))
+        if not ok.any():
+            return None
+        return pa.table(
+            [pa.array(idx[ok]), pa.array(d.event_time[ok]).cast(schema.TS),
+             pa.array(d.event_code[ok])],
+            schema=schema.EVENTS,
+        )
+
+    # ----------------------------------------------------------------- storing
+
+    def _store(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
+               evs: pa.Table | None, result: IngestResult) -> None:
+        store = self.data.store
+        new_reads = schema.READS.empty_table()
+        new_regs = schema.REGISTERS.empty_table()
+        new_evs = schema.EVENTS.empty_table()
+        if reads is not None:
+            r = store.append_reads(reads)
+            result.accepted += r.accepted
+            result.duplicate += r.duplicate
+            new_reads = reads.filter(pa.array(r.new)) if r.duplicate else reads
+        if regs is not None:
+            r = store.append_registers(regs)
+            result.accepted += r.accepted
+            result.duplicate += r.duplicate
+            new_regs = regs.filter(pa.array(r.new)) if r.duplicate else regs
+        if evs is not None:
+            r = store.append_events(evs)
+            result.accepted += r.accepted
+            result.duplicate += r.duplicate
+            new_evs = evs.filter(pa.array(r.new)) if r.duplicate else evs
+        for t, col in ((new_reads, "interval_end"), (new_evs, "event_time")):
+            if t.num_rows:
+                mx = pa.compute.max(t.column(col).cast(pa.int64())).as_py()
+                if self._max_event_time is None or mx > self._max_event_time:
+                    self._max_event_time = mx
+        if self.listeners and (new_reads.num_rows or new_regs.num_rows or new_evs.num_rows):
+            batch = StoredBatch(source, new_reads, new_regs, new_evs)
+            for listener in self.listeners:
+                listener.on_stored(batch)
+
+    def _quarantine(self, table: pa.Table, result: IngestResult) -> None:
+        if table.num_rows == 0:
+            return
+        self.data.quarantine.append(table)
+        result.quarantined += table.num_rows
+        for reason, n in Counter(table.column("reason").to_pylist()).items():
+            result.by_reason[reason] += n
+
+    def _store_weather(self, table: pa.Table) -> None:
+        from headend.vee.weather import WeatherStore  # optional consumer of weather
+
+        WeatherStore(self.data.root).append(table)
+
+    def _finish(self, result: IngestResult) -> None:
+        if self._max_event_time is not None:
+            for listener in self.listeners:
+                listener.on_watermark(self._max_event_time)
+
+
+def _sniff_kind(path: Path) -> str:
+    """Kind of a file from its first bytes: ``frames`` or the canonical CSV kind."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return "unknown"
+    if head[:4] == wf.MAGIC:
+        return "frames"
+    line = head.split(b"\n", 1)[0]
+    try:
+        return detect_kind(line)
+    except DecodeError:
+        return "unknown"
+
+
+def iter_paths(paths: Iterable[str]) -> Iterator[Path]:
+    """Expand directories into the files they hold (sorted), keep files as given."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(q for q in p.rglob("*") if q.is_file())
+        else:
+            yield p
