@@ -89,8 +89,8 @@ def test_kill_9_mid_stream_then_resend_everything(root: Path, files: dict[str, P
             break
         acked.append(line.split()[1])
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert len(acked) >= 40, proc.stderr.read() if proc.stderr else ""
+    _out, err = proc.communicate(timeout=30)
+    assert len(acked) >= 40, err
     with Ingestor.open(root) as ing:
         # everything acknowledged before the kill is there
         stored = ing.data.store.scan_reads().num_rows

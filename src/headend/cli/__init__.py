@@ -17,6 +17,14 @@ app = typer.Typer(
 
 #: verb modules, in the order they appear in --help
 _VERB_MODULES: tuple[str, ...] = (
+    "demo",
+    "simulate",
+    "ingest",
+    "export",
+    "serve",
+    "rules",
+    "vee",
+    "analytics",
 )
 
 

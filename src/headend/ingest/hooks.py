@@ -36,7 +36,7 @@ def open_ingestor(
     config: IngestConfig | None = None,
 ) -> Ingestor:
     """Open an :class:`Ingestor` on ``root`` with the standard listeners."""
-    data = DataDir.open(Path(root), store_config=store_config)
+    data = DataDir.open(Path(root), config=store_config)
     listeners: list[Listener] = []
     names = ["rules"] if rules else []
     for name in names:

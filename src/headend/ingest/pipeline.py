@@ -190,7 +190,7 @@ class Ingestor:
         config: IngestConfig | None = None,
     ) -> Ingestor:
         """Open (creating if needed) the data directory ``root``."""
-        data = DataDir.open(Path(root), store_config=store_config)
+        data = DataDir.open(Path(root), config=store_config)
         return cls(data, listeners=listeners, config=config)
 
     @property
@@ -218,10 +218,21 @@ class Ingestor:
         for p in files:
             if not p.is_file():
                 raise FileNotFoundError(f"no such file: {p}")
-        ordered = sorted(files, key=lambda p: _KIND_ORDER.get(_sniff_kind(p), 3))
+        kinds = {p: _sniff_kind(p) for p in files}
+        ordered = sorted(files, key=lambda p: _KIND_ORDER.get(kinds[p], 3))
         total = IngestResult()
+        pending = _PendingFrames()
         for p in ordered:
-            total.add(self._ingest_file(p))
+            if kinds[p] == "frames":
+                # frames of consecutive files are stored together in batches of
+                # ~batch_reads reads: far fewer, larger appends than one per file
+                total.add(self._ingest_frame_file(p, pending))
+            else:
+                total.add(self._flush(pending))
+                res = self._ingest_csv(p, str(p))
+                res.files = 1
+                total.add(res)
+        total.add(self._flush(pending))
         self._finish(total)
         total.seconds = time.perf_counter() - started
         return total
@@ -354,19 +365,53 @@ class Ingestor:
 
     # ----------------------------------------------------------------- files
 
-    def _ingest_file(self, path: Path) -> IngestResult:
+    def _ingest_frame_file(self, path: Path, pending: _PendingFrames) -> IngestResult:
+        result = IngestResult(files=1)
         source = str(path)
-        with path.open("rb") as fh:
-            head = fh.read(4)
-            if head == wf.MAGIC:
-                size = path.stat().st_size
-                with mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ) as mm:
-                    res = self._ingest_frames(memoryview(mm), source)
-                    res.files = 1
-                    return res
-        res = self._ingest_csv(path, source)
-        res.files = 1
-        return res
+        fh = path.open("rb")
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        pending.open_files.append((fh, mm))
+        keys: dict[int, bytes | None] = {}  # one registry look-up per collector per file
+
+        def key_for(collector_id: int) -> bytes | None:
+            if collector_id not in keys:
+                keys[collector_id] = self.data.keys.get(collector_id)
+            return keys[collector_id]
+
+        for item in wf.iter_frames(memoryview(mm), key_for, source=source):
+            if isinstance(item, FrameError):
+                start, end = item.span  # type: ignore[attr-defined]
+                self._quarantine(
+                    rj.make_rejects(source, "frame", item.reason, str(item),
+                                    payload=[bytes(mm[start:end])]),
+                    result,
+                )
+                continue
+            pending.frames.append(item)
+            pending.sources.add(source)
+            pending.n_reads += item.header.n_interval
+            if pending.n_reads >= self.config.batch_reads:
+                result.add(self._flush(pending, keep_last_file=True))
+        return result
+
+    def _flush(self, pending: _PendingFrames, *, keep_last_file: bool = False) -> IngestResult:
+        result = IngestResult()
+        if pending.frames:
+            sources = sorted(pending.sources)
+            source = sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1})"
+            result = self._ingest_frame_group(pending.frames, source, True)
+        pending.frames = []
+        pending.sources = set()
+        pending.n_reads = 0
+        keep = pending.open_files[-1:] if keep_last_file else []
+        for fh, mm in pending.open_files[: len(pending.open_files) - len(keep)]:
+            try:
+                mm.close()
+            except BufferError:  # a view is still alive somewhere: leave it to the GC
+                pass
+            fh.close()
+        pending.open_files = keep
+        return result
 
     def _ingest_csv(self, data: bytes | Path, source: str, *, release: bool = True) -> IngestResult:
         result = IngestResult()
@@ -455,9 +500,15 @@ class Ingestor:
                         ) -> pa.Table | None:
         idx = self._resolve(d.meter)
         reg = self.data.registry
-        safe = np.maximum(idx, 0)
-        commodity = reg.commodity(safe)
-        interval_s = reg.interval_s(safe)
+        known = idx >= 0
+        if known.all():
+            commodity, interval_s = reg.commodity(idx), reg.interval_s(idx)
+        else:  # attributes of unknown meters do not matter: they fail on the meter
+            commodity = np.zeros(len(idx), np.uint8)
+            interval_s = np.full(len(idx), 900, np.int32)
+            if known.any():
+                commodity[known] = reg.commodity(idx[known])
+                interval_s[known] = reg.interval_s(idx[known])
         codes_ = check_reads(idx, commodity, interval_s, d.reading_type, d.interval_end,
                              d.value, d.quality, now_s=self._row_now(now, 0),
                              config=self.config.validation)
@@ -552,6 +603,16 @@ class Ingestor:
         if self._max_event_time is not None:
             for listener in self.listeners:
                 listener.on_watermark(self._max_event_time)
+
+
+@dataclass(slots=True)
+class _PendingFrames:
+    """Frames decoded from files but not yet stored (views into the files' mmaps)."""
+
+    frames: list[wf.Frame] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+    n_reads: int = 0
+    open_files: list[tuple[Any, mmap.mmap]] = field(default_factory=list)
 
 
 def _sniff_kind(path: Path) -> str:

@@ -103,6 +103,33 @@ QUARANTINE: Final = pa.schema(
 )
 
 
+#: A version of an interval read kept by VEE (``<root>/vee/``). Version 0 is the read as
+#: stored (never copied here); versions 1.. are VEE results and manual edits.
+VEE_VERSIONS: Final = pa.schema(
+    [
+        pa.field("meter_idx", pa.int32(), nullable=False),
+        pa.field("reading_type", pa.uint8(), nullable=False),
+        pa.field("interval_end", TS, nullable=False),
+        pa.field("version", pa.int32(), nullable=False),
+        pa.field("value", pa.int32(), nullable=False),  # in the reading type's resolution
+        pa.field("quality", pa.uint32(), nullable=False),  # codes.QUALITY_CODES bit mask
+        pa.field("method", pa.string(), nullable=False),  # validate|interpolation|...|edit
+        pa.field("author", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+#: Outdoor temperature per weather zone (``<root>/weather/``), key ``(zone, time)``.
+WEATHER: Final = pa.schema(
+    [
+        pa.field("zone", pa.string(), nullable=False),  # "" when the CSV has no zone
+        pa.field("time", TS, nullable=False),
+        pa.field("temperature_c", pa.float64(), nullable=False),  # [degC]
+    ]
+)
+
+
 def read_key(
     meter_idx: npt.NDArray[np.int32],
     reading_type: npt.NDArray[np.uint8],
