@@ -232,3 +232,27 @@ def test_listeners_see_only_new_rows(root: Path, files: dict[str, Path]) -> None
         ing.ingest_bytes(interval_frame([M1], 6), source="b")
     assert seen == [4, 2]
     assert marks[-1] == T0 + 6 * 900
+
+
+def test_reference_data_and_directories(root: Path, files: dict[str, Path], tmp_path: Path
+                                        ) -> None:
+    from headend.ingest.pipeline import iter_paths
+    from headend.store.reference import load_reference
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "meters.csv").write_text(files["meters.csv"].read_text())
+    (folder / "ratings.csv").write_text("transformer_id,rating_kva\nT1,25\nT2,37.5\nT3,-1\n")
+    (folder / "customers.csv").write_text("meter_id,customer_class\n100000001,residential\n")
+    (folder / "notes.txt").write_text("not for ingest")
+    paths = list(iter_paths([str(folder)]))
+    assert [p.name for p in paths] == ["customers.csv", "meters.csv", "ratings.csv"]
+    with Ingestor.open(root) as ing:
+        r = ing.ingest_paths(paths)
+        assert r.reference_loaded == {"transformers": 2, "customers": 1}
+        assert r.by_reason == {"bad_value": 1}  # the negative rating
+        ing.ingest_bytes(b"transformer_id,rating_kva\nT1,50\n", source="update")
+    ratings = load_reference(root, "transformers")
+    assert ratings.to_pydict() == {"transformer_id": ["T1", "T2"], "rating_kva": [50.0, 37.5]}
+    assert (root / "transformer_ratings.csv").read_text().splitlines()[0] == \
+        "transformer_id,rating_kva"

@@ -21,6 +21,8 @@ METERS = "meter_id,commodity,technology,two_way,collector_id,transformer_id,feed
         ("collector_id,hmac_key", "collectors"),
         ("time,temperature_c", "weather"),
         ("time,temperature_c,zone", "weather"),
+        ("transformer_id,rating_kva", "transformers"),
+        ("meter_id,customer_class", "customers"),
     ],
 )
 def test_each_kind(header: str, kind: str) -> None:
@@ -29,7 +31,8 @@ def test_each_kind(header: str, kind: str) -> None:
 
 
 def test_all_kinds_listed() -> None:
-    assert KINDS == ("meters", "reads", "registers", "events", "collectors", "weather")
+    assert KINDS == ("meters", "reads", "registers", "events", "collectors", "transformers",
+                     "customers", "weather")
 
 
 @pytest.mark.parametrize(

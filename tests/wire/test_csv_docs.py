@@ -32,7 +32,7 @@ def test_documented_example_files_decode_without_rejects() -> None:
 
     blocks = DOC.split("```\n")[1::2]  # the fenced examples
     csvs = [b for b in blocks if "," in b.splitlines()[0] and "YYYY" not in b]
-    assert len(csvs) == 6
+    assert len(csvs) == 8
     for text in csvs:
         units = list(decode_csv(text.encode(), source="doc"))
         assert [d.rejects for d in units] == [[]], text

@@ -42,6 +42,8 @@ def _print_summary(result: IngestResult, *, as_json: bool) -> None:
         t.add_row("meters loaded", f"{result.meters_loaded:,}")
     if result.collectors_loaded:
         t.add_row("collector keys loaded", f"{result.collectors_loaded:,}")
+    for kind, n in sorted(result.reference_loaded.items()):
+        t.add_row(f"{kind} rows loaded", f"{n:,}")
     if result.weather_loaded:
         t.add_row("weather rows loaded", f"{result.weather_loaded:,}")
     t.add_row("files", f"{result.files:,}")
@@ -51,7 +53,7 @@ def _print_summary(result: IngestResult, *, as_json: bool) -> None:
 
 
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files or directories of them, in any order.")],
+    paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files, or directories (their .csv and .hef files), in any order.")],
     data: DataOption = default_data(),
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="Do not run the real-time rules on what is ingested.")] = False,

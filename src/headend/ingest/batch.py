@@ -67,4 +67,7 @@ class Decoded:
     meters: pa.Table | None = None  # model.schema.CSV_HEADERS["meters"] columns, parsed
     collectors: pa.Table | None = None  # collector_id: uint32, hmac_key: binary
     weather: pa.Table | None = None  # time: timestamp[s, UTC], temperature_c: float64, zone
+    #: reference data by kind: ``transformers`` (transformer_id, rating_kva [kVA]) and
+    #: ``customers`` (meter_id, customer_class)
+    reference: dict[str, pa.Table] = field(default_factory=dict)
     rejects: list[pa.Table] = field(default_factory=list)

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ from headend.ingest.validate import (
 )
 from headend.model import reasons, schema
 from headend.store import DataDir
+from headend.store.reference import upsert_reference
 from headend.wire import frame as wf
 from headend.wire.csvfmt import decode_csv, detect_kind
 
@@ -114,6 +115,7 @@ class IngestResult:
     meters_loaded: int = 0
     collectors_loaded: int = 0
     weather_loaded: int = 0
+    reference_loaded: Counter[str] = field(default_factory=Counter)
     files: int = 0
     unusable: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -128,6 +130,7 @@ class IngestResult:
         self.meters_loaded += other.meters_loaded
         self.collectors_loaded += other.collectors_loaded
         self.weather_loaded += other.weather_loaded
+        self.reference_loaded.update(other.reference_loaded)
         self.files += other.files
         self.unusable.extend(other.unusable)
 
@@ -142,6 +145,7 @@ class IngestResult:
             "meters_loaded": self.meters_loaded,
             "collectors_loaded": self.collectors_loaded,
             "weather_loaded": self.weather_loaded,
+            "reference_loaded": dict(sorted(self.reference_loaded.items())),
             "files": self.files,
             "unusable": list(self.unusable),
             "seconds": round(self.seconds, 3),
@@ -149,8 +153,8 @@ class IngestResult:
 
 
 # order in which file kinds are ingested when several are given at once
-_KIND_ORDER = {"collectors": 0, "meters": 1, "weather": 2, "frames": 3, "reads": 3,
-               "registers": 3, "events": 3}
+_KIND_ORDER = {"collectors": 0, "meters": 1, "transformers": 2, "customers": 2, "weather": 2,
+               "frames": 3, "reads": 3, "registers": 3, "events": 3}
 
 
 def _now() -> int:
@@ -294,6 +298,10 @@ class Ingestor:
             self.data.registry.upsert(decoded.meters)
             result.meters_loaded += decoded.meters.num_rows
             registry_changed = True
+        for kind, table in decoded.reference.items():
+            if table.num_rows:
+                upsert_reference(self.data.root, kind, table)
+                result.reference_loaded[kind] += table.num_rows
         if decoded.weather is not None and decoded.weather.num_rows:
             self._store_weather(decoded.weather)
             result.weather_loaded += decoded.weather.num_rows
@@ -631,10 +639,17 @@ def _sniff_kind(path: Path) -> str:
         return "unknown"
 
 
+#: file name endings taken from a directory given to ingest (files named one by one
+#: are taken whatever their name)
+INGEST_SUFFIXES: Final = (".csv", ".hef")
+
+
 def iter_paths(paths: Iterable[str]) -> Iterator[Path]:
-    """Expand directories into the files they hold (sorted), keep files as given."""
+    """Expand directories into the ``.csv`` and ``.hef`` files below them (sorted);
+    keep files named one by one as given."""
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(q for q in p.rglob("*") if q.is_file())
+            yield from sorted(q for q in p.rglob("*") if q.is_file()
+                              and q.name.endswith(INGEST_SUFFIXES))
         else:
             yield p

@@ -48,6 +48,8 @@ CSV_HEADERS: Final[dict[str, tuple[str, ...]]] = {
     "registers": ("meter_id", "register", "read_time", "value"),
     "events": ("meter_id", "event_time", "event_code"),
     "collectors": ("collector_id", "hmac_key"),
+    "transformers": ("transformer_id", "rating_kva"),
+    "customers": ("meter_id", "customer_class"),
     "weather": ("time", "temperature_c"),
 }
 #: Optional extra columns a canonical CSV may carry after its required ones.

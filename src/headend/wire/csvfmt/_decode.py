@@ -57,9 +57,14 @@ _FIELDS: Final[dict[str, dict[str, str]]] = {
     "meters": {"meter_id": "meter_id"},
     "collectors": {},
     "weather": {"time": "time", "value": "temperature_c"},
+    "transformers": {"type": "transformer_id", "value": "rating_kva"},
+    "customers": {"meter_id": "meter_id", "type": "customer_class"},
 }
 #: kinds whose rejects keep the whole row (as a canonical line) in ``payload``
-_PAYLOAD_KINDS: Final = frozenset({"meters", "collectors", "weather"})
+_PAYLOAD_KINDS: Final = frozenset({"meters", "collectors", "weather", "transformers",
+                                    "customers"})
+#: customer classes a customers CSV may name
+CUSTOMER_CLASSES: Final = ("residential", "commercial", "industrial")
 
 
 class _Rows:
@@ -335,9 +340,35 @@ def _weather(rows: _Rows) -> Decoded:
     return Decoded(rows.source, weather=table, rejects=rows.rejects)
 
 
+def _transformers(rows: _Rows) -> Decoded:
+    c = rows.cols
+    tid = c["transformer_id"]
+    rows.reject(np.asarray(pc.equal(pc.utf8_length(tid), 0)), reasons.BAD_CSV,
+                "transformer_id empty")
+    milli, ok = tx.parse_decimal(c["rating_kva"], 3, lo=1, hi=10**12)
+    rows.reject(~ok, reasons.BAD_VALUE, ("rating_kva not a positive number:", "rating_kva"))
+    keep = rows.ok
+    table = pa.table({"transformer_id": tid.filter(pa.array(keep)),
+                      "rating_kva": pa.array(milli[keep] / 1000.0)})
+    return Decoded(rows.source, reference={"transformers": table}, rejects=rows.rejects)
+
+
+def _customers(rows: _Rows) -> Decoded:
+    c = rows.cols
+    mid, cls = c["meter_id"], c["customer_class"]
+    rows.reject(np.asarray(pc.equal(pc.utf8_length(mid), 0)), reasons.BAD_CSV, "meter_id empty")
+    known = np.asarray(pc.is_in(cls, value_set=pa.array(CUSTOMER_CLASSES)))
+    rows.reject(~known, reasons.BAD_CSV, ("customer_class not one of "
+                                          + "|".join(CUSTOMER_CLASSES) + ":", "customer_class"))
+    fk = pa.array(rows.ok)
+    table = pa.table({"meter_id": mid.filter(fk), "customer_class": cls.filter(fk)})
+    return Decoded(rows.source, reference={"customers": table}, rejects=rows.rejects)
+
+
 _CONVERTERS: Final[dict[str, Callable[[_Rows], Decoded]]] = {
     "reads": _reads, "registers": _registers, "events": _events, "meters": _meters,
-    "collectors": _collectors, "weather": _weather,
+    "collectors": _collectors, "weather": _weather, "transformers": _transformers,
+    "customers": _customers,
 }
 
 
