@@ -50,7 +50,8 @@ def demo(
     with err_console.status(f"simulating {meters:,} meters for {days} day(s)"):
         summary = run_sim(utility, Faults.from_names(faults), sim_dir, formats=("frames",))
     t_sim = time.perf_counter() - t0
-    static = [sim_dir / n for n in ("collectors.csv", "meters.csv", "weather.csv")
+    static = [sim_dir / n for n in ("collectors.csv", "meters.csv", "transformer_ratings.csv",
+                                    "customers.csv", "weather.csv")
               if (sim_dir / n).exists()]
     uploads = sorted((sim_dir / "uploads").glob("*.hef"))
     t1 = time.perf_counter()
@@ -102,13 +103,23 @@ def _report(summary: dict[str, Any], ingest: dict[str, Any], stats: Any, quarant
     return rep
 
 
-def _outage_check(data_dir: Path, sim_dir: Path) -> dict[str, Any] | None:
+def _outage_check(data_dir: Path, sim_dir: Path) -> dict[str, Any]:
     """Outages the rules reported, held against the simulator's ground truth."""
-    try:
-        from headend.rules.evaluate import score_outages
-    except ImportError:
-        return None
-    return score_outages(data_dir, sim_dir / "ground_truth.parquet")  # type: ignore[no-any-return]
+    import pyarrow.parquet as pq
+
+    from headend.rules import RuleEngine
+    from headend.rules.testing import Fault, score_outages
+    from headend.store import DataDir
+
+    gt = pq.read_table(sim_dir / "ground_truth.parquet").to_pylist()
+    truth = [Fault(r["level"], r["device_id"], int(r["start"].timestamp()),
+                   int(r["end"].timestamp())) for r in gt if r["kind"] in ("outage", "momentary")]
+    with DataDir.open(data_dir) as dd:
+        found = list(RuleEngine.open(dd.root, dd.registry).outages)
+    score = score_outages(found, truth, tol_s=900)
+    return {"injected": len(truth), "reported": len(found),
+            "precision": round(score["precision"], 3), "recall": round(score["recall"], 3),
+            "max_start_error_s": score["max_start_error_s"]}
 
 
 def _markdown(rep: dict[str, Any]) -> str:

@@ -1,0 +1,439 @@
+"""Outage detection, location and restoration (last gasp 3.26.0.85, restore 3.26.0.216).
+
+Method
+------
+1. **Evidence** (vectorised per chunk, dense per-meter state): the last gasp, the last
+   restoration event, the last read flagged *power failure* (quality 1.2.32), the last
+   sign of power (an unflagged read or a non-gasp event), the last report of any kind,
+   and the latest *reporting gap* (two
+   successive signs of power further apart than the meter's interval + slack).
+2. **Incidents**: gasps are clustered in event time (session windows, gap
+   ``correlation_s``). An incident is located once the watermark passes its last gasp
+   by ``confirm_s`` (so the next interval read of every meter is due), or its first
+   gasp by ``max_delay_s``.
+3. **Location**, top-down: a substation, feeder or transformer is out when the densest
+   ``simultaneity_s`` window of its gasps holds ``coherence`` of them (a device fails at
+   once) and at least its ``*_ratio`` of electric meters are *out at that start* ``a``:
+   gasped, flagged a power failure since ``a``, silent since ``a`` and overdue, silent
+   across ``a`` (reporting gap), already in an outage, or (two-way meters, ``use_pings``)
+   not answering a ping. Lost gasps (30 % and more) are made up by the silence of
+   sibling meters; a transformer whose every gasp was lost is found from all its meters
+   falling silent at once (a pseudo-gasp at their last sign of power). Gasping meters
+   under no out device get meter-level outages.
+4. **Restoration**: a member is back at its first sign of power after ``a`` (restore
+   event, first read after its gap, or the first interval read after ``a``). A device
+   outage ends when ``restore_ratio`` of its members are back, at their median (lower)
+   restoration time. Members still out ``confirm_s`` + one interval after that (not
+   answering a ping, not covered by another outage in progress) become **nested**
+   outages (transformer or meter level) with the same start.
+5. **Momentary** (<= ``momentary_s``, IEEE 1366-2012: momentary interruption <= 5 min)
+   vs **sustained**.
+   **Storm mode**: at ``storm_outages`` new outages within ``storm_window_s`` a storm
+   alert is raised and the engine stops sending meter-level and momentary outages to
+   the OMS (they are still recorded and exported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from headend.rules.alerts import Outage, record_id
+from headend.rules.base import PF_BIT, POWER_FAIL, POWER_RESTORED, Chunk, Context, Output
+from headend.rules.config import OutageConfig
+from headend.rules.grid import SCAN_S
+from headend.rules.topology import LEVEL_NAMES, METER, SUBSTATION, TRANSFORMER, Topology
+from headend.rules.windows import session_ids, sort_by_key_time
+
+__all__ = ["EvidencePinger", "OutageRule", "Pinger"]
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+_STATE = ("last_up", "gap_from", "gap_to", "last_gasp", "last_restore", "pf_at", "up_after",
+          "last_report")
+INPUTS = ("events:3.26.0.85", "events:3.26.0.216", "reads:interval_end",
+          "reads:quality:1.2.32", "topology")
+
+
+class Pinger(Protocol):
+    """Port: ask two-way meters whether they have power.
+
+    ``ping(meters, at_s)`` returns per meter 1 (answered: powered), 0 (no answer) or
+    -1 (cannot be pinged: one-way meter or unknown). Blocking; may be slow in real
+    networks, so the engine pings only meters whose state is undecided.
+    """
+
+    def ping(self, meters: I32, at_s: int) -> npt.NDArray[np.int8]: ...
+
+
+class EvidencePinger:
+    """Default adapter until a command path exists: answers from the data seen so far.
+
+    A two-way meter "answers" at ``at_s`` when its latest sign of power is newer than
+    its latest gasp and no older than one interval + slack; otherwise it does not.
+    """
+
+    def __init__(self, rule: OutageRule, topology: Topology) -> None:
+        self.rule, self.topo = rule, topology
+
+    def ping(self, meters: I32, at_s: int) -> npt.NDArray[np.int8]:
+        r = self.rule
+        iv = self.topo.interval_s[meters].astype(np.int64)
+        up = (r.last_up[meters] > r.last_gasp[meters]) & (
+            at_s - r.last_up[meters] <= iv + r.cfg.slack_s)
+        out = np.where(up, 1, 0).astype(np.int8)
+        out[~self.topo.two_way[meters]] = -1
+        return out
+
+
+@dataclass(slots=True)
+class _Open:
+    """An outage in progress (runtime; snapshot as arrays)."""
+
+    oid: str
+    level: int
+    dev: int
+    start: int
+    members: I32
+    parent: str | None
+    end: int | None = None
+    pinged: bool = False
+
+
+class OutageRule:
+    """Runtime outage rule (see the module docstring). State: 8 int64 and 1 int32 per meter."""
+
+    kind = "outage"
+
+    def __init__(self, name: str, cfg: OutageConfig, n: int = 0) -> None:
+        self.name, self.cfg = name, cfg
+        z = np.zeros(n, np.int64)
+        self.last_up, self.gap_from, self.gap_to = z.copy(), z.copy(), z.copy()
+        self.last_gasp, self.last_restore, self.pf_at, self.up_after = (
+            z.copy(), z.copy(), z.copy(), z.copy())
+        self.last_report = z.copy()  # any read or event, flagged or not
+        self.member = np.full(n, -1, np.int32)
+        self.p_meter = np.zeros(0, np.int32)
+        self.p_time = np.zeros(0, np.int64)
+        self.p_pseudo = np.zeros(0, np.bool_)  # pending gasp inferred from silence
+        self.open: dict[int, _Open] = {}
+        self.next_slot = 0
+        self.recent = np.zeros(0, np.int64)  # starts of recent outages (storm mode)
+        self.storm_until = 0
+        self._closed: dict[int, _Open] = {}
+        self._touched: set[int] = set()
+        self._wm = 0
+        self._scanned = 0  # watermark of the last silence scan
+
+    # ------------------------------------------------------------------ state
+
+    def grow(self, n: int) -> None:
+        if n <= len(self.member):
+            return
+        pad = n - len(self.member)
+        for f in _STATE:
+            setattr(self, f, np.concatenate([getattr(self, f), np.zeros(pad, np.int64)]))
+        self.member = np.concatenate([self.member, np.full(pad, -1, np.int32)])
+
+    def snapshot(self) -> dict[str, Any]:
+        s: dict[str, Any] = {f: getattr(self, f) for f in _STATE}
+        o = list(self.open.items())
+        s.update(member=self.member, p_meter=self.p_meter, p_time=self.p_time,
+                 p_pseudo=self.p_pseudo,
+                 recent=self.recent, scalars=np.array([self.next_slot, self.storm_until, self._scanned]),
+                 o_slot=np.array([k for k, _ in o], np.int64),
+                 o_num=np.array([[x.level, x.dev, x.start, -1 if x.end is None else x.end,
+                                  int(x.pinged)] for _, x in o], np.int64).reshape(-1, 5),
+                 o_id=np.array([x.oid for _, x in o], dtype="<U16"),
+                 o_parent=np.array([x.parent or "" for _, x in o], dtype="<U16"),
+                 o_len=np.array([len(x.members) for _, x in o], np.int64),
+                 o_members=np.concatenate([x.members for _, x in o] or [np.zeros(0, np.int32)]))
+        return s
+
+    def restore(self, s: dict[str, Any]) -> None:
+        for f in _STATE:
+            setattr(self, f, np.array(s[f], np.int64))
+        self.member = np.array(s["member"], np.int32)
+        self.p_meter, self.p_time = np.array(s["p_meter"]), np.array(s["p_time"])
+        self.p_pseudo = np.array(s["p_pseudo"], np.bool_)
+        self.recent = np.array(s["recent"])
+        self.next_slot, self.storm_until, self._scanned = (int(x) for x in s["scalars"])
+        parts = np.split(np.array(s["o_members"], np.int32), np.cumsum(s["o_len"])[:-1])
+        self.open = {}
+        for i, slot in enumerate(np.asarray(s["o_slot"]).tolist()):
+            lv, dev, st, end, pg = (int(x) for x in s["o_num"][i])
+            self.open[slot] = _Open(str(s["o_id"][i]), lv, dev, st, parts[i],
+                                    str(s["o_parent"][i]) or None, None if end < 0 else end,
+                                    bool(pg))
+
+    # ------------------------------------------------------------------ evidence
+
+    def _evidence(self, c: Chunk, topo: Topology) -> None:
+        gasp = c.e_code == POWER_FAIL
+        rest = c.e_code == POWER_RESTORED
+        for arr, m, t in ((self.last_gasp, c.e_meter[gasp], c.e_time[gasp]),
+                          (self.last_restore, c.e_meter[rest], c.e_time[rest])):
+            np.maximum.at(arr, m, t)
+        pf = (c.r_quality & PF_BIT) != 0
+        np.maximum.at(self.pf_at, c.r_meter[pf], c.r_time[pf])
+        np.maximum.at(self.last_report, c.r_meter, c.r_time)
+        np.maximum.at(self.last_report, c.e_meter, c.e_time)
+        self.p_meter = np.concatenate([self.p_meter, c.e_meter[gasp]])
+        self.p_time = np.concatenate([self.p_time, c.e_time[gasp]])
+        self.p_pseudo = np.concatenate([self.p_pseudo, np.zeros(int(gasp.sum()), np.bool_)])
+        # signs of power: reads not flagged power-fail and every event but a gasp (a
+        # flagged read covers part of an outage and may be closed while still out)
+        um = np.concatenate([c.r_meter[~pf], c.e_meter[~gasp]])
+        ut = np.concatenate([c.r_time[~pf], c.e_time[~gasp]])
+        if len(ut) == 0:
+            return
+        o = sort_by_key_time(um, ut)
+        um, ut = um[o], ut[o]
+        first = np.ones(len(um), np.bool_)
+        first[1:] = um[1:] != um[:-1]
+        last = np.ones(len(um), np.bool_)
+        last[:-1] = first[1:]
+        prev = np.empty_like(ut)
+        prev[1:] = ut[:-1]
+        prev[first] = self.last_up[um[first]]
+        iv = topo.interval_s[um].astype(np.int64) + self.cfg.slack_s
+        g = np.flatnonzero((prev > 0) & (ut - prev > iv))
+        if len(g):
+            gl = g[np.r_[um[g][1:] != um[g][:-1], True]]  # last gap of each meter
+            self.gap_from[um[gl]] = prev[gl]
+            self.gap_to[um[gl]] = ut[gl]
+        self.last_up[um[last]] = np.maximum(self.last_up[um[last]], ut[last])
+        # first sign of power of members still out, after their outage start
+        mem = self.member[um]
+        cand = np.flatnonzero((mem >= 0) & (self.up_after[um] == 0))
+        if len(cand):
+            starts = np.array([self.open[s].start for s in mem[cand].tolist()], np.int64)
+            cand = cand[ut[cand] > starts]
+            fc = cand[np.r_[True, um[cand][1:] != um[cand][:-1]]] if len(cand) else cand
+            self.up_after[um[fc]] = ut[fc]
+
+    def _out_at(self, m: I32, a: I64, hi: int, wm: int, topo: Topology, ping: Any
+                ) -> npt.NDArray[np.bool_]:
+        """Which meters ``m`` were out at incident start ``a`` (per meter; the incident's
+        last gasp at ``hi``) [bool]."""
+        s = self.cfg.slack_s
+        iv = topo.interval_s[m].astype(np.int64)
+        lu = self.last_up[m]
+        gasped = (self.last_gasp[m] >= a - s) & (self.last_gasp[m] <= hi + s)
+        pf = self.pf_at[m] >= a
+        silent_now = (lu <= a + s) & (wm - lu > iv + s)
+        gap = (self.gap_from[m] <= a + s) & (self.gap_to[m] > a + s)
+        still = (self.member[m] >= 0) & (self.up_after[m] == 0)
+        out = gasped | pf | silent_now | gap | still
+        undecided = ~out & (lu <= a + s) & topo.two_way[m]
+        if ping is not None and self.cfg.use_pings and undecided.any():
+            u = np.flatnonzero(undecided)
+            out[u] = ping.ping(m[u], wm) == 0
+        return out  # type: ignore[no-any-return]
+
+    def _restored_at(self, m: I32, a: I64, topo: Topology) -> I64:
+        """First sign of power after ``a`` per meter from the state (0: none yet)."""
+        s = self.cfg.slack_s
+        iv = topo.interval_s[m].astype(np.int64)
+        big = np.iinfo(np.int64).max
+        r = np.where(self.last_restore[m] > a, self.last_restore[m], big)
+        gap = (self.gap_from[m] <= a + s) & (self.gap_to[m] > a + s)
+        r = np.minimum(r, np.where(gap, self.gap_to[m], big))
+        grid = (a // iv + 1) * iv
+        r = np.minimum(r, np.where(~gap & (self.last_up[m] >= grid), grid, big))
+        out: I64 = np.where(r == big, 0, r)
+        return out
+
+    # ------------------------------------------------------------------ decisions
+
+    def _new(self, level: int, dev: int, start: int, members: I32, parent: str | None,
+             topo: Topology) -> _Open:
+        oid = record_id(self.name, LEVEL_NAMES[level], topo.names[level][dev], start)
+        o = _Open(oid, level, dev, start, members.astype(np.int32), parent)
+        slot = self.next_slot
+        self.next_slot += 1
+        self.open[slot] = o
+        self._touched.add(slot)
+        self.member[members] = slot
+        self.up_after[members] = self._restored_at(
+            members, np.full(len(members), start, np.int64), topo)
+        self.recent = np.append(self.recent, self._wm)  # when located (storm window)
+        return o
+
+    def _locate(self, m_g: I32, t_g: I64, wm: int, topo: Topology, ping: Any,
+                levels: tuple[int, ...]) -> None:
+        still = (self.member[m_g] >= 0) & (self.up_after[m_g] == 0)
+        m_g, t_g = m_g[~still], t_g[~still]
+        remaining = np.ones(len(m_g), np.bool_)
+        ratios = {SUBSTATION: self.cfg.substation_ratio, 2: self.cfg.feeder_ratio,
+                  TRANSFORMER: self.cfg.transformer_ratio}
+        for level in levels:
+            dev_g = topo.device[level][m_g]
+            ok = remaining & (dev_g >= 0)
+            if not ok.any():
+                continue
+            devs, a_d, coherent = _densest(dev_g[ok], t_g[ok], self.cfg.simultaneity_s)
+            mm, pos = topo.meters_of(level, devs.astype(np.int32))
+            out = self._out_at(mm, a_d[pos], int(t_g.max()), wm, topo, ping)
+            cnt = np.bincount(pos, weights=out, minlength=len(devs))
+            size = topo.size(level)[devs]
+            hit = np.flatnonzero((cnt >= ratios[level] * size) & (size >= self.cfg.min_meters)
+                                 & (coherent >= self.cfg.coherence))
+            for d in hit.tolist():
+                self._new(level, int(devs[d]), int(a_d[d]), mm[(pos == d) & out], None, topo)
+            # gasps explained by an out device (its simultaneous window) are consumed
+            where = np.searchsorted(devs[hit], dev_g)
+            where = np.minimum(where, max(len(hit) - 1, 0))
+            if len(hit):
+                a_hit = a_d[hit][where]
+                inside = (devs[hit][where] == dev_g) & (t_g >= a_hit) & (
+                    t_g <= a_hit + self.cfg.simultaneity_s)
+                remaining &= ~inside
+        mr, tr = m_g[remaining], t_g[remaining]
+        o = sort_by_key_time(mr, tr)
+        mr, tr = mr[o], tr[o]
+        firsts = np.r_[True, mr[1:] != mr[:-1]] if len(mr) else np.zeros(0, np.bool_)
+        for m, t in zip(mr[firsts].tolist(), tr[firsts].tolist(), strict=True):
+            self._new(METER, m, t, np.array([m], np.int32), None, topo)
+
+    def _silence_trigger(self, c: Chunk, topo: Topology) -> None:
+        """Transformers all of whose meters fell silent at once, with no gasp at all
+        (every gasp lost): add their silence as a pseudo-gasp at the last sign of power,
+        so location proceeds as usual (start known to within one interval)."""
+        prev = self._scanned
+        if c.wm // SCAN_S == prev // SCAN_S:  # an O(meters) scan: once per SCAN_S
+            return
+        self._scanned = c.wm
+        if prev <= 0:
+            return
+        lim = topo.interval_s.astype(np.int64) + self.cfg.slack_s
+        lu, lr = self.last_up, self.last_report
+        new = (lr > 0) & (c.wm - lr > lim) & (prev - lr <= lim) & (self.member < 0) & (
+            self.last_gasp < lu)
+        m = np.flatnonzero(new)
+        if len(m) == 0:
+            return
+        tx = topo.device[TRANSFORMER][m]
+        m, tx = m[tx >= 0], tx[tx >= 0]
+        txs, cnt = np.unique(tx, return_counts=True)
+        size = topo.size(TRANSFORMER)[txs]
+        full = txs[(cnt >= np.maximum(size, self.cfg.min_meters)) & (size >= 1)]
+        sel = m[np.isin(tx, full)]
+        if len(sel):
+            self.p_meter = np.concatenate([self.p_meter, sel.astype(np.int32)])
+            self.p_time = np.concatenate([self.p_time, lu[sel] + 1])
+            self.p_pseudo = np.concatenate([self.p_pseudo, np.ones(len(sel), np.bool_)])
+            self.last_gasp[sel] = lu[sel] + 1
+
+    def _record(self, o: _Open, wm: int, topo: Topology) -> Outage:
+        dur = (o.end if o.end is not None else wm) - o.start
+        inputs = INPUTS + (("ping",) if o.pinged else ())
+        return Outage(o.oid, LEVEL_NAMES[o.level], topo.names[o.level][o.dev],
+                      o.start, o.end,
+                      dur > self.cfg.momentary_s, len(o.members), self.name, inputs, o.parent)
+
+    def process(self, c: Chunk, ctx: Context) -> Output:
+        topo, cfg, wm = ctx.topology, self.cfg, c.wm
+        self._wm = wm
+        self.grow(topo.n)
+        self._evidence(c, topo)
+        self._silence_trigger(c, topo)
+        # incidents ready to locate
+        if len(self.p_time):
+            order = np.argsort(self.p_time, kind="stable")
+            pm, pt, pp = self.p_meter[order], self.p_time[order], self.p_pseudo[order]
+            sid = session_ids(np.zeros(len(pt), np.int64), pt, cfg.correlation_s)
+            n_s = int(sid[-1]) + 1
+            lo = np.searchsorted(sid, np.arange(n_s))
+            hi = np.r_[lo[1:], len(sid)]
+            ready = (pt[hi - 1] + cfg.confirm_s <= wm) | (pt[lo] + cfg.max_delay_s <= wm)
+            keep = np.ones(len(pt), np.bool_)
+            for s in np.flatnonzero(ready).tolist():
+                # real gasps first; silence only for meters they did not explain
+                for pseudo in (False, True):
+                    sel = lo[s] + np.flatnonzero(pp[lo[s]:hi[s]] == pseudo)
+                    if len(sel):
+                        self._locate(pm[sel], pt[sel], wm, topo, ctx.pinger,
+                                     (TRANSFORMER,) if pseudo else (SUBSTATION, 2, TRANSFORMER))
+                keep[lo[s]:hi[s]] = False
+            self.p_meter, self.p_time, self.p_pseudo = pm[keep], pt[keep], pp[keep]
+        out = Output()
+        # restorations and nested outages
+        for slot, o in list(self.open.items()):
+            if o.end is None:
+                ua = self.up_after[o.members]
+                back = np.sort(ua[ua > 0])
+                if len(back) and len(back) >= cfg.restore_ratio * len(o.members):
+                    o.end = int(back[(len(back) - 1) // 2])
+                    self._touched.add(slot)
+            # members without a restore event show power at the first unflagged read,
+            # up to two intervals after the restoration: wait for it before nesting
+            wait = cfg.confirm_s + int(topo.interval_s[o.members].max(initial=0))
+            if o.end is not None and (wm >= o.end + wait or o.level == METER):
+                self._finish(slot, o, wm, topo, ctx.pinger)
+        for slot in sorted(self._touched):
+            rec = self.open.get(slot) or self._closed.get(slot)
+            if rec is not None:
+                out.outages.append(self._record(rec, wm, topo))
+        self._touched.clear()
+        # storm mode
+        self.recent = self.recent[self.recent > wm - cfg.storm_window_s]
+        if len(self.recent) >= cfg.storm_outages and wm > self.storm_until:
+            out.storm.append((wm, len(self.recent), cfg.storm_window_s))
+            self.storm_until = wm + cfg.storm_window_s
+        self._closed.clear()
+        return out
+
+    def _finish(self, slot: int, o: _Open, wm: int, topo: Topology, ping: Any) -> None:
+        """Release a restored outage's members; those still out become nested outages."""
+        left = o.members[(self.up_after[o.members] == 0) & (self.member[o.members] == slot)]
+        if len(left) and ping is not None and self.cfg.use_pings:
+            ans = ping.ping(left, wm)
+            if (ans >= 0).any():
+                o.pinged = True
+                self._touched.add(slot)
+            back = ans == 1
+            self.up_after[left[back]] = self.last_up[left[back]]
+            left = left[~back]
+        # still covered by another outage in progress (e.g. the feeder above): hand over
+        for s2, x in self.open.items():
+            if len(left) == 0:
+                break
+            if s2 != slot and x.end is None:
+                hit = np.isin(left, x.members)
+                self.member[left[hit]] = s2
+                left = left[~hit]
+        rel = o.members[self.member[o.members] == slot]
+        self.member[rel] = -1
+        del self.open[slot]
+        self._closed[slot] = o
+        if len(left) == 0 or o.level == METER:
+            return
+        tx = topo.device[TRANSFORMER][left]
+        txs, cnt = np.unique(tx[tx >= 0], return_counts=True)
+        size = topo.size(TRANSFORMER)[txs] if len(txs) else np.zeros(0, np.int64)
+        full = txs[(cnt >= self.cfg.transformer_ratio * size) & (size >= self.cfg.min_meters)]
+        for d in full.tolist():
+            if o.level == TRANSFORMER and d == o.dev:
+                continue
+            self._new(TRANSFORMER, d, o.start, left[tx == d], o.oid, topo)
+        for m in left[~np.isin(tx, full) | ((o.level == TRANSFORMER) & (tx == o.dev))].tolist():
+            self._new(METER, m, o.start, np.array([m], np.int32), o.oid, topo)
+
+
+
+def _densest(dev: npt.NDArray[Any], t: I64, width: int
+             ) -> tuple[npt.NDArray[np.int64], I64, npt.NDArray[np.float64]]:
+    """Per device: the start of its densest ``width``-second window of gasps and the
+    share of the device's gasps inside it (1.0 when the device failed as a whole)."""
+    o = sort_by_key_time(dev, t)
+    dk, tt = dev[o].astype(np.int64), t[o]
+    packed = (dk << 32) | tt
+    cnt = np.searchsorted(packed, packed + width, side="right") - np.arange(len(tt))
+    best = np.lexsort((tt, -cnt, dk))
+    first = np.r_[True, dk[best][1:] != dk[best][:-1]]
+    devs, total = np.unique(dk, return_counts=True)
+    return devs, tt[best][first], cnt[best][first] / total
