@@ -25,6 +25,7 @@ _VERB_MODULES: tuple[str, ...] = (
     "rules",
     "vee",
     "analytics",
+    "report",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import numpy as np
@@ -72,27 +73,25 @@ def export_reads(
             rts = np.array([codes.reading_type(n).code for n in reading_type], dtype=np.uint8)
         except KeyError as exc:
             fail(f"unknown reading type: {exc.args[0]}")
-    out = sys.stdout.buffer
-    header_written = False
     with DataDir.open(data) as dd:
         overlay = _vee_overlay(dd) if version == "current" else None
         idx, _ids = _meter_order(dd, meter)
-        for chunk in _chunks(idx):
-            raw = dd.store.scan_reads(meters=chunk.astype(np.int32), start=start, end=end,
-                                      reading_types=rts)
-            if overlay is not None:
-                raw = overlay(raw, start, end, rts)
-            if no_estimated and raw.num_rows:
-                q = raw.column("quality")
-                est = pc.not_equal(pc.bit_wise_and(q, pa.scalar(codes.ESTIMATED_MASK, pa.uint32())), 0)
-                raw = raw.filter(pc.invert(est))
-            table = _with_meter_ids(dd, raw)
-            write_reads_csv(table, out, header=not header_written)
-            header_written = True
-        if not header_written:
-            write_reads_csv(_with_meter_ids(dd, dd.store.scan_reads(meters=np.empty(0, np.int32))),
-                            out, header=True)
-    out.flush()
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for chunk in _chunks(idx):
+                raw = dd.store.scan_reads(meters=chunk.astype(np.int32), start=start, end=end,
+                                          reading_types=rts)
+                if overlay is not None:
+                    raw = overlay(raw, start, end, rts)
+                if no_estimated and raw.num_rows:
+                    q = raw.column("quality")
+                    est = pc.not_equal(
+                        pc.bit_wise_and(q, pa.scalar(codes.ESTIMATED_MASK, pa.uint32())), 0)
+                    raw = raw.filter(pc.invert(est))
+                yield from _with_meter_ids(dd, raw).to_batches()
+
+        write_reads_csv(batches(), sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 def _with_meter_ids(dd: object, raw: pa.Table) -> pa.Table:
@@ -116,7 +115,7 @@ def _vee_overlay(dd: object):  # type: ignore[no-untyped-def]
     reg = dd.registry  # type: ignore[attr-defined]
 
     def apply(raw: pa.Table, start: int | None, end: int | None, rts: np.ndarray | None) -> pa.Table:
-        return current_reads(root, raw, reg)
+        return current_reads(root, raw, reg, start=start, end=end)
 
     return apply
 
@@ -163,29 +162,24 @@ def _export_simple(kind: Literal["events", "registers"], data: Path, meter: list
 
     start = parse_time(from_, option="--from")
     end = parse_time(to, option="--to")
-    out = sys.stdout.buffer
     time_col = "event_time" if kind == "events" else "read_time"
     second = "event_code" if kind == "events" else "register"
     writer = csvfmt.write_events_csv if kind == "events" else csvfmt.write_registers_csv
-    header_written = False
     with DataDir.open(data) as dd:
         idx, _ = _meter_order(dd, meter)
         scan = dd.store.scan_events if kind == "events" else dd.store.scan_registers
-        for chunk in _chunks(idx):
-            raw = scan(meters=chunk.astype(np.int32), start=start, end=end)
-            ids = dd.registry.ids(raw.column("meter_idx").to_numpy())
-            t = raw.append_column("meter_id", ids)
-            keys = [("meter_id", "ascending"), (time_col, "ascending"), (second, "ascending")]
-            if kind == "registers":
-                keys = [("meter_id", "ascending"), (second, "ascending"), (time_col, "ascending")]
-            t = t.sort_by(keys)
-            writer(t, out, header=not header_written)
-            header_written = True
-        if not header_written:
-            raw = scan(meters=np.empty(0, np.int32))
-            writer(raw.append_column("meter_id", dd.registry.ids(raw.column("meter_idx").to_numpy())),
-                   out, header=True)
-    out.flush()
+        keys = [("meter_id", "ascending"), (time_col, "ascending"), (second, "ascending")]
+        if kind == "registers":
+            keys = [("meter_id", "ascending"), (second, "ascending"), (time_col, "ascending")]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for chunk in _chunks(idx):
+                raw = scan(meters=chunk.astype(np.int32), start=start, end=end)
+                ids = dd.registry.ids(raw.column("meter_idx").to_numpy())
+                yield from raw.append_column("meter_id", ids).sort_by(keys).to_batches()
+
+        writer(batches(), sys.stdout.buffer)
+    sys.stdout.buffer.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -57,6 +57,7 @@ def ingest(
     data: DataOption = default_data(),
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="Do not run the real-time rules on what is ingested.")] = False,
+    no_vee: Annotated[bool, typer.Option("--no-vee", help="Do not run VEE (validation, estimation) when the ingest ends.")] = False,
 ) -> None:
     """Ingest collector uploads (binary frames) and canonical CSV.
 
@@ -73,7 +74,7 @@ def ingest(
     if missing:
         fail(f"no such file: {missing[0]}")
     try:
-        with open_ingestor(data, rules=not no_rules) as ing:
+        with open_ingestor(data, rules=not no_rules, vee=not no_vee) as ing:
             result = ing.ingest_paths(files)
     except StorageError as exc:
         fail(f"storage failure, nothing acknowledged: {exc}", EXIT_STORAGE)

@@ -21,9 +21,17 @@ def _rules(data: DataDir) -> Listener:
     return RuleEngine.open(data.root, data.registry)  # type: ignore[no-any-return]
 
 
-#: name -> factory; ``rules`` runs the real-time rule engine in event time.
+def _vee(data: DataDir) -> Listener:
+    from headend.vee import VeeListener
+
+    return VeeListener(data.root)  # type: ignore[no-any-return]
+
+
+#: name -> factory. ``rules`` runs the real-time rule engine in event time; ``vee``
+#: validates and estimates what an ingest call stored, when the call ends.
 LISTENERS: dict[str, Callable[[DataDir], Listener]] = {
     "rules": _rules,
+    "vee": _vee,
 }
 
 
@@ -31,6 +39,7 @@ def open_ingestor(
     root: Path | str,
     *,
     rules: bool = True,
+    vee: bool = True,
     extra: Sequence[Listener] = (),
     store_config: Any = None,
     config: IngestConfig | None = None,
@@ -38,7 +47,7 @@ def open_ingestor(
     """Open an :class:`Ingestor` on ``root`` with the standard listeners."""
     data = DataDir.open(Path(root), config=store_config)
     listeners: list[Listener] = []
-    names = ["rules"] if rules else []
+    names = [n for n, on in (("rules", rules), ("vee", vee)) if on]
     for name in names:
         listeners.append(LISTENERS[name](data))
     listeners.extend(extra)

@@ -202,6 +202,14 @@ class Ingestor:
         return self.data.registry
 
     def close(self) -> None:
+        """Let listeners persist their state (``close`` or ``checkpoint``), then release
+        the data directory."""
+        for listener in self.listeners:
+            for name in ("close", "checkpoint"):
+                fn = getattr(listener, name, None)
+                if callable(fn):
+                    fn()
+                    break
         self.data.close()
 
     def __enter__(self) -> Ingestor:

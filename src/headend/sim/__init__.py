@@ -51,7 +51,9 @@ n_meters       int32               meters affected
 meter_idx      list<int32>         the affected meters (``meter_idx``)
 meter_ids      list<string>        the same as ``meter_id``
 events_sent    int32               events the incident made meters send (those
-                                   timed after the simulated days are never uploaded)
+                                   timed after the simulated days are never uploaded);
+                                   for outages, the gasps and restorations it opens
+                                   or closes (see below)
 events_lost    int32               events lost in the network (never delivered)
 detail         string (JSON)       gasp_loss, restore_loss, storm (outage); factor
                                    (spike, magnetic_tamper); delta_v [V] (voltage);
@@ -62,7 +64,17 @@ detail         string (JSON)       gasp_loss, restore_loss, storm (outage); fact
 What the data shows for each kind: *outage/momentary*: last gasps 3.26.0.85 at
 ``start`` (0-2 s jitter) and restorations 3.26.0.216 at ``end`` (0-29 s), minus the
 lost share; no interval reads and zero energy for intervals wholly inside, quality
-1.2.32 on partial ones; no register read if out at midnight. *cover_removed*,
+1.2.32 on partial ones; no register read if out at midnight. Where outages overlap in
+the topology (a transformer out inside its feeder's outage, a meter inside its
+transformer's), the data follows each meter's power, the *union* of every outage
+covering it (its own, its transformer's, feeder's and substation's; see
+:class:`~headend.sim.faults.PowerOff`): one gasp when it loses power (the earliest
+start), none while already dark, one restoration when power is back (the end of the
+latest covering outage), and no reads for intervals wholly inside the union. The
+ground truth keeps one row per injected outage with its own ``start``/``end``; each
+gasp (restoration) is counted in ``events_sent``/``events_lost`` of the outage that
+opens (closes) the meter's dark span, with that outage's loss share, so an outage
+wholly inside another sends nothing. *cover_removed*,
 *magnetic_tamper*, *reverse_energy*: event at ``start``; tamper (1.3.0) or reverse
 (1.3.1) quality on the affected intervals; magnetic tamper scales ``kwh_del`` by
 ``factor``; reverse energy zeroes ``kwh_del`` (PV meters: moves it to ``kwh_rec``).

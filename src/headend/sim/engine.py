@@ -26,7 +26,7 @@ import pyarrow as pa
 from headend.model.codes import QUALITY_BY_NAME, READING_TYPE_BY_NAME, REGISTER_TYPE_BY_NAME
 from headend.model.schema import EVENTS, READS, REGISTERS, TS
 from headend.sim import profiles
-from headend.sim.faults import FaultPlan, Faults
+from headend.sim.faults import OUTAGE_KINDS, FaultPlan, Faults
 from headend.sim.scenarios import Incident
 from headend.sim.utility import Utility
 
@@ -216,17 +216,13 @@ class _Engine:
         for i in active:
             inc = self.plan.incidents[i]
             k, m, f = inc.kind, inc.meters, _overlap(inc, lo, hi)
-            if k in ("late_upload", "duplicate", "retransmission", "clock_skew"):
-                continue
+            if k in ("late_upload", "duplicate", "retransmission", "clock_skew", *OUTAGE_KINDS):
+                continue  # delivery kinds act in _deliver; outages below, as a union
             if qual is None:
                 qual = np.zeros(u.n_meters, np.uint32)
                 drop = np.zeros(u.n_meters, np.bool_)
             assert drop is not None
-            if k in ("outage", "momentary"):
-                if frac is None:
-                    frac = np.ones(ne, np.float32)
-                frac[m] = np.minimum(frac[m], np.float32(1 - f))
-            elif k == "gap":
+            if k == "gap":
                 drop[m] = True
             elif k == "magnetic_tamper":
                 dl[m] *= np.float32(1 - f * (1 - float(inc.detail["factor"])))
@@ -248,6 +244,17 @@ class _Engine:
                 dl[m] *= np.float32(inc.detail["factor"])
             elif k == "flat_line":
                 flat.append(inc)
+        # ---- outages: the share of (lo, hi] each meter spends without power, from the
+        # disjoint per-meter spans of the union of every outage covering it
+        po = self.plan.power_off
+        on = np.flatnonzero((po.start < hi) & (po.end > lo))
+        if len(on):
+            cut = np.minimum(po.end[on], hi) - np.maximum(po.start[on], lo)
+            dark = np.bincount(po.meter[on], weights=cut, minlength=ne)[:ne]
+            frac = (1 - dark / d).astype(np.float32)
+            if qual is None:
+                qual = np.zeros(u.n_meters, np.uint32)
+                drop = np.zeros(u.n_meters, np.bool_)
         if frac is not None:
             assert qual is not None and drop is not None
             dl *= frac

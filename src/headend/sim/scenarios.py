@@ -137,7 +137,9 @@ class Outage(Scenario):
 
     A ``gasp_loss`` share of last gasps (3.26.0.85) and ``restore_loss`` share of
     restorations (3.26.0.216) never reach the head end. No interval reads exist for
-    intervals wholly inside the outage; partial intervals carry quality 1.2.32.
+    intervals wholly inside the outage; partial intervals carry quality 1.2.32. A meter
+    already dark under an enclosing outage sends no gasp, and restores only when the
+    last outage covering it ends (events follow the union of the outages per meter).
     """
 
     level: str = "transformer"

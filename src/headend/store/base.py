@@ -74,3 +74,32 @@ class ReadStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Size of a store, per kind (reads, registers, events); live files only."""
+
+    rows: dict[str, int]
+    bytes_on_disk: dict[str, int]
+    partitions: dict[str, int]  # bucket-year directories
+    segments: dict[str, int]
+    compacted_files: dict[str, int]
+
+
+@runtime_checkable
+class QueryStore(ReadStore, Protocol):
+    """A ``ReadStore`` with the fast paths the CLI, exports and analytics use."""
+
+    def meter_history(self, meter_idx: int, reading_type: int, start: int, end: int
+                      ) -> pa.Table:
+        """One meter's reads of one type, ``start <= interval_end < end``, by time."""
+        ...
+
+    def feeder_interval_sum(self, meter_lo: int, meter_hi: int, reading_type: int, day: int
+                            ) -> pa.Table:
+        """Per-interval sum over meters ``[meter_lo, meter_hi)`` for the UTC day starting
+        at ``day`` [Unix s]: ``interval_end, value (int64), meters (int64)``."""
+        ...
+
+    def stats(self) -> StoreStats: ...

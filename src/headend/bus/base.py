@@ -1,0 +1,183 @@
+"""The bus port: durable streams, durable consumers with acknowledgement, leases.
+
+Contract shared by every adapter (checked by ``tests/bus/test_conformance.py``):
+
+* :meth:`Bus.publish` is **durable on return**: the message is stored in the stream
+  whose subjects match (replicated if the stream is), and the call returns its stream
+  sequence number. It raises :class:`~headend.errors.PublishError` otherwise, and the
+  caller must not acknowledge its own input.
+* A **durable consumer** (``durable`` given) keeps its position across reconnects and
+  processes: messages fetched and not acknowledged within ``ack_wait_s`` are delivered
+  again (to whoever fetches next), with ``num_delivered`` incremented. An ephemeral
+  consumer (``durable=None``) starts at ``start_seq`` (1 = from the start, 0 = only
+  messages published from now on) and forgets.
+* Per consumer, messages are delivered in stream order (redeliveries may interleave).
+* Everything is **blocking** and thread-safe; :meth:`Consumer.fetch` waits at most
+  ``timeout_s`` and returns an empty list when nothing came.
+* :class:`KeyValue` offers compare-and-set with a per-bucket TTL: the lease primitive
+  for partition ownership (see ``docs/scaling.md``).
+
+Subjects are NATS-style: tokens separated by ``.``; filters may use ``*`` (one token)
+and ``>`` (one or more trailing tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "Bus",
+    "Consumer",
+    "KeyValue",
+    "Message",
+    "StreamSpec",
+    "subject_matches",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """A stream: a durable, ordered log of the messages published on ``subjects``.
+
+    Attributes
+    ----------
+    name : str
+        Stream name (``HEADEND_INGEST``).
+    subjects : tuple of str
+        Subject filters the stream captures.
+    replicas : int
+        Copies kept (JetStream cluster: 3 survives one node down). Ignored in process.
+    max_age_s : float
+        Messages older than this are dropped [s]; 0 keeps them until ``max_msgs``.
+    max_msgs : int
+        Most messages kept; older ones are dropped first; -1 for no limit.
+    work_queue : bool
+        Messages are removed once acknowledged (ingest queues) instead of kept for
+        replay (third-party streams).
+    """
+
+    name: str
+    subjects: tuple[str, ...]
+    replicas: int = 1
+    max_age_s: float = 0.0
+    max_msgs: int = -1
+    work_queue: bool = False
+
+
+@dataclass(slots=True)
+class Message:
+    """A delivered message. ``seq`` is its stream sequence (1-based)."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+    num_delivered: int = 1
+    _ack: object = None  # adapter handle
+    _raw: object = None  # adapter's own message
+
+    def ack(self) -> None:
+        """Acknowledge: the consumer will not deliver it again. Blocking."""
+        ack = self._ack
+        if ack is not None:
+            ack.ack(self)  # type: ignore[attr-defined]
+
+    def nak(self) -> None:
+        """Negative acknowledgement: deliver again soon."""
+        ack = self._ack
+        if ack is not None:
+            ack.nak(self)  # type: ignore[attr-defined]
+
+
+@runtime_checkable
+class Consumer(Protocol):
+    """A consumer of one stream, filtered by one subject filter."""
+
+    def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout_s`` [s]."""
+        ...
+
+    def pending(self) -> int:
+        """Messages not yet delivered to this consumer (its lag)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class KeyValue(Protocol):
+    """A key-value bucket with compare-and-set; entries expire after the bucket TTL."""
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        """``(value, revision)`` or ``None`` if absent or expired."""
+        ...
+
+    def create(self, key: str, value: bytes) -> int | None:
+        """Set if absent; the new revision, or ``None`` if the key exists."""
+        ...
+
+    def update(self, key: str, value: bytes, revision: int) -> int | None:
+        """Set if the current revision is ``revision``; the new one, or ``None``."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self) -> list[str]: ...
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """The event backbone (see module docstring for the contract)."""
+
+    def ensure_stream(self, spec: StreamSpec) -> None:
+        """Create the stream if absent; idempotent (an existing stream is kept as is,
+        so a process started with other settings never downgrades it)."""
+        ...
+
+    def publish(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> int:
+        """Store ``data`` durably on ``subject``; returns the stream sequence."""
+        ...
+
+    def publish_many(
+        self, messages: Sequence[tuple[str, bytes, Mapping[str, str] | None]]
+    ) -> list[int]:
+        """Publish several messages, pipelined; durable (all of them) on return."""
+        ...
+
+    def consumer(
+        self,
+        stream: str,
+        durable: str | None,
+        *,
+        filter_subject: str = ">",
+        start_seq: int = 1,
+        ack_wait_s: float = 30.0,
+        max_deliver: int = -1,
+    ) -> Consumer:
+        """A durable (named) or ephemeral consumer; see module docstring."""
+        ...
+
+    def kv(self, bucket: str, *, ttl_s: float, replicas: int = 1) -> KeyValue:
+        """The key-value bucket ``bucket`` (created if absent) with entry TTL [s]
+        (0: no expiry), kept in ``replicas`` copies."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def subject_matches(filter_subject: str, subject: str) -> bool:
+    """True if ``subject`` matches the NATS filter (``*`` one token, ``>`` the rest)."""
+    ftoks = filter_subject.split(".")
+    stoks = subject.split(".")
+    for i, ft in enumerate(ftoks):
+        if ft == ">":
+            return len(stoks) > i
+        if i >= len(stoks):
+            return False
+        if ft != "*" and ft != stoks[i]:
+            return False
+    return len(ftoks) == len(stoks)

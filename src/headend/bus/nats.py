@@ -1,0 +1,351 @@
+"""NATS JetStream adapter of the bus port (file storage, replicated streams).
+
+``nats-py`` is asyncio; this adapter runs one event loop in a daemon thread and offers
+the blocking port of :mod:`headend.bus.base` on top of it, so callers (HTTP handlers in
+a thread pool, workers, the CLI) stay synchronous. Streams use file storage;
+``StreamSpec.replicas`` = 3 on a 3-node cluster survives one node down. Durable
+consumers are JetStream durable pull consumers (explicit ack); key-value buckets are
+JetStream KV buckets whose TTL is the bucket's ``max_age``.
+
+Install with ``pip install headend[nats]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+from headend.bus.base import Message, StreamSpec
+from headend.errors import PublishError, ServiceUnavailable
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.js import api
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the NATS bus needs nats-py: pip install 'headend[nats]'"
+    ) from exc
+
+__all__ = ["NatsBus"]
+
+log = logging.getLogger(__name__)
+
+#: publish failures worth retrying (no stream leader yet, node down, reconnecting)
+_RETRYABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+              nats.errors.ConnectionReconnectingError, asyncio.TimeoutError,
+              nats.js.errors.ServiceUnavailableError,
+              nats.js.errors.NoStreamResponseError)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class _Loop:
+    """An asyncio loop in a daemon thread; :meth:`run` blocks on a coroutine."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="nats-bus", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = DEFAULT_TIMEOUT_S) -> T:
+        if self.loop.is_closed() or not self.thread.is_alive():
+            coro.close()
+            raise ServiceUnavailable("the NATS bus is closed")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except TimeoutError as exc:
+            fut.cancel()
+            raise ServiceUnavailable(f"NATS call timed out after {timeout} s") from exc
+        except nats.errors.NoServersError as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise PublishError(f"NATS: {exc!r}") from exc
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class _NatsConsumer:
+    def __init__(self, bus: NatsBus, psub: Any, ephemeral: bool) -> None:
+        self._bus = bus
+        self._psub = psub
+        self._ephemeral = ephemeral
+
+    def ack(self, msg: Message) -> None:
+        # sent once the data is durable; if the ack is lost the message is redelivered
+        # after ack_wait and deduplicated by the store
+        raw: Any = msg._raw
+        self._bus._loop.run(raw.ack())
+
+    def nak(self, msg: Message) -> None:
+        raw: Any = msg._raw
+        self._bus._loop.run(raw.nak())
+
+    def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
+        async def go() -> list[Any]:
+            try:
+                return list(await self._psub.fetch(max_messages, timeout=timeout_s))
+            except (TimeoutError, nats.errors.TimeoutError):
+                return []
+
+        raws = self._bus._loop.run(go(), timeout=timeout_s + DEFAULT_TIMEOUT_S)
+        out = []
+        for r in raws:
+            md = r.metadata
+            out.append(Message(r.subject, r.data, dict(r.headers or {}), md.sequence.stream,
+                               md.num_delivered, self, r))
+        return out
+
+    def pending(self) -> int:
+        info = self._bus._loop.run(self._psub.consumer_info())
+        return int(info.num_pending or 0)
+
+    def close(self) -> None:
+        try:
+            self._bus._loop.run(self._psub.unsubscribe(), timeout=2)
+        except Exception as exc:  # noqa: BLE001 - closing: the connection may be gone already
+            log.debug("closing consumer: %s", exc)
+
+
+class _NatsKV:
+    def __init__(self, bus: NatsBus, kv: Any) -> None:
+        self._bus = bus
+        self._kv = kv
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        async def go() -> tuple[bytes, int] | None:
+            try:
+                e = await self._kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            return (e.value or b"", int(e.revision))
+
+        return self._bus._loop.run(go())
+
+    def create(self, key: str, value: bytes) -> int | None:
+        async def go() -> int | None:
+            try:
+                return int(await self._kv.create(key, value))
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                return None
+
+        return self._bus._loop.run(go())
+
+    def update(self, key: str, value: bytes, revision: int) -> int | None:
+        async def go() -> int | None:
+            try:
+                return int(await self._kv.update(key, value, last=revision))
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+                return None
+
+        return self._bus._loop.run(go())
+
+    def delete(self, key: str) -> None:
+        self._bus._loop.run(self._kv.delete(key))
+
+    def keys(self) -> list[str]:
+        async def go() -> list[str]:
+            try:
+                return sorted(await self._kv.keys())
+            except nats.js.errors.NoKeysError:
+                return []
+
+        return self._bus._loop.run(go())
+
+
+class NatsBus:
+    """The JetStream :class:`~headend.bus.base.Bus`.
+
+    Parameters
+    ----------
+    servers : str or sequence of str
+        ``nats://host:port`` URLs (several for a cluster); comma-separated accepted.
+    user, password : str, optional
+        Credentials, if the server requires them.
+    connect_timeout_s : float
+        Give up connecting after this long [s] (raises ServiceUnavailable).
+    """
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        connect_timeout_s: float = 5.0,
+        name: str = "headend",
+        publish_retry_s: float = 15.0,
+        inbox_prefix: str | None = None,
+    ) -> None:
+        self.publish_retry_s = publish_retry_s
+        if isinstance(servers, str):
+            servers = [s.strip() for s in servers.split(",") if s.strip()]
+        self._loop = _Loop()
+        kwargs: dict[str, Any] = {}
+        if user is not None:
+            kwargs.update(user=user, password=password)
+        if inbox_prefix is not None:
+            kwargs.update(inbox_prefix=inbox_prefix)
+
+        async def on_error(exc: Exception) -> None:
+            log.info("NATS: %s", exc)
+
+        async def connect() -> Any:
+            return await nats.connect(
+                error_cb=on_error,
+                servers=list(servers), name=name, connect_timeout=connect_timeout_s,
+                allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+                **kwargs,
+            )
+
+        try:
+            self.nc = self._loop.run(connect(), timeout=connect_timeout_s * 3 + 1)
+        except Exception as exc:
+            self._loop.stop()
+            raise ServiceUnavailable(f"cannot connect to NATS at {servers}: {exc}") from exc
+        self.js = self.nc.jetstream(timeout=DEFAULT_TIMEOUT_S)
+
+    def ensure_stream(self, spec: StreamSpec) -> None:
+        cfg = api.StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            storage=api.StorageType.FILE,
+            num_replicas=spec.replicas,
+            retention=api.RetentionPolicy.WORK_QUEUE if spec.work_queue
+            else api.RetentionPolicy.LIMITS,
+            max_age=spec.max_age_s or None,
+            max_msgs=spec.max_msgs,
+        )
+
+        async def go() -> None:
+            try:
+                await self.js.stream_info(spec.name)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_stream(cfg)
+            # an existing stream is kept as its operator set it (replicas, limits)
+
+        self._loop.run(go())
+
+    def publish(self, subject: str, data: bytes, headers: Mapping[str, str] | None = None) -> int:
+        return self.publish_many([(subject, data, headers)])[0]
+
+    def publish_many(
+        self, messages: Sequence[tuple[str, bytes, Mapping[str, str] | None]]
+    ) -> list[int]:
+        """Publish pipelined; messages not acknowledged (a stream leader being elected,
+        a node down) are retried for up to ``publish_retry_s``. A message carrying a
+        ``Nats-Msg-Id`` header is stored once even if retried (JetStream dedup window)."""
+
+        async def attempt(todo: list[int]) -> list[Any]:
+            futs = []
+            for i in todo:
+                subject, data, headers = messages[i]
+                futs.append(await self.js.publish_async(
+                    subject, data, headers=dict(headers or {}) or None))
+            await asyncio.wait(futs, timeout=DEFAULT_TIMEOUT_S)
+            out: list[Any] = []
+            for f in futs:
+                if not f.done():
+                    f.cancel()
+                    out.append(TimeoutError())
+                elif f.cancelled():
+                    out.append(TimeoutError())
+                else:
+                    out.append(f.exception() or f.result())
+            return out
+
+        async def go() -> list[int]:
+            seqs: list[int | None] = [None] * len(messages)
+            todo = list(range(len(messages)))
+            deadline = self._loop.loop.time() + self.publish_retry_s
+            delay = 0.05
+            while True:
+                res = await attempt(todo)
+                failed = []
+                for i, r in zip(todo, res, strict=True):
+                    if isinstance(r, BaseException):
+                        if not isinstance(r, _RETRYABLE):
+                            raise r
+                        failed.append(i)
+                    else:
+                        seqs[i] = int(r.seq)
+                if not failed:
+                    return [int(x) for x in seqs if x is not None]
+                if self._loop.loop.time() >= deadline:
+                    raise PublishError(f"{len(failed)} messages not acknowledged by JetStream "
+                                       f"within {self.publish_retry_s} s")
+                todo = failed
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+        return self._loop.run(go(), timeout=self.publish_retry_s + DEFAULT_TIMEOUT_S * 2)
+
+    def consumer(
+        self,
+        stream: str,
+        durable: str | None,
+        *,
+        filter_subject: str = ">",
+        start_seq: int = 1,
+        ack_wait_s: float = 30.0,
+        max_deliver: int = -1,
+    ) -> _NatsConsumer:
+        cfg = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
+            filter_subject=filter_subject,
+            max_ack_pending=-1 if durable else 10_000,
+        )
+        if start_seq <= 0:
+            cfg.deliver_policy = api.DeliverPolicy.NEW
+        elif start_seq > 1:
+            cfg.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            cfg.opt_start_seq = start_seq
+        if durable is None:
+            cfg.inactive_threshold = 60.0
+
+        async def go() -> Any:
+            return await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream,
+                                                config=cfg)
+
+        return _NatsConsumer(self, self._loop.run(go()), durable is None)
+
+    def kv(self, bucket: str, *, ttl_s: float, replicas: int = 1) -> _NatsKV:
+        async def go() -> Any:
+            try:
+                return await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                return await self.js.create_key_value(bucket=bucket, ttl=ttl_s or None,
+                                                      history=1, replicas=replicas)
+
+        return _NatsKV(self, self._loop.run(go()))
+
+    def delete_stream(self, name: str) -> None:
+        """Delete a stream if it exists (tests, re-deployments)."""
+
+        async def go() -> None:
+            try:
+                await self.js.delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                pass
+
+        self._loop.run(go())
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self.nc.close(), timeout=5)
+        except Exception as exc:  # noqa: BLE001 - closing: nothing left to protect
+            log.debug("closing connection: %s", exc)
+        self._loop.stop()

@@ -1,0 +1,190 @@
+"""Verbs ``serve`` (HTTP + MQTT uplinks, embedded by default), ``worker`` (one more ingest
+worker on a shared NATS bus) and the ``subscribers`` group (third-party access)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from headend.cli.common import fail
+from headend.errors import ConfigError, HeadendError
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML or TOML file.")]
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="Data directory [env HEADEND_DATA, default ./headend-data].")]
+NatsOpt = Annotated[str | None, typer.Option(
+    "--nats", help="NATS URL(s), comma-separated [env HEADEND_NATS_URL]; default: in-process.")]
+PartOpt = Annotated[int | None, typer.Option("--partitions", help="Ingest partitions.")]
+BitsOpt = Annotated[int | None, typer.Option("--bucket-bits", help="Store bucket bits.")]
+
+
+def _config(path: Path | None, **kw: Any) -> Any:
+    from headend.serve.config import load_config
+
+    try:
+        return load_config(path, **kw)
+    except ConfigError as exc:
+        fail(str(exc).replace("\n", " "))
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def serve(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    http: Annotated[str | None, typer.Option("--http", help="HOST:PORT [env HEADEND_HTTP].")
+                    ] = None,
+    nats: NatsOpt = None,
+    mqtt: Annotated[str | None, typer.Option(
+        "--mqtt", help="mqtt://host:port [env HEADEND_MQTT_URL]; default: no MQTT.")] = None,
+    partitions: PartOpt = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", help="Stream replicas.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="In-process ingest workers (0 or 1).")] = None,
+    bucket_bits: BitsOpt = None,
+) -> None:
+    """Run the head end: HTTP uploads, SSE streams, /metrics; embedded with no options."""
+    cfg = _config(config, data=data, http=http, bus=nats, mqtt=mqtt, partitions=partitions,
+                  replicas=replicas, workers=workers, bucket_bits=bucket_bits)
+    import uvicorn
+
+    from headend.serve.app import create_app
+    from headend.serve.service import Service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        service = Service(cfg)
+        service.start()
+    except HeadendError as exc:
+        fail(str(exc))
+    typer.echo(f"headend serving on http://{cfg.http} (bus {cfg.bus.split('@')[-1]})", err=True)
+    try:
+        uvicorn.run(create_app(service), host=cfg.host, port=cfg.port, log_level="warning")
+    finally:
+        service.close()
+
+
+def worker(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    nats: NatsOpt = None,
+    partitions: PartOpt = None,
+    bucket_bits: BitsOpt = None,
+    lease_ttl: Annotated[float | None, typer.Option("--lease-ttl", help="[s]")] = None,
+    ack_wait: Annotated[float | None, typer.Option("--ack-wait", help="[s]")] = None,
+) -> None:
+    """Add one ingest worker to the shared NATS bus (workers share the partitions)."""
+    cfg = _config(config, data=data, bus=nats, partitions=partitions, bucket_bits=bucket_bits,
+                  lease_ttl_s=lease_ttl, ack_wait_s=ack_wait)
+    from headend.serve.service import Service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        service = Service(cfg, uplink=False)
+        service.start()
+    except HeadendError as exc:
+        fail(str(exc))
+    typer.echo(f"headend worker {service.workers[0].worker_id} on {cfg.bus.split('@')[-1]}",
+               err=True)
+    try:
+        _wait_for_signal()
+    finally:
+        service.close()
+
+
+subscribers_app = typer.Typer(help="Third parties: credentials, scopes, broker config.",
+                              no_args_is_help=True)
+
+
+def _store(data: Path | None) -> Any:
+    from headend.serve.subscribers import SubscriberStore
+
+    return SubscriberStore(_config(None, data=data).data)
+
+
+@subscribers_app.command("add")
+def sub_add(
+    name: str,
+    scope: Annotated[list[str], typer.Option(
+        "--scope", help="KEY=VALUE (commodity, substation, feeder, transformer, meter, "
+        "family, stage, type); repeat for several keys.")] = [],  # noqa: B006
+    webhook: Annotated[str | None, typer.Option("--webhook", help="URL to POST to.")] = None,
+    max_attempts: Annotated[int, typer.Option("--max-attempts")] = 8,
+    data: DataOpt = None,
+) -> None:
+    """Register a subscriber; prints its credentials as JSON."""
+    pairs: dict[str, str] = {}
+    for s in scope:
+        k, sep, v = s.partition("=")
+        if not sep or not k:
+            fail(f"--scope {s!r}: expected KEY=VALUE")
+        if k in pairs:
+            fail(f"--scope {k} given twice; register one subscriber per value")
+        pairs[k] = v
+    try:
+        sub = _store(data).add(name, pairs, webhook=webhook, max_attempts=max_attempts)
+    except ConfigError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps({"name": sub.name, "scope": sub.scope, "filter": sub.filter_subject,
+                           "token": sub.token, "nats_user": sub.nats_user, "durable": sub.durable,
+                           "nats_password": sub.nats_password, "webhook": sub.webhook,
+                           "webhook_secret": sub.secret}, indent=2))
+
+
+@subscribers_app.command("list")
+def sub_list(data: DataOpt = None) -> None:
+    """List subscribers (name, filter, webhook)."""
+    for s in _store(data).list():
+        typer.echo(f"{s.name}\t{s.filter_subject}\t{s.webhook or '-'}")
+
+
+@subscribers_app.command("remove")
+def sub_remove(name: str, data: DataOpt = None) -> None:
+    """Remove a subscriber."""
+    if not _store(data).remove(name):
+        fail(f"no subscriber {name!r}")
+
+
+@subscribers_app.command("nats-config")
+def sub_nats_config(
+    service_user: Annotated[str, typer.Option("--service-user")] = "headend",
+    service_password: Annotated[str, typer.Option(
+        "--service-password", envvar="HEADEND_NATS_PASSWORD")] = "",
+    data: DataOpt = None,
+) -> None:
+    """Print the nats-server authorization block for the subscribers."""
+    from headend.serve.subscribers import nats_authorization
+
+    if not service_password:
+        fail("--service-password (or HEADEND_NATS_PASSWORD) is required")
+    typer.echo(nats_authorization(_store(data).list(), service_user=service_user,
+                                  service_password=service_password), nl=False)
+
+
+@subscribers_app.command("mosquitto-acl")
+def sub_mosquitto_acl(
+    service_user: Annotated[str, typer.Option("--service-user")] = "headend",
+    data: DataOpt = None,
+) -> None:
+    """Print a Mosquitto acl_file for the subscribers."""
+    from headend.serve.subscribers import mosquitto_acl
+
+    typer.echo(mosquitto_acl(_store(data).list(), service_user=service_user), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+    app.add_typer(subscribers_app, name="subscribers")

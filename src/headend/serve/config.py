@@ -1,0 +1,130 @@
+"""Configuration of ``headend serve`` and ``headend worker`` (typed, validated, read once).
+
+Sources, later ones winning: defaults, ``--config FILE`` (YAML or TOML), environment
+variables, command-line options. With nothing given, serve runs embedded: in-process
+bus, one in-process ingest worker, HTTP on 127.0.0.1:8080, no MQTT.
+
+=========================  ==========================  ==============================
+environment variable       field                       example
+=========================  ==========================  ==============================
+``HEADEND_DATA``           ``data``                    ``/var/lib/headend``
+``HEADEND_NATS_URL``       ``bus``                     ``nats://n1:4222,nats://n2:4222``
+``HEADEND_NATS_USER``      ``nats_user``
+``HEADEND_NATS_PASSWORD``  ``nats_password``
+``HEADEND_MQTT_URL``       ``mqtt``                    ``mqtt://127.0.0.1:1883``
+``HEADEND_HTTP``           ``http``                    ``0.0.0.0:8080``
+``HEADEND_PARTITIONS``     ``partitions``              ``16``
+``HEADEND_REPLICAS``       ``replicas``                ``3``
+``HEADEND_STREAM_GROUP``   ``stream_group``            ``transformer``
+=========================  ==========================  ==============================
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from headend.errors import ConfigError
+
+__all__ = ["ENV", "ServeConfig", "load_config"]
+
+ENV: dict[str, str] = {
+    "HEADEND_DATA": "data",
+    "HEADEND_NATS_URL": "bus",
+    "HEADEND_NATS_USER": "nats_user",
+    "HEADEND_NATS_PASSWORD": "nats_password",
+    "HEADEND_MQTT_URL": "mqtt",
+    "HEADEND_HTTP": "http",
+    "HEADEND_PARTITIONS": "partitions",
+    "HEADEND_REPLICAS": "replicas",
+    "HEADEND_STREAM_GROUP": "stream_group",
+}
+
+
+class ServeConfig(BaseModel):
+    """Settings of a serve or worker process (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: Path = Path("./headend-data")
+    http: str = "127.0.0.1:8080"
+    bus: str = "memory://"
+    nats_user: str | None = None
+    nats_password: str | None = None
+    mqtt: str | None = None
+    partitions: int = Field(8, ge=1, le=4096)
+    replicas: int = Field(1, ge=1, le=5)
+    workers: int = Field(1, ge=0, le=1, description="in-process ingest worker (0 or 1)")
+    lease_ttl_s: float = Field(6.0, gt=0)
+    ack_wait_s: float = Field(30.0, gt=0)
+    upload_timeout_s: float = Field(60.0, gt=0)
+    bucket_bits: int | None = Field(None, ge=4, le=27)
+    webhooks: bool = True
+    mqtt_out: bool = True
+    webhook_base_delay_s: float = Field(0.5, gt=0)
+    stream_group: Literal["meter", "transformer"] = "meter"
+
+    @field_validator("http")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected HOST:PORT, got {v!r}")
+        return v
+
+    @field_validator("bus")
+    @classmethod
+    def _bus(cls, v: str) -> str:
+        if not v.startswith(("memory://", "nats://")):
+            raise ValueError(f"bus must be memory:// or nats://..., got {v!r}")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.http.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.http.rpartition(":")[2])
+
+    @property
+    def embedded(self) -> bool:
+        return self.bus.startswith("memory://")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix in (".toml",):
+        raw: Any = tomllib.loads(text)
+    else:
+        raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw.get("serve", raw) if isinstance(raw.get("serve"), dict) else raw
+
+
+def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = None,
+                **overrides: Any) -> ServeConfig:
+    """Build the configuration from a file, the environment and explicit overrides
+    (``None`` overrides are ignored). Raises ConfigError with pydantic's message."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values.update(_read_file(Path(path)))
+        except (OSError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    env = os.environ if env is None else env
+    for var, fieldname in ENV.items():
+        if env.get(var):
+            values[fieldname] = env[var]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServeConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc

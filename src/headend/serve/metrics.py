@@ -1,0 +1,80 @@
+"""Prometheus metrics of a serve or worker process (``GET /metrics``).
+
+=======================================  =========  ===================================
+name                                     type       labels
+=======================================  =========  ===================================
+headend_uploads_total                    counter    channel (http, mqtt)
+headend_ingest_rows_total                counter    outcome (accepted, duplicate, quarantined)
+headend_quarantine_rows_total            counter    reason (model.reasons)
+headend_bus_redeliveries_total           counter
+headend_consumer_lag_messages            gauge      consumer
+headend_published_messages_total         counter    family
+headend_published_rows_total             counter    family
+headend_webhook_attempts_total           counter    subscriber, outcome
+=======================================  =========  ===================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+__all__ = ["Metrics"]
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    """The metrics of one process, in their own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.uploads = Counter("headend_uploads", "Uploads received", ["channel"], registry=r)
+        self.rows = Counter("headend_ingest_rows", "Rows ingested by outcome", ["outcome"],
+                            registry=r)
+        self.quarantine = Counter("headend_quarantine_rows", "Rows quarantined by reason",
+                                  ["reason"], registry=r)
+        self.redeliveries = Counter("headend_bus_redeliveries",
+                                    "Messages delivered more than once", registry=r)
+        self.lag = Gauge("headend_consumer_lag_messages", "Messages not yet delivered",
+                         ["consumer"], registry=r)
+        self.published = Counter("headend_published_messages", "Third-party messages",
+                                 ["family"], registry=r)
+        self.published_rows = Counter("headend_published_rows", "Rows in third-party messages",
+                                      ["family"], registry=r)
+        self.webhook = Counter("headend_webhook_attempts", "Webhook attempts by outcome",
+                               ["subscriber", "outcome"], registry=r)
+        self._lag_sources: dict[str, Callable[[], int]] = {}
+
+    def on_ingest(self, res: Any, messages: int = 1, redelivered: int = 0) -> None:
+        """Count an ingest result (``IngestResult`` or its dict)."""
+        d = res.to_dict() if hasattr(res, "to_dict") else res
+        for k in ("accepted", "duplicate", "quarantined"):
+            if d.get(k):
+                self.rows.labels(k).inc(d[k])
+        for reason, n in d.get("by_reason", {}).items():
+            self.quarantine.labels(reason).inc(n)
+        if redelivered:
+            self.redeliveries.inc(redelivered)
+
+    def on_published(self, family: str, messages: int, rows: int) -> None:
+        self.published.labels(family).inc(messages)
+        self.published_rows.labels(family).inc(rows)
+
+    def on_webhook(self, subscriber: str, outcome: str) -> None:
+        self.webhook.labels(subscriber, outcome).inc()
+
+    def watch_lag(self, name: str, fn: Callable[[], int]) -> None:
+        """Sample ``fn`` (pending messages) into the lag gauge at each scrape."""
+        self._lag_sources[name] = fn
+
+    def render(self) -> bytes:
+        for name, fn in list(self._lag_sources.items()):
+            try:
+                self.lag.labels(name).set(fn())
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one source
+                log.debug("lag of %s: %s", name, exc)
+        return generate_latest(self.registry)

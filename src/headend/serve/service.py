@@ -1,0 +1,209 @@
+"""Wiring of one serve or worker process: bus, store, uplink, workers, deliveries.
+
+Embedded (``bus = memory://``): everything in one process, no server. With NATS: any
+number of serve processes (uplinks: HTTP, MQTT) and worker processes share the bus;
+see docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import headend.wire.csvfmt  # noqa: F401  (imported before ingest: avoids an import cycle)
+from headend.bus import Bus, open_bus
+from headend.errors import ConfigError
+from headend.ingest.pipeline import Ingestor, IngestResult, Listener
+from headend.serve.config import ServeConfig
+from headend.serve.metrics import Metrics
+from headend.serve.router import Router
+from headend.serve.streams import OUT_STREAM, StreamPublisher
+from headend.serve.subscribers import Subscriber, SubscriberStore
+from headend.serve.uplink import Uplink
+from headend.serve.webhooks import WebhookDelivery
+from headend.serve.worker import IngestWorker, WorkerConfig
+from headend.store import DataDir, StoreConfig
+
+__all__ = ["EMBEDDED_OUT_MSGS", "IngestHost", "Service", "open_service_bus"]
+
+#: third-party messages the in-process bus keeps for SSE resume and webhooks
+EMBEDDED_OUT_MSGS = 200_000
+
+log = logging.getLogger(__name__)
+
+
+def open_service_bus(cfg: ServeConfig) -> Bus:
+    if cfg.embedded:
+        return open_bus(cfg.bus)
+    return open_bus(cfg.bus, user=cfg.nats_user, password=cfg.nats_password)
+
+
+class IngestHost:
+    """An :class:`Ingestor` behind a lock that can be reopened (to give the store's
+    bucket locks back when partitions move to another worker)."""
+
+    def __init__(self, root: Path, store_config: StoreConfig, listeners: list[Listener]) -> None:
+        self.root = Path(root)
+        self.store_config = store_config
+        self.listeners = listeners
+        self.lock = threading.RLock()
+        self.ingestor = self._open()
+
+    def _open(self) -> Ingestor:
+        return Ingestor(DataDir.open(self.root, config=self.store_config),
+                        listeners=self.listeners)
+
+    @property
+    def data(self) -> DataDir:
+        return self.ingestor.data
+
+    def ingest(self, data: bytes, source: str, content_type: str | None) -> IngestResult:
+        with self.lock:
+            return self.ingestor.ingest_bytes(data, source=source, content_type=content_type)
+
+    def reopen(self) -> None:
+        with self.lock:
+            self.ingestor.close()
+            self.ingestor = self._open()
+
+    def close(self) -> None:
+        with self.lock:
+            self.ingestor.close()
+
+
+class Service:
+    """One process: HTTP/MQTT uplinks (``uplink=True``), in-process ingest workers
+    (``cfg.workers``), third-party publishing, webhooks and metrics."""
+
+    def __init__(self, cfg: ServeConfig, *, uplink: bool = True) -> None:
+        if not cfg.embedded and cfg.replicas > 1:
+            log.info("streams at replication %d", cfg.replicas)
+        if cfg.embedded and not uplink:
+            raise ConfigError("a worker needs a shared bus: set HEADEND_NATS_URL or --nats")
+        if cfg.embedded and cfg.workers == 0:
+            raise ConfigError("the embedded bus needs its in-process worker (workers: 1)")
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.bus = open_service_bus(cfg)
+        try:
+            self._build(cfg, uplink)
+        except BaseException:
+            self.bus.close()
+            raise
+
+    def _build(self, cfg: ServeConfig, uplink: bool) -> None:
+        self.subscribers = SubscriberStore(cfg.data)
+        store_config = StoreConfig(bucket_bits=cfg.bucket_bits) if cfg.bucket_bits else \
+            StoreConfig()
+        self.publisher = StreamPublisher(self.bus, self._meters, replicas=cfg.replicas,
+                                         max_msgs=EMBEDDED_OUT_MSGS if cfg.embedded else -1,
+                                         group_by=cfg.stream_group,
+                                         on_published=self.metrics.on_published)
+        self.host = IngestHost(cfg.data, store_config, [self.publisher])
+        self.uplink: Uplink | None = None
+        if uplink:
+            data = self.host.data
+            router = Router(cfg.partitions, store_config.bucket_bits, self._key_for,
+                            self._idx_for_serial, self._idx_for_id)
+            self.uplink = Uplink(self.bus, router, self.host.ingest,
+                                 timeout_s=cfg.upload_timeout_s, replicas=cfg.replicas)
+            _ = data
+        self.workers: list[IngestWorker] = []
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.webhooks: dict[str, WebhookDelivery] = {}
+        self.mqtt: Any = None
+        wcfg = WorkerConfig(partitions=cfg.partitions, lease_ttl_s=cfg.lease_ttl_s,
+                            ack_wait_s=cfg.ack_wait_s, replicas=cfg.replicas)
+        for _i in range(cfg.workers if uplink else max(cfg.workers, 1)):
+            w = IngestWorker(self.bus, self.host.ingest, config=wcfg, lock=self.host.lock,
+                             on_release=self.host.reopen, on_result=self.metrics.on_ingest)
+            self.workers.append(w)
+            self.metrics.watch_lag(f"ingest-{w.worker_id}", w.lag)
+
+    # registry views for the router (the registry reloads itself when files change)
+    def _meters(self) -> Any:
+        return self.host.data.registry.table()
+
+    def _key_for(self, cid: int) -> bytes | None:
+        return self.host.data.keys.get(cid)
+
+    def _idx_for_serial(self, s: Any) -> Any:
+        return self.host.data.registry.idx_for_serial(s)
+
+    def _idx_for_id(self, ids: Any) -> Any:
+        return self.host.data.registry.idx_for_id(ids)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        for w in self.workers:
+            t = threading.Thread(target=w.run, name=f"worker-{w.worker_id}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self.cfg.webhooks and self.uplink is not None:
+            self.sync_subscribers()
+            t = threading.Thread(target=self._watch_subscribers, name="subscribers",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self.cfg.mqtt and self.uplink is not None:
+            from headend.serve.mqtt import MqttBridge
+
+            uplink = self.uplink
+
+            def submit(payload: bytes, source: str, collector: str) -> None:
+                self.metrics.uploads.labels("mqtt").inc()
+                uplink.submit(payload, source=source, wait=False)
+
+            self.mqtt = MqttBridge(self.cfg.mqtt, self.bus, submit=submit, out=self.cfg.mqtt_out)
+
+    def sync_subscribers(self) -> None:
+        """Start webhook deliveries of new subscribers and create the scoped durable
+        consumers NATS subscribers pull from (``sub_<name>``)."""
+        for sub in self.subscribers.list():
+            self.ensure_broker_consumer(sub)
+            if sub.webhook and sub.name not in self.webhooks:
+                d = WebhookDelivery(self.bus, sub, self.cfg.data,
+                                    base_delay_s=self.cfg.webhook_base_delay_s,
+                                    on_outcome=self.metrics.on_webhook)
+                self.webhooks[sub.name] = d
+                t = threading.Thread(target=d.run, name=f"webhook-{sub.name}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _watch_subscribers(self) -> None:
+        """Pick up subscribers added while running (``headend subscribers add``)."""
+        path = self.subscribers.path
+        seen = path.stat().st_mtime_ns if path.exists() else 0
+        while not self._stop.wait(2.0):
+            now = path.stat().st_mtime_ns if path.exists() else 0
+            if now != seen:
+                seen = now
+                try:
+                    self.sync_subscribers()
+                except Exception:
+                    log.exception("could not start deliveries of new subscribers")
+
+    def ensure_broker_consumer(self, sub: Subscriber) -> None:
+        c = self.bus.consumer(OUT_STREAM, sub.durable, filter_subject=sub.filter_subject)
+        c.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        for w in self.workers:
+            w.stop()
+        for d in self.webhooks.values():
+            d.stop()
+        for t in self._threads:
+            t.join(5)
+        for d in self.webhooks.values():
+            d.close()
+        if self.mqtt is not None:
+            self.mqtt.close()
+        if self.uplink is not None:
+            self.uplink.close()
+        self.host.close()
+        self.bus.close()

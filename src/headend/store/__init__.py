@@ -1,0 +1,30 @@
+"""Storage: the embedded columnar store, the meter registry, collector keys, quarantine.
+
+``ReadStore`` (:mod:`headend.store.base`) is the port; :class:`ParquetStore` the
+on-disk adapter and :class:`InMemoryStore` the in-memory one, both checked by the same
+conformance suite. :class:`DataDir` bundles everything of one data directory.
+"""
+
+from headend.store.base import AppendResult, QueryStore, ReadStore, StoreStats
+from headend.store.config import StoreConfig
+from headend.store.datadir import DataDir
+from headend.store.memory import InMemoryStore
+from headend.store.parquet import ParquetStore
+from headend.store.quarantine import QuarantineStore
+from headend.store.registry import COLLECTORS, CollectorKeys, MeterRegistry, serial_of
+
+__all__ = [
+    "COLLECTORS",
+    "AppendResult",
+    "CollectorKeys",
+    "DataDir",
+    "InMemoryStore",
+    "MeterRegistry",
+    "ParquetStore",
+    "QuarantineStore",
+    "QueryStore",
+    "ReadStore",
+    "StoreConfig",
+    "StoreStats",
+    "serial_of",
+]

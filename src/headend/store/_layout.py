@@ -1,0 +1,234 @@
+"""On-disk layout of the Parquet store: file names, live-file rule, cached metadata.
+
+See :mod:`headend.store.parquet` for the picture. A bucket-year directory holds::
+
+    seg-MMDD-<seq>.arrow     segment of day MMDD (Arrow IPC, sorted by key)
+    day-MMDD-<seq>.parquet   compacted day MMDD
+    mon-MM-<seq>.parquet     compacted month MM
+    year-<seq>.parquet       compacted year
+
+``seq`` counts up per directory. **Live-file rule**: a file is obsolete when a
+compacted file (day, mon or year) whose scope contains its scope has a larger seq.
+Publishing a compacted file is therefore the commit point of a compaction; the files
+it replaces are deleted afterwards and ignored if a crash leaves them behind.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from headend.store._fs import TMP_PREFIX
+
+LEVELS: Final = ("seg", "day", "mon", "year")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One data file of a bucket-year directory."""
+
+    path: Path
+    level: str  # seg | day | mon | year
+    scope: str  # "MMDD" | "MM" | ""
+    seq: int
+    year: int
+    size: int
+    mtime_ns: int
+
+    @property
+    def is_segment(self) -> bool:
+        return self.level == "seg"
+
+    def time_range(self) -> tuple[int, int]:
+        """``[t0, t1)`` Unix seconds the file's rows can fall in (by its scope)."""
+        y = self.year
+        if self.scope == "":
+            return calendar.timegm((y, 1, 1, 0, 0, 0)), calendar.timegm((y + 1, 1, 1, 0, 0, 0))
+        m = int(self.scope[:2])
+        if len(self.scope) == 2:
+            ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
+            return calendar.timegm((y, m, 1, 0, 0, 0)), calendar.timegm((ny, nm, 1, 0, 0, 0))
+        t0 = calendar.timegm((y, m, int(self.scope[2:]), 0, 0, 0))
+        return t0, t0 + 86_400
+
+
+def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> FileEntry | None:
+    if name.startswith(TMP_PREFIX) or "." not in name:
+        return None
+    stem, ext = name.rsplit(".", 1)
+    parts = stem.split("-")
+    try:
+        if parts[0] == "seg" and ext == "arrow" and len(parts) == 3 and len(parts[1]) == 4:
+            return FileEntry(directory / name, "seg", parts[1], int(parts[2]), year,
+                             st.st_size, st.st_mtime_ns)
+        if ext != "parquet":
+            return None
+        if parts[0] == "day" and len(parts) == 3 and len(parts[1]) == 4:
+            lvl, scope, seq = "day", parts[1], int(parts[2])
+        elif parts[0] == "mon" and len(parts) == 3 and len(parts[1]) == 2:
+            lvl, scope, seq = "mon", parts[1], int(parts[2])
+        elif parts[0] == "year" and len(parts) == 2:
+            lvl, scope, seq = "year", "", int(parts[1])
+        else:
+            return None
+    except ValueError:
+        return None
+    return FileEntry(directory / name, lvl, scope, seq, year, st.st_size, st.st_mtime_ns)
+
+
+def file_name(level: str, scope: str, seq: int) -> str:
+    if level == "seg":
+        return f"seg-{scope}-{seq:012d}.arrow"
+    if level == "year":
+        return f"year-{seq:012d}.parquet"
+    return f"{level}-{scope}-{seq:012d}.parquet"
+
+
+def list_dir(directory: Path, year: int) -> list[FileEntry]:
+    """Every data file of a bucket-year directory (live or not), by seq."""
+    out: list[FileEntry] = []
+    try:
+        it = os.scandir(directory)
+    except FileNotFoundError:
+        return out
+    with it:
+        for e in it:
+            try:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            fe = parse_name(directory, e.name, year, st)
+            if fe is not None:
+                out.append(fe)
+    out.sort(key=lambda f: f.seq)
+    return out
+
+
+def split_live(entries: list[FileEntry]) -> tuple[list[FileEntry], list[FileEntry]]:
+    """(live, obsolete) files by the live-file rule."""
+    best: dict[str, int] = {}
+    for f in entries:
+        if f.level != "seg":
+            best[f.scope] = max(best.get(f.scope, -1), f.seq)
+    live: list[FileEntry] = []
+    dead: list[FileEntry] = []
+    for f in entries:
+        cover = max(best.get(f.scope[:4], -1) if len(f.scope) == 4 else -1,
+                    best.get(f.scope[:2], -1) if len(f.scope) >= 2 else -1,
+                    best.get("", -1))
+        (dead if cover > f.seq else live).append(f)
+    return live, dead
+
+
+class DirCache:
+    """Listings of bucket-year directories, re-read when the directory changed.
+
+    A listing is reused only while the directory's mtime is unchanged and more than a
+    second old (so two changes within one mtime tick are never missed).
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._d: OrderedDict[Path, tuple[int, list[FileEntry]]] = OrderedDict()
+        self.max_entries = max_entries
+
+    def live(self, directory: Path, year: int) -> list[FileEntry]:
+        try:
+            mt = os.stat(directory).st_mtime_ns
+        except FileNotFoundError:
+            return []
+        hit = self._d.get(directory)
+        if hit is not None and hit[0] == mt and time.time_ns() - mt > 1_000_000_000:
+            self._d.move_to_end(directory)
+            return hit[1]
+        live, _ = split_live(list_dir(directory, year))
+        self._d[directory] = (mt, live)
+        if len(self._d) > self.max_entries:
+            self._d.popitem(last=False)
+        return live
+
+    def invalidate(self, directory: Path) -> None:
+        self._d.pop(directory, None)
+
+
+@dataclass(slots=True)
+class ParquetMeta:
+    """An open Parquet file with its row-group meter ranges."""
+
+    file: pq.ParquetFile
+    rg_lo: npt.NDArray[np.int64]  # min meter_idx per row group
+    rg_hi: npt.NDArray[np.int64]  # max meter_idx per row group
+    rows: int
+    lock: threading.Lock  # a ParquetFile reader is not shared between threads at once
+
+    def read(self, rgs: list[int], columns: list[str] | None) -> pa.Table:
+        with self.lock:
+            return self.file.read_row_groups(rgs, columns=columns, use_threads=False)
+
+    def row_groups(self, meter_lo: int, meter_hi: int) -> list[int]:
+        """Row groups that may hold meters in ``[meter_lo, meter_hi]`` (inclusive)."""
+        sel = (self.rg_hi >= meter_lo) & (self.rg_lo <= meter_hi)
+        return np.flatnonzero(sel).tolist()
+
+
+class MetaCache:
+    """LRU of :class:`ParquetMeta` keyed by (path, size, mtime)."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self._d: OrderedDict[tuple[Path, int, int], ParquetMeta] = OrderedDict()
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, f: FileEntry) -> ParquetMeta:
+        key = (f.path, f.size, f.mtime_ns)
+        with self._lock:
+            m = self._d.get(key)
+            if m is not None:
+                self._d.move_to_end(key)
+                return m
+        pf = pq.ParquetFile(f.path, memory_map=True)
+        md = pf.metadata
+        n = md.num_row_groups
+        lo = np.zeros(n, np.int64)
+        hi = np.full(n, np.iinfo(np.int64).max, np.int64)
+        col = pf.schema_arrow.get_field_index("meter_idx")
+        for i in range(n):  # once per file, cached
+            st = md.row_group(i).column(col).statistics
+            if st is not None and st.has_min_max:
+                lo[i], hi[i] = st.min, st.max
+        m = ParquetMeta(pf, lo, hi, md.num_rows, threading.Lock())
+        with self._lock:
+            self._d[key] = m
+            if len(self._d) > self.max_entries:
+                self._d.popitem(last=False)
+        return m
+
+
+def read_meter_range(
+    f: FileEntry, metas: MetaCache, meter_lo: int, meter_hi: int,
+    columns: list[str] | None = None,
+) -> pa.Table | None:
+    """Rows of ``f`` whose row group may hold meters in ``[meter_lo, meter_hi]``.
+
+    Segments are read whole (memory-mapped); Parquet files only in the row groups
+    whose meter statistics overlap. The caller filters rows exactly.
+    """
+    if f.is_segment:
+        with pa.memory_map(str(f.path)) as src:
+            t = pa.ipc.open_file(src).read_all()
+        return t if columns is None else t.select(columns)
+    m = metas.get(f)
+    rgs = m.row_groups(meter_lo, meter_hi)
+    if not rgs:
+        return None
+    return m.read(rgs, columns)

@@ -1,0 +1,503 @@
+"""The embedded columnar store: Arrow IPC segments compacted into sorted zstd Parquet.
+
+On-disk layout
+--------------
+::
+
+    <root>/
+      reads/                               one tree per kind: reads, registers, events
+        b=000012/                          meter bucket = meter_idx >> bucket_bits
+          y=2026/                          UTC year of interval_end (read_time, event_time)
+            seg-1126-000000000041.arrow    segment: rows of one append for day 11-26,
+                                           sorted by key, Arrow IPC, uncompressed
+            day-1125-000000000040.parquet  compacted day 11-25 (sorted by key, zstd)
+            mon-10-000000000039.parquet    compacted month 10 (closed months)
+            year-000000000007.parquet      compacted year (top_level="year", closed years)
+      locks/reads-12.lock                  flock held by the process writing bucket 12
+      meters.parquet  collectors.parquet   registry and HMAC keys (store.registry)
+      quarantine/                          rejected rows (store.quarantine)
+
+Every file is sorted by the dedup key (``model.schema.read_key``: meter, type, time),
+so meter, type and time columns delta/RLE-encode to almost nothing, and one meter's
+history or one feeder (a contiguous meter range) is a few row groups, found from the
+cached row-group statistics of ``meter_idx``.
+
+Live-file rule (see :mod:`headend.store._layout`): within a bucket-year directory a
+file is obsolete when a compacted file whose scope (day MMDD, month MM, year) contains
+its scope has a larger sequence number. Readers ignore obsolete files; the owner of the
+bucket deletes them.
+
+Durability protocol
+-------------------
+::
+
+    append(batch)
+      1 key = read_key(...); stable sort; first occurrence of each key wins
+      2 split into (bucket, day) partitions; take each bucket's flock (held until close)
+      3 drop keys the partition's dedup index already holds
+      4 per partition: write .tmp-<pid>-<uuid>-seg-MMDD-<seq>.arrow, fsync, rename
+      5 fsync each touched directory                        <- durable
+      6 add the keys to the dedup index; return             <- acknowledged
+
+    compact(bucket-year)
+      1 merge the live files of a day / closed month / closed year, sorted, streamed in
+        meter ranges of at most merge_rows rows (bounded memory)
+      2 write .tmp-..., fsync, rename to day|mon|year-...-<seq>.parquet, fsync dir  <- commit
+      3 unlink the files it replaced, fsync dir
+
+Automatic compaction: once a day partition holds ``auto_compact_segments`` segments it
+is merged into a day file, in a background thread (``background_compaction``): the
+thread allocates the output seq and lists its inputs under the writer mutex (so every
+segment below that seq is complete), merges without it while appends go on with
+larger seqs, then publishes and deletes its inputs under the mutex again.
+
+A crash before 4's rename leaves a temp file (removed when the bucket is next taken);
+a crash between 5 and 6 leaves a durable segment whose keys the rebuilt index knows,
+so the client's retry is counted as duplicates; a crash in compaction leaves either the
+old files or the new file plus obsolete ones that the live-file rule hides.
+
+Dedup index
+-----------
+::
+
+    (kind, bucket, day) --LRU bounded by index_cache_bytes--> partition index
+      reads:              {reading_type: bitmap[bucket_size x 288 bits]} + off-grid keys
+      registers, events:  sorted key array
+
+On a miss the index is rebuilt from the key columns of the partition's live files
+(segments and day file of that day, and the month/year file holding it). Only the
+process holding the bucket's lock writes the bucket, so its index is authoritative.
+
+Queries
+-------
+A query lists the live files of the bucket-years it touches (directory listings are
+cached while the directory's mtime is unchanged), keeps the row groups whose cached
+``meter_idx`` statistics overlap the meter range, decodes them (files in parallel),
+filters with NumPy masks and sorts by key when several files contribute.
+``meter_history`` reads one row group per file; ``feeder_interval_sum`` sums with one
+``bincount`` per row-group batch, skipping the meter column inside the range.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from headend.errors import StorageError
+from headend.store import _fs
+from headend.store._compact import compact_dir, merge_files
+from headend.store._keys import (
+    EVENTS_KIND,
+    KINDS,
+    READS_KIND,
+    REGISTERS_KIND,
+    Keys,
+    Kind,
+    key_meter,
+    key_time,
+    sort_unique_first,
+)
+from headend.store._layout import (
+    DirCache,
+    MetaCache,
+    file_name,
+    list_dir,
+    read_meter_range,
+    split_live,
+)
+from headend.store._query import QueryMixin, _key_of
+from headend.store.base import AppendResult, StoreStats
+from headend.store.config import StoreConfig
+from headend.store.dedup import IndexCache, PartitionIndex, ReadsDayIndex, SortedKeyIndex
+
+__all__ = ["ParquetStore", "StoreStats"]
+
+_KIND_BY_NAME = {k.name: k for k in KINDS}
+
+
+def _ymd(day: int) -> tuple[int, str]:
+    y, m, d = time.gmtime(day * 86_400)[:3]
+    return y, f"{m:02d}{d:02d}"
+
+
+class ParquetStore(QueryMixin):
+    """Interval reads, registers and events in Parquet under ``root`` (a ``ReadStore``).
+
+    Parameters
+    ----------
+    root : Path
+        Data directory (created if missing).
+    config : StoreConfig
+        Layout, compaction and memory settings.
+    clock : callable, optional
+        Returns Unix seconds; decides which months/years are closed for compaction.
+    """
+
+    def __init__(
+        self, root: Path, *, config: StoreConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = Path(root)
+        self.config = config or StoreConfig()
+        self.clock = clock
+        for k in KINDS:
+            (self.root / k.name).mkdir(parents=True, exist_ok=True)
+        (self.root / "locks").mkdir(exist_ok=True)
+        self._locks: dict[tuple[str, int], _fs.FileLock] = {}
+        self._seq: dict[Path, int] = {}
+        self._index = IndexCache(self.config.index_cache_bytes)
+        self._dirs = DirCache()
+        self._metas = MetaCache()
+        self._pool = ThreadPoolExecutor(max(1, self.config.writer_threads))
+        self._readers = ThreadPoolExecutor(max(1, self.config.reader_threads))
+        self._mutex = threading.RLock()
+        self._closed = False
+        self._bg: threading.Thread | None = None
+        self._bg_q: queue.Queue[tuple[str, Path, int, str] | None] = queue.Queue()
+        self._bg_pending: set[tuple[str, Path, int, str]] = set()
+        self._bg_busy = threading.Lock()
+        #: errors of background compactions (the partition is retried later)
+        self.background_errors: list[str] = []
+
+    # ------------------------------------------------------------------ ownership
+
+    def bucket_of(self, meter_idx: npt.NDArray[np.int32] | int) -> npt.NDArray[np.int32] | int:
+        """Bucket of each meter (route a meter's rows to the process owning its bucket)."""
+        return self.config.bucket_of(meter_idx)
+
+    def _own(self, kind: Kind, bucket: int, *, timeout_s: float | None = None) -> None:
+        """Take the bucket's lock (once) and clean what a crashed writer left there."""
+        if (kind.name, bucket) in self._locks:
+            return
+        if self._closed:
+            raise StorageError("store is closed")
+        lock = _fs.FileLock(
+            self.root / "locks" / f"{kind.name}-{bucket}.lock",
+            timeout_s=self.config.lock_timeout_s if timeout_s is None else timeout_s,
+            what=f"{kind.name} bucket {bucket} of {self.root}",
+        )
+        self._locks[(kind.name, bucket)] = lock
+        bdir = self._bucket_dir(kind, bucket)
+        if bdir.is_dir():
+            for ydir in bdir.iterdir():
+                if ydir.is_dir() and ydir.name.startswith("y="):
+                    self._clean_dir(ydir, int(ydir.name[2:]))
+
+    def _clean_dir(self, ydir: Path, year: int) -> None:
+        n = _fs.remove_temp_files(ydir, only_dead=False)
+        _, dead = split_live(list_dir(ydir, year))
+        for f in dead:
+            f.path.unlink(missing_ok=True)
+        if n or dead:
+            _fs.fsync_dir(ydir)
+            self._dirs.invalidate(ydir)
+
+    def _ensure_dir(self, d: Path) -> None:
+        if d.is_dir():
+            return
+        missing = []
+        p = d
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        d.mkdir(parents=True, exist_ok=True)
+        for m in reversed(missing):
+            _fs.fsync_dir(m.parent)
+
+    def _next_seq(self, d: Path, year: int) -> int:
+        s = self._seq.get(d)
+        if s is None:
+            s = max((f.seq for f in list_dir(d, year)), default=-1) + 1
+        self._seq[d] = s + 1
+        return s
+
+    # ------------------------------------------------------------------ dedup index
+
+    def _build_index(self, kind: Kind, bucket: int, day: int) -> PartitionIndex:
+        year, mmdd = _ymd(day)
+        d = self._dir(kind, bucket, year)
+        self._dirs.invalidate(d)
+        t0, t1 = day * 86_400, (day + 1) * 86_400
+        lo = bucket << self.config.bucket_bits
+        hi = lo + self.config.bucket_size - 1
+        cols = ["meter_idx", kind.time_col, kind.type_col or "event_code"]
+        parts: list[Keys] = []
+        for f in self._dirs.live(d, year):
+            if f.scope not in (mmdd, mmdd[:2], ""):
+                continue
+            t = read_meter_range(f, self._metas, lo, hi, cols)
+            if t is None or len(t) == 0:
+                continue
+            t = t.cast(pa.schema([kind.schema.field(c) for c in cols]))
+            if f.scope != mmdd:
+                tt = kind.times(t)
+                t = t.filter(pa.array((tt >= t0) & (tt < t1)))
+            parts.append(_key_of(kind, t))
+        keys = np.concatenate(parts) if parts else _empty_keys(kind)
+        if kind is READS_KIND:
+            return ReadsDayIndex(bucket, self.config.bucket_bits, day, keys)
+        return SortedKeyIndex(keys)
+
+    # ------------------------------------------------------------------ append
+
+    def append_reads(self, reads: pa.Table) -> AppendResult:
+        """Store new interval reads (``model.schema.READS``); see ``store.base``."""
+        return self._append(READS_KIND, reads)
+
+    def append_registers(self, registers: pa.Table) -> AppendResult:
+        """Store new register reads (``model.schema.REGISTERS``)."""
+        return self._append(REGISTERS_KIND, registers)
+
+    def append_events(self, events: pa.Table) -> AppendResult:
+        """Store new events (``model.schema.EVENTS``)."""
+        return self._append(EVENTS_KIND, events)
+
+    def _append(self, kind: Kind, table: pa.Table) -> AppendResult:
+        table = kind.coerce(table)
+        n = len(table)
+        new_mask = np.zeros(n, np.bool_)
+        if n == 0:
+            return AppendResult(new_mask)
+        kind.validate(table)
+        with self._mutex:
+            return self._append_locked(kind, table, new_mask)
+
+    def _append_locked(self, kind: Kind, table: pa.Table, new_mask: npt.NDArray[np.bool_]
+                       ) -> AppendResult:
+        rows, ks = sort_unique_first(kind.keys(table))
+        bucket = key_meter(ks) >> self.config.bucket_bits
+        day = key_time(ks) // 86_400
+        d0 = int(day.min())
+        span = int(day.max()) - d0 + 1
+        pid = bucket * span + (day - d0)
+        if pid[0] == pid[-1] and (len(pid) < 3 or bool(np.all(pid == pid[0]))):
+            groups = [(int(pid[0]), np.arange(len(pid)))]
+        else:
+            small = pid.astype(np.uint16) if int(pid.max()) < 65_536 else pid
+            order = np.argsort(small, kind="stable")
+            ps = pid[order]
+            cuts = np.flatnonzero(ps[1:] != ps[:-1]) + 1
+            groups = [(int(ps[a]), order[a:b])
+                      for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(ps)], strict=True)]
+        jobs: list[tuple[Path, int, str, npt.NDArray[np.int64], npt.NDArray[np.bool_],
+                         PartitionIndex, tuple[str, int, int], object]] = []
+        for p, sel in groups:
+            b, dd = divmod(p, span)
+            dayn = d0 + dd
+            self._own(kind, b)
+            ckey = (kind.name, b, dayn)
+            idx = self._index.get(ckey, functools.partial(self._build_index, kind, b, dayn))
+            stored, token = idx.check(ks[sel])
+            fresh = ~stored
+            if not fresh.any():
+                continue
+            year, mmdd = _ymd(dayn)
+            jobs.append((self._dir(kind, b, year), year, mmdd, rows[sel][fresh], fresh,
+                         idx, ckey, token))
+        if not jobs:
+            return AppendResult(new_mask)
+        paths = []
+        for d, year, mmdd, *_ in jobs:
+            self._ensure_dir(d)
+            paths.append(d / file_name("seg", mmdd, self._next_seq(d, year)))
+        try:
+            futs = [self._pool.submit(_write_segment, path, table.take(r))
+                    for path, (_, _, _, r, *_) in zip(paths, jobs, strict=True)]
+            for fu in futs:
+                fu.result()
+            dirs = sorted({j[0] for j in jobs})
+            for fu in [self._pool.submit(_fs.fsync_dir, d) for d in dirs]:
+                fu.result()
+        except (OSError, StorageError) as exc:
+            for j in jobs:  # some segments may be durable: rebuild those indexes from disk
+                self._index._d.pop(j[6], None)
+            raise StorageError(f"append of {kind.name} failed: {exc}") from exc
+        for d, _, _, r, fresh, idx, _, token in jobs:
+            idx.add(token, fresh)
+            new_mask[r] = True
+            self._dirs.invalidate(d)
+        self._index.trim()
+        if self.config.auto_compact_segments > 0:
+            for d, year, mmdd, *_ in jobs:
+                nseg = sum(1 for f in list_dir(d, year) if f.is_segment and f.scope == mmdd)
+                if nseg < self.config.auto_compact_segments:
+                    continue
+                if self.config.background_compaction:
+                    self._enqueue((kind.name, d, year, mmdd))
+                else:
+                    self._compact_dir(kind, d, year, days_only=True)
+        return AppendResult(new_mask)
+
+    # ------------------------------------------------------------------ background
+
+    def _enqueue(self, task: tuple[str, Path, int, str]) -> None:
+        if task in self._bg_pending:
+            return
+        if self._bg is None:
+            self._bg = threading.Thread(target=self._bg_loop, name="headend-compact",
+                                        daemon=True)
+            self._bg.start()
+        self._bg_pending.add(task)
+        self._bg_q.put(task)
+
+    def _bg_loop(self) -> None:
+        while True:
+            task = self._bg_q.get()
+            if task is None:
+                return
+            with self._bg_busy:
+                self._bg_pending.discard(task)
+                try:
+                    self._bg_compact_day(*task)
+                except (StorageError, OSError, pa.ArrowException) as exc:
+                    self.background_errors.append(f"{task}: {exc!r}")  # retried next time
+
+    def _bg_compact_day(self, kind_name: str, d: Path, year: int, mmdd: str) -> None:
+        """Merge a day's segments while appends go on (they get larger seqs)."""
+        kind = _KIND_BY_NAME[kind_name]
+        with self._mutex:  # no append in flight: every segment below seq is complete
+            if self._closed:
+                return
+            live, _ = split_live(list_dir(d, year))
+            inputs = [f for f in live if f.scope == mmdd]
+            if sum(f.is_segment for f in inputs) < 2:
+                return
+            out = d / file_name("day", mmdd, self._next_seq(d, year))
+        merge_files(kind, inputs, out, self.config, self._metas, delete_inputs=False)
+        with self._mutex:
+            for f in inputs:
+                f.path.unlink(missing_ok=True)
+            _fs.fsync_dir(d)
+            self._dirs.invalidate(d)
+
+    def _drain_background(self) -> None:
+        """Drop queued background tasks and wait for the running one."""
+        try:
+            while True:
+                t = self._bg_q.get_nowait()
+                if t is not None:
+                    self._bg_pending.discard(t)
+        except queue.Empty:
+            pass
+
+    # ------------------------------------------------------------------ compaction
+
+    def compact(self, *, buckets: Iterable[int] | None = None) -> None:
+        """Merge segments into day files and closed months/years into month/year files.
+
+        ``buckets=None`` compacts every bucket this process owns, and every other bucket
+        whose lock is free (buckets locked by other processes are skipped).
+        """
+        self._drain_background()
+        with self._bg_busy, self._mutex:
+            for kind in KINDS:
+                wanted = self._buckets(kind, None, None) if buckets is None else list(buckets)
+                for b in wanted:
+                    if (kind.name, b) not in self._locks:
+                        try:
+                            self._own(kind, b, timeout_s=0.0)
+                        except StorageError:
+                            if buckets is None:
+                                continue
+                            raise
+                    bdir = self._bucket_dir(kind, b)
+                    if not bdir.is_dir():
+                        continue
+                    for yd in sorted(bdir.iterdir()):
+                        if yd.name.startswith("y="):
+                            self._compact_dir(kind, yd, int(yd.name[2:]), days_only=False)
+
+    def _compact_dir(self, kind: Kind, d: Path, year: int, *, days_only: bool) -> None:
+        compact_dir(
+            kind, d, year, config=self.config, now=self.clock(), metas=self._metas,
+            next_seq=lambda: self._next_seq(d, year), days_only=days_only,
+        )
+        self._dirs.invalidate(d)
+
+    # ------------------------------------------------------------------ misc
+
+    def stats(self) -> StoreStats:
+        """Rows, bytes, partitions and files of the live data (reads the footers)."""
+        rows: dict[str, int] = {}
+        size: dict[str, int] = {}
+        parts: dict[str, int] = {}
+        segs: dict[str, int] = {}
+        comp: dict[str, int] = {}
+        for kind in KINDS:
+            r = s = p = g = c = 0
+            for b in self._buckets(kind, None, None):
+                bdir = self._bucket_dir(kind, b)
+                for yd in bdir.iterdir():
+                    if not yd.name.startswith("y="):
+                        continue
+                    p += 1
+                    live, _ = split_live(list_dir(yd, int(yd.name[2:])))
+                    for f in live:
+                        s += f.size
+                        if f.is_segment:
+                            g += 1
+                            with pa.memory_map(str(f.path)) as src:
+                                rd = pa.ipc.open_file(src)
+                                r += sum(rd.get_batch(i).num_rows
+                                         for i in range(rd.num_record_batches))
+                        else:
+                            c += 1
+                            r += self._metas.get(f).rows
+            rows[kind.name], size[kind.name], parts[kind.name] = r, s, p
+            segs[kind.name], comp[kind.name] = g, c
+        return StoreStats(rows, size, parts, segs, comp)
+
+    def close(self) -> None:
+        """Release the bucket locks and writer threads (idempotent)."""
+        if self._bg is not None:
+            self._drain_background()
+            self._bg_q.put(None)
+            self._bg.join()
+            self._bg = None
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._pool.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
+            for lock in self._locks.values():
+                lock.release()
+            self._locks.clear()
+            self._index.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _write_segment(path: Path, table: pa.Table) -> None:
+    def write(tmp: Path) -> None:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+
+    _fs.publish_path(path, write, sync_dir=False)
+
+
+def _empty_keys(kind: Kind) -> Keys:
+    return kind.keys(kind.schema.empty_table())
+
+
+def open_kind(name: str) -> Kind:
+    """The :class:`Kind` called ``name`` (reads, registers or events)."""
+    return _KIND_BY_NAME[name]
+

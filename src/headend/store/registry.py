@@ -1,0 +1,348 @@
+"""The meter registry (``meters.parquet``) and the collectors' HMAC keys (``collectors.parquet``).
+
+Meters get a dense ``meter_idx`` (0, 1, 2, ...) when first loaded, in topology order
+(substation, feeder, transformer, collector, meter id) within each load, so that the
+meters of a feeder loaded together form a contiguous index range. A meter keeps its
+index forever; its attributes and topology may change with later loads.
+
+Both files are written like the store's: temp file, fsync, atomic rename, fsync dir,
+under a short-lived ``flock`` on ``<root>/locks/<name>.lock`` so that several processes
+may load meters. Readers reload when the file's (inode, size, mtime) changed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from headend.errors import StorageError, ValidationError
+from headend.model import schema as S
+from headend.store import _fs
+from headend.store._hash import U64Map
+
+__all__ = ["COLLECTORS", "CollectorKeys", "MeterRegistry", "serial_of"]
+
+_MAX_U64: Final = "18446744073709551615"
+_TOPO: Final = ("substation_id", "feeder_id", "transformer_id", "collector_id", "meter_id")
+_INPUT: Final = [f for f in S.METERS if f.name not in ("meter_idx", "serial")]
+
+COLLECTORS: Final = pa.schema([
+    pa.field("collector_id", pa.uint32(), nullable=False),
+    pa.field("hmac_key", pa.binary(), nullable=False),
+])
+
+
+def serial_of(meter_id: pa.Array) -> npt.NDArray[np.uint64]:
+    """Frame serial of each meter id: ``int(meter_id)`` if all digits and ``< 2**64``, else 0."""
+    ids = pc.cast(meter_id, pa.string())
+    n = pc.utf8_length(ids)
+    fits = pc.fill_null(pc.and_(
+        pc.ascii_is_decimal(ids),  # non-empty, ASCII 0-9 only
+        pc.or_(pc.less(n, 20), pc.and_(pc.equal(n, 20), pc.less_equal(ids, _MAX_U64)))),
+        False)
+    if pc.all(fits).as_py():
+        return pc.cast(ids, pa.uint64()).to_numpy()  # type: ignore[no-any-return]
+    fits_np = fits.to_numpy(zero_copy_only=False)
+    out = np.zeros(len(ids), np.uint64)
+    if fits_np.any():
+        out[fits_np] = pc.cast(ids.filter(fits), pa.uint64()).to_numpy()
+    return out
+
+
+class _Watched:
+    """A Parquet file re-read when it changed.
+
+    The cheap check is ``(inode, size, mtime)``; because inodes are reused and mtimes
+    are coarse, a file changed within the last 2 s is also checked by the generation
+    number kept in its footer. Writers always reload under their lock.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, on_load: Callable[[pa.Table], None]
+                 ) -> None:
+        self.path = path
+        self.schema = schema
+        self._on_load = on_load
+        self._sig: tuple[int, int, int] | None = None
+        self.generation = 0
+        self._mutex = threading.RLock()
+        self.refresh()
+
+    @staticmethod
+    def _generation(md: pq.FileMetaData) -> int:
+        kv = md.metadata or {}
+        return int(kv.get(b"headend.generation", b"0"))
+
+    def refresh(self, *, force: bool = False) -> None:
+        try:
+            st = os.stat(self.path)
+            sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            sig = (0, 0, 0)
+        if sig == self._sig and not force:
+            if sig == (0, 0, 0) or time.time_ns() - sig[2] > 2_000_000_000:
+                return
+            try:
+                if self._generation(pq.read_metadata(self.path)) == self.generation:
+                    return
+            except (OSError, pa.ArrowInvalid):
+                pass
+        with self._mutex:
+            if sig == (0, 0, 0):
+                t, gen = self.schema.empty_table(), 0
+            else:
+                try:
+                    pf = pq.ParquetFile(self.path)
+                    gen = self._generation(pf.metadata)
+                    t = pf.read().cast(self.schema)
+                except (OSError, pa.ArrowInvalid) as exc:
+                    raise StorageError(f"cannot read {self.path}: {exc}") from exc
+            self._on_load(t)
+            self._sig, self.generation = sig, gen
+
+    def save(self, table: pa.Table) -> None:
+        """Publish ``table`` as the new version (caller holds the write lock)."""
+        gen = self.generation + 1
+        table = table.replace_schema_metadata({"headend.generation": str(gen)})
+
+        def write(tmp: Path) -> None:
+            pq.write_table(table, str(tmp), compression="zstd")
+
+        _fs.publish_path(self.path, write)
+        self.refresh(force=True)
+
+
+class MeterRegistry:
+    """Meters of one data dir: ``meter_idx`` assignment, lookups and topology.
+
+    Parameters
+    ----------
+    root : Path
+        Data directory; the registry lives in ``<root>/meters.parquet``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        _fs.remove_temp_files(self.root, only_dead=True)
+        self._table = S.METERS.empty_table()
+        self._serial_map = U64Map(np.empty(0, np.uint64), np.empty(0, np.int32))
+        self._id_is_serial = np.empty(0, np.bool_)
+        self._file = _Watched(self.root / "meters.parquet", S.METERS, self._load)
+
+    def _load(self, t: pa.Table) -> None:
+        t = t.sort_by("meter_idx")
+        idx = t.column("meter_idx").to_numpy()
+        if len(idx) and not np.array_equal(idx, np.arange(len(idx))):
+            raise StorageError(f"{self.root / 'meters.parquet'}: meter_idx not dense")
+        serial = t.column("serial").to_numpy()
+        has = serial != 0
+        self._serial_map = U64Map(serial[has], idx[has].astype(np.int32))
+        self._table = t
+
+    def _t(self) -> pa.Table:
+        self._file.refresh()
+        return self._table
+
+    def __len__(self) -> int:
+        return len(self._t())
+
+    def table(self) -> pa.Table:
+        """The registry (``model.schema.METERS``), ordered by ``meter_idx``."""
+        return self._t()
+
+    # ------------------------------------------------------------------ lookups
+
+    def idx_for_serial(self, serial: npt.NDArray[np.uint64]) -> npt.NDArray[np.int32]:
+        """``meter_idx`` of each frame serial (``-1``: unknown)."""
+        self._file.refresh()
+        return self._serial_map.get(np.asarray(serial, dtype=np.uint64))
+
+    def idx_for_id(self, meter_id: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.int32]:
+        """``meter_idx`` of each meter id string (``-1``: unknown)."""
+        t = self._t()
+        if isinstance(meter_id, pa.ChunkedArray):
+            meter_id = meter_id.combine_chunks()
+        q = pc.cast(meter_id, pa.string())
+        out = self._serial_map.get(serial_of(q))
+        # a serial hit counts only where the stored id is the very same string
+        hit = out >= 0
+        if hit.any():
+            same = pc.equal(t.column("meter_id").take(pa.array(np.where(hit, out, 0))), q)
+            hit &= pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+            out[~hit] = -1
+        rest = np.flatnonzero(~hit)
+        if len(rest) and len(t):
+            pos = pc.index_in(q.take(pa.array(rest)), value_set=t.column("meter_id"))
+            p = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            idx = t.column("meter_idx").to_numpy()
+            out[rest] = np.where(p >= 0, idx[np.maximum(p, 0)], -1)
+        return out
+
+    def _take(self, column: str, meter_idx: npt.NDArray[np.int32]) -> pa.Array:
+        t = self._t()
+        m = np.asarray(meter_idx, dtype=np.int64)
+        if len(m) and (m.min() < 0 or m.max() >= len(t)):
+            raise ValidationError("meter_idx not in the registry")
+        return t.column(column).take(pa.array(m)).combine_chunks()
+
+    def ids(self, meter_idx: npt.NDArray[np.int32]) -> pa.StringArray:
+        """``meter_id`` of each index."""
+        return self._take("meter_id", meter_idx)
+
+    def interval_s(self, meter_idx: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """Configured interval of each meter [s]."""
+        return self._take("interval_s", meter_idx).to_numpy()  # type: ignore[no-any-return]
+
+    def commodity(self, meter_idx: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
+        """``codes.Commodity`` of each meter."""
+        return self._take("commodity", meter_idx).to_numpy()  # type: ignore[no-any-return]
+
+    def attribute(self, column: str, meter_idx: npt.NDArray[np.int32]) -> pa.Array:
+        """Any registry column for each meter (e.g. ``feeder_id``)."""
+        if column not in S.METERS.names:
+            raise ValidationError(f"no registry column {column!r}")
+        return self._take(column, meter_idx)
+
+    def feeder_of(self, meter_idx: npt.NDArray[np.int32]) -> pa.StringArray:
+        return self._take("feeder_id", meter_idx)
+
+    def transformer_of(self, meter_idx: npt.NDArray[np.int32]) -> pa.StringArray:
+        return self._take("transformer_id", meter_idx)
+
+    def substation_of(self, meter_idx: npt.NDArray[np.int32]) -> pa.StringArray:
+        return self._take("substation_id", meter_idx)
+
+    def collector_of(self, meter_idx: npt.NDArray[np.int32]) -> pa.StringArray:
+        return self._take("collector_id", meter_idx)
+
+    def meters_of(self, *, feeder: str | None = None, transformer: str | None = None,
+                  substation: str | None = None, collector: str | None = None
+                  ) -> npt.NDArray[np.int32]:
+        """Indexes (ascending) of the meters matching every given topology id."""
+        t = self._t()
+        mask = np.ones(len(t), np.bool_)
+        for col, val in (("feeder_id", feeder), ("transformer_id", transformer),
+                         ("substation_id", substation), ("collector_id", collector)):
+            if val is not None:
+                eq = pc.fill_null(pc.equal(t.column(col), val), False)
+                mask &= eq.to_numpy(zero_copy_only=False)
+        return np.flatnonzero(mask).astype(np.int32)
+
+    def feeder_range(self, feeder: str) -> tuple[int, int] | None:
+        """``(lo, hi)`` (hi exclusive) if the feeder's meters are one contiguous range."""
+        m = self.meters_of(feeder=feeder)
+        if len(m) == 0 or int(m[-1]) - int(m[0]) + 1 != len(m):
+            return None
+        return int(m[0]), int(m[-1]) + 1
+
+    # ------------------------------------------------------------------ updates
+
+    def upsert(self, meters: pa.Table) -> npt.NDArray[np.int32]:
+        """Add new meters and update known ones (durably); returns each row's meter_idx.
+
+        Parameters
+        ----------
+        meters : pa.Table
+            Columns ``meter_id, commodity, technology, two_way, collector_id,
+            transformer_id, feeder_id, substation_id, interval_s`` (parsed). When a
+            meter id repeats, its last row wins.
+        """
+        try:
+            inp = meters.select([f.name for f in _INPUT]).cast(pa.schema(_INPUT))
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValidationError(f"meters table does not fit: {exc}") from exc
+        with _fs.locked(self.root / "locks" / "meters.lock", what="meter registry"):
+            self._file.refresh(force=True)
+            old = self._table
+            n_old = len(old)
+            ids = inp.column("meter_id").combine_chunks()
+            if pc.count_distinct(ids).as_py() == len(ids):
+                u = inp
+            else:  # last row per meter id wins: keep the last occurrence of each id
+                rev = pa.array(np.arange(len(inp))[::-1])
+                _, first_rev = np.unique(
+                    pc.index_in(ids.take(rev), value_set=pc.unique(ids)).to_numpy(),
+                    return_index=True)
+                u = inp.take(pa.array(np.sort(len(inp) - 1 - first_rev)))
+            uidx = self.idx_for_id(u.column("meter_id"))
+            new = np.flatnonzero(uidx < 0)
+            if len(new):
+                newt = u.take(pa.array(new))
+                order = pc.sort_indices(newt, sort_keys=[(c, "ascending") for c in _TOPO]
+                                        ).to_numpy()  # nulls sort last
+                uidx[new[order]] = np.arange(n_old, n_old + len(new), dtype=np.int32)
+            full_inp = pa.concat_tables([old.select([f.name for f in _INPUT]),
+                                         u.select([f.name for f in _INPUT])])
+            # row of full_inp that holds each meter's final attributes
+            src = np.arange(n_old + len(new), dtype=np.int64)
+            src[uidx] = n_old + np.arange(len(u))
+            t = full_inp.take(pa.array(src))
+            ser = serial_of(t.column("meter_id").combine_chunks())
+            cols = {f.name: t.column(f.name) for f in _INPUT}
+            cols["meter_idx"] = pa.chunked_array(
+                [pa.array(np.arange(len(t), dtype=np.int32))])
+            cols["serial"] = pa.chunked_array([pa.array(ser, pa.uint64())])
+            out = pa.table([cols[f.name] for f in S.METERS], schema=S.METERS)
+            self._file.save(out)
+        # answer for every input row (repeated ids share their index)
+        return self.idx_for_id(meters.column("meter_id"))
+
+
+class CollectorKeys:
+    """HMAC-SHA256 key of each collector (``<root>/collectors.parquet``).
+
+    Usable as ``key_for`` of :func:`headend.wire.frame.decode_frame` (call or ``get``).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._keys: dict[int, bytes] = {}
+        self._file = _Watched(self.root / "collectors.parquet", COLLECTORS, self._load)
+
+    def _load(self, t: pa.Table) -> None:
+        self._keys = dict(zip(t.column("collector_id").to_pylist(),
+                              t.column("hmac_key").to_pylist(), strict=True))
+
+    def get(self, collector_id: int) -> bytes | None:
+        """The collector's key, or None if unknown."""
+        self._file.refresh()
+        return self._keys.get(int(collector_id))
+
+    __call__ = get
+
+    def __len__(self) -> int:
+        self._file.refresh()
+        return len(self._keys)
+
+    def table(self) -> pa.Table:
+        self._file.refresh()
+        ids = sorted(self._keys)
+        return pa.table([pa.array(ids, pa.uint32()),
+                         pa.array([self._keys[i] for i in ids], pa.binary())], schema=COLLECTORS)
+
+    def upsert(self, collectors: pa.Table) -> None:
+        """Add or replace keys (columns ``collector_id`` uint32, ``hmac_key`` binary)."""
+        try:
+            t = collectors.select(COLLECTORS.names).cast(COLLECTORS)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValidationError(f"collectors table does not fit: {exc}") from exc
+        with _fs.locked(self.root / "locks" / "collectors.lock", what="collector keys"):
+            self._file.refresh(force=True)
+            keys = dict(self._keys)
+            keys.update(zip(t.column("collector_id").to_pylist(),
+                            t.column("hmac_key").to_pylist(), strict=True))
+            ids = sorted(keys)
+            self._file.save(pa.table([pa.array(ids, pa.uint32()),
+                                      pa.array([keys[i] for i in ids], pa.binary())],
+                                     schema=COLLECTORS))

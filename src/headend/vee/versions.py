@@ -1,0 +1,280 @@
+"""The VEE version store: every value VEE or a person ever gave an interval, kept.
+
+Layout: ``<root>/vee/part-<created_ns>-<uuid>.parquet`` in
+:data:`headend.model.schema.VEE_VERSIONS`. Files are published with temp file + fsync
++ rename + directory fsync and never rewritten; an append takes a short ``flock`` on
+``<root>/vee/.lock`` so that version numbers stay unique per key.
+
+Versions
+--------
+Version 0 of a key is the read as stored by ingest (the store is never modified);
+versions 1, 2, ... are appended here, each with its method (``validate``,
+``interpolation``, ``like_day``, ``prorated`` or ``edit``), author, reason and
+creation time. The *current* value of a key is its highest version, or the stored
+read if it has none.
+
+Contract: appends are durable on return and idempotent in effect (VEE appends a
+version only when value or quality differ from the current one); readers may run
+concurrently with one writer.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from headend.errors import StorageError, ValidationError
+from headend.model import codes
+from headend.model.schema import READS, TS, VEE_VERSIONS, read_key
+from headend.store._fs import fsync_dir, locked, publish_path, remove_temp_files
+
+__all__ = ["EDITED", "VersionStore", "current_reads"]
+
+EDITED = np.uint32(1 << codes.QUALITY_BY_NAME["edited"].bit)
+_KEY_COLS = ["meter_idx", "reading_type", "interval_end"]
+
+
+def _keys(t: pa.Table) -> npt.NDArray[np.uint64]:
+    return read_key(t.column("meter_idx").to_numpy(), t.column("reading_type").to_numpy(),
+                    t.column("interval_end").cast(pa.int64()).to_numpy())
+
+
+def _last_per_key(t: pa.Table) -> pa.Table:
+    """Rows holding each key's highest version, sorted by key."""
+    if t.num_rows == 0:
+        return t
+    k = _keys(t)
+    order = np.lexsort((t.column("version").to_numpy(), k))
+    ks = k[order]
+    last = np.r_[ks[1:] != ks[:-1], True]
+    return t.take(pa.array(order[last]))
+
+
+class VersionStore:
+    """Versions of interval reads under ``<root>/vee/``.
+
+    Parameters
+    ----------
+    root : Path
+        The data directory (``--data``).
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.dir = Path(root) / "vee"
+
+    # ------------------------------------------------------------------ reading
+    def _files(self) -> list[str]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(str(p) for p in self.dir.glob("part-*.parquet"))
+
+    def versions(self, *, meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
+                 end: int | None = None, reading_types: npt.NDArray[np.uint8] | None = None
+                 ) -> pa.Table:
+        """Every version with ``start <= interval_end < end``, sorted by key and version."""
+        files = self._files()
+        if not files:
+            return VEE_VERSIONS.empty_table()
+        flt: Any = None
+
+        def both(a: Any, b: Any) -> Any:
+            return b if a is None else a & b
+
+        if meters is not None:
+            flt = both(flt, pc.field("meter_idx").isin(pa.array(meters, pa.int32())))
+        if reading_types is not None:
+            flt = both(flt, pc.field("reading_type").isin(pa.array(reading_types, pa.uint8())))
+        if start is not None:
+            flt = both(flt, pc.field("interval_end") >= pa.scalar(start, TS))
+        if end is not None:
+            flt = both(flt, pc.field("interval_end") < pa.scalar(end, TS))
+        try:
+            t = ds.dataset(files, schema=VEE_VERSIONS, format="parquet").to_table(filter=flt)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise StorageError(f"cannot read VEE versions in {self.dir}: {exc}") from exc
+        t = t.sort_by([*((c, "ascending") for c in _KEY_COLS), ("version", "ascending")])
+        if t.num_rows > 1:  # a crash inside compact() may leave a row in two files
+            k = _keys(t)
+            ver = t.column("version").to_numpy()
+            dup = np.r_[False, (k[1:] == k[:-1]) & (ver[1:] == ver[:-1])]
+            if dup.any():
+                t = t.filter(pa.array(~dup))
+        return t
+
+    def compact(self) -> int:
+        """Merge every part file into one (all versions kept); returns the files merged.
+
+        The merged file is published before the old ones are removed, so a crash in
+        between leaves duplicates that :meth:`versions` drops, never a loss.
+        """
+        if not self.dir.is_dir():
+            return 0
+        with locked(self.dir / ".lock", what="VEE version store"):
+            files = self._files()
+            if len(files) < 2:
+                return 0
+            t = self.versions()
+            name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            publish_path(self.dir / name, lambda p: pq.write_table(t, p, compression="zstd"))
+            for f in files:
+                Path(f).unlink()
+            fsync_dir(self.dir)
+        return len(files)
+
+    def latest(self, **kw: Any) -> pa.Table:
+        """Each key's current (highest) version; same filters as :meth:`versions`."""
+        return _last_per_key(self.versions(**kw))
+
+    # ------------------------------------------------------------------ writing
+    def append(self, rows: pa.Table, *, method: str | pa.Array, author: str, reason: str,
+               created_at: datetime | None = None) -> pa.Table:
+        """Append new versions of the keys in ``rows`` (READS columns).
+
+        Each row becomes version ``current + 1`` of its key. Returns the rows written
+        (VEE_VERSIONS). Rows must have distinct keys.
+        """
+        if rows.num_rows == 0:
+            return VEE_VERSIONS.empty_table()
+        rows = rows.select(READS.names).cast(READS)
+        created = created_at or datetime.now(UTC)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with locked(self.dir / ".lock", what="VEE version store"):
+            meters = np.unique(rows.column("meter_idx").to_numpy())
+            t = rows.column("interval_end").cast(pa.int64()).to_numpy()
+            cur = self.latest(meters=meters, start=int(t.min()), end=int(t.max()) + 1)
+            version = np.ones(rows.num_rows, dtype=np.int32)
+            if cur.num_rows:
+                ck = _keys(cur)
+                k = _keys(rows)
+                pos = np.clip(np.searchsorted(ck, k), 0, len(ck) - 1)
+                hit = ck[pos] == k
+                version[hit] = cur.column("version").to_numpy()[pos[hit]] + 1
+            n = rows.num_rows
+            meth = (method.cast(pa.string()) if isinstance(method, pa.Array)
+                    else pa.array([method] * n, pa.string()))
+            out = pa.table(
+                {
+                    **{c: rows.column(c) for c in READS.names if c in _KEY_COLS},
+                    "version": pa.array(version, pa.int32()),
+                    "value": rows.column("value"),
+                    "quality": rows.column("quality"),
+                    "method": meth,
+                    "author": pa.array([author] * n, pa.string()),
+                    "reason": pa.array([reason] * n, pa.string()),
+                    "created_at": pa.array([created] * n, pa.timestamp("us", tz="UTC")),
+                }
+            ).select(VEE_VERSIONS.names).cast(VEE_VERSIONS)
+            remove_temp_files(self.dir, only_dead=True)
+            name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            publish_path(self.dir / name, lambda p: pq.write_table(out, p, compression="zstd"))
+        return out
+
+    def edit(self, meter_idx: int, reading_type: int, interval_end: int, value: int, *,
+             reason: str, author: str, created_at: datetime | None = None) -> int:
+        """Record a manual edit; returns its version number.
+
+        Parameters
+        ----------
+        meter_idx, reading_type : int
+            The key (registry index, reading type code).
+        interval_end : int
+            Interval end [Unix s, UTC].
+        value : int
+            New value in the reading type's resolution (1 Wh for kWh types).
+        reason, author : str
+            Why and who; ``reason`` must not be empty.
+
+        Raises
+        ------
+        ValidationError
+            Empty reason or author, or a value outside ``int32``.
+        """
+        if not reason.strip() or not author.strip():
+            raise ValidationError("an edit needs a reason and an author")
+        if not -(2**31) <= value < 2**31:
+            raise ValidationError(f"edited value {value} out of range")
+        row = pa.table({"meter_idx": [meter_idx], "reading_type": [reading_type],
+                        "interval_end": pa.array([interval_end], pa.int64()).cast(TS),
+                        "value": [value], "quality": [int(EDITED)]})
+        out = self.append(row, method="edit", author=author, reason=reason,
+                          created_at=created_at)
+        return int(out.column("version")[0].as_py())
+
+
+def current_reads(root: Path | str, raw: pa.Table, registry: object | None = None, *,
+                  start: int | None = None, end: int | None = None) -> pa.Table:
+    """Overlay the current VEE version of every key onto ``raw`` (a store scan).
+
+    Parameters
+    ----------
+    root : Path
+        The data directory.
+    raw : pyarrow.Table
+        Reads as scanned from the store (:data:`READS`), one row per key.
+    registry : MeterRegistry, optional
+        Unused today; accepted so that callers pass what the export has.
+    start, end : int, optional
+        The scan's window [Unix s]. Estimated rows (keys with no stored read) are added
+        for the meters and reading types of ``raw`` within ``[start, end)``; without a
+        window, within each (meter, reading type)'s first and last row of ``raw``.
+
+    Returns
+    -------
+    pyarrow.Table
+        :data:`READS`, sorted by key: ``raw`` with values and quality replaced by their
+        latest version, plus the rows VEE estimated for missing intervals.
+    """
+    del registry
+    vs = VersionStore(root)
+    if raw.num_rows == 0 or not vs._files():
+        return raw
+    raw = raw.select(READS.names).cast(READS)
+    meters = np.unique(raw.column("meter_idx").to_numpy())
+    rts = np.unique(raw.column("reading_type").to_numpy())
+    t = raw.column("interval_end").cast(pa.int64()).to_numpy()
+    lo = int(t.min()) if start is None else start
+    hi = int(t.max()) + 1 if end is None else end
+    cur = vs.latest(meters=meters, start=lo, end=hi, reading_types=rts)
+    if cur.num_rows == 0:
+        return raw
+    rk = _keys(raw)
+    order = np.argsort(rk, kind="stable")
+    rk_sorted = rk[order]
+    ck = _keys(cur)
+    pos = np.clip(np.searchsorted(rk_sorted, ck), 0, len(rk_sorted) - 1)
+    hit = rk_sorted[pos] == ck
+    value = raw.column("value").to_numpy().copy()
+    quality = raw.column("quality").to_numpy().copy()
+    value[order[pos[hit]]] = cur.column("value").to_numpy()[hit]
+    quality[order[pos[hit]]] = cur.column("quality").to_numpy()[hit]
+    out = pa.table({"meter_idx": raw.column("meter_idx"), "reading_type": raw.column("reading_type"),
+                    "interval_end": raw.column("interval_end"), "value": value,
+                    "quality": quality}, schema=READS)
+    extra = cur.filter(pa.array(~hit))
+    if extra.num_rows and start is None and end is None:
+        # keep only keys inside each (meter, reading type)'s span of raw rows
+        grp = raw.column("meter_idx").to_numpy().astype(np.int64) * 256 + raw.column("reading_type").to_numpy()
+        ug, inv = np.unique(grp, return_inverse=True)
+        first = np.full(len(ug), np.iinfo(np.int64).max)
+        last = np.full(len(ug), np.iinfo(np.int64).min)
+        np.minimum.at(first, inv, t)
+        np.maximum.at(last, inv, t)
+        eg = extra.column("meter_idx").to_numpy().astype(np.int64) * 256 + extra.column("reading_type").to_numpy()
+        et = extra.column("interval_end").cast(pa.int64()).to_numpy()
+        gi = np.clip(np.searchsorted(ug, eg), 0, len(ug) - 1)
+        inside = (ug[gi] == eg) & (et >= first[gi]) & (et <= last[gi])
+        extra = extra.filter(pa.array(inside))
+    if extra.num_rows:
+        out = pa.concat_tables([out, extra.select(READS.names).cast(READS)])
+        out = out.take(pa.array(np.argsort(_keys(out), kind="stable")))
+    return out

@@ -1,0 +1,183 @@
+"""Conformance suite of the ReadStore port, run over every adapter (store.base contract)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from headend.errors import StorageError, ValidationError
+from headend.model import schema as S
+from headend.store import InMemoryStore, ParquetStore, QueryStore, ReadStore
+
+from ._data import DAY, T0, events, reads, registers, rows
+
+
+def reopen(s: Any) -> Any:
+    if isinstance(s, ParquetStore):
+        s.close()
+        return ParquetStore(s.root, config=s.config)
+    return s
+
+
+def test_is_a_read_store(store: Any) -> None:
+    assert isinstance(store, ReadStore)
+    assert isinstance(store, QueryStore)
+
+
+def test_dedup_within_batch_first_wins(store: Any) -> None:
+    r = store.append_reads(reads([5, 5, 6, 5], [0, 0, 0, 1], [T0 + 900] * 4, [10, 11, 12, 13]))
+    assert r.new.tolist() == [True, False, True, True]
+    assert (r.accepted, r.duplicate) == (3, 1)
+    assert rows(store.scan_reads()) == [
+        (5, 0, T0 + 900, 10, 0), (5, 1, T0 + 900, 13, 0), (6, 0, T0 + 900, 12, 0)]
+
+
+def test_dedup_across_batches_compaction_and_reopen(store: Any) -> None:
+    assert store.append_reads(reads([1, 2], [0, 0], [T0 + 900, T0 + 900], [1, 2])).new.tolist() \
+        == [True, True]
+    assert store.append_reads(reads([2, 3], [0, 0], [T0 + 900, T0 + 900], [9, 3])).new.tolist() \
+        == [False, True]
+    store.compact()
+    assert store.append_reads(reads([1, 3, 4], [0, 0, 0], [T0 + 900] * 3, [7, 7, 4])).new.tolist() \
+        == [False, False, True]
+    store = reopen(store)
+    try:
+        r = store.append_reads(reads([1, 2, 3, 4, 5], [0] * 5, [T0 + 900] * 5, [0] * 5))
+        assert r.new.tolist() == [False, False, False, False, True]
+        store.compact()
+        assert rows(store.scan_reads()) == [(m, 0, T0 + 900, v, 0)
+                                            for m, v in [(1, 1), (2, 2), (3, 3), (4, 4), (5, 0)]]
+    finally:
+        store.close()
+
+
+def test_off_grid_times_and_types(store: Any) -> None:
+    t = [T0 + 7, T0 + 7, T0 + 8, T0 + 86_399, T0 + 86_400]
+    r = store.append_reads(reads([3, 3, 3, 3, 3], [2, 2, 2, 2, 2], t, [1, 2, 3, 4, 5]))
+    assert r.new.tolist() == [True, False, True, True, True]
+    assert store.append_reads(reads([3, 3], [2, 1], [T0 + 8, T0 + 8], [0, 0])).new.tolist() \
+        == [False, True]
+    assert rows(store.scan_reads(reading_types=np.array([2], np.uint8))) == [
+        (3, 2, T0 + 7, 1, 0), (3, 2, T0 + 8, 3, 0), (3, 2, T0 + 86_399, 4, 0),
+        (3, 2, T0 + 86_400, 5, 0)]
+
+
+def test_values_exact(store: Any) -> None:
+    q = [0, 2**32 - 1, (1 << 22) | 1]
+    store.append_reads(reads([0, 1, 2], [0, 0, 0], [T0 + 300] * 3,
+                             [2**31 - 1, -(2**31), 0], q))
+    store.compact()
+    t = store.scan_reads()
+    assert t.schema.equals(S.READS)
+    assert rows(t) == [(0, 0, T0 + 300, 2**31 - 1, 0), (1, 0, T0 + 300, -(2**31), 2**32 - 1),
+                       (2, 0, T0 + 300, 0, (1 << 22) | 1)]
+
+
+def _expected(batches: list[pa.Table]) -> list[tuple[object, ...]]:
+    seen: dict[tuple[object, ...], tuple[object, ...]] = {}
+    for b in batches:
+        for r in rows(b):
+            seen.setdefault(r[:3], r)
+    return [seen[k] for k in sorted(seen)]
+
+
+def test_scans_sorted_and_filtered(store: Any) -> None:
+    rng = np.random.default_rng(3)
+    batches = []
+    for i in range(4):
+        n = 400
+        m = rng.integers(0, 60, n)  # several 16-meter buckets
+        rt = rng.integers(0, 2, n)
+        t = T0 + 900 * rng.integers(0, 3 * 96, n)  # three days
+        batches.append(reads(m, rt, t, rng.integers(0, 1000, n)))
+        store.append_reads(batches[-1])
+        if i == 1:
+            store.compact()
+    exp = _expected(batches)
+    assert rows(store.scan_reads()) == exp
+    meters = np.array([40, 3, 17, 18, 59], np.int32)
+    start, end = T0 + DAY // 2, T0 + 2 * DAY + 900
+    got = store.scan_reads(meters=meters, start=start, end=end,
+                           reading_types=np.array([1], np.uint8))
+    assert rows(got) == [r for r in exp if r[0] in set(meters.tolist()) and r[1] == 1
+                         and start <= r[2] < end]
+    assert rows(store.scan_reads(meters=np.arange(16, 32, dtype=np.int32))) == [
+        r for r in exp if 16 <= r[0] < 32]
+    assert rows(store.scan_reads(meters=np.array([], np.int32))) == []
+    hist = store.meter_history(17, 0, T0, T0 + 3 * DAY)
+    assert rows(hist) == [r for r in exp if r[0] == 17 and r[1] == 0]
+    day = T0 + DAY
+    fs = store.feeder_interval_sum(10, 40, 1, day)
+    sel = [r for r in exp if 10 <= r[0] < 40 and r[1] == 1 and day <= r[2] < day + DAY]
+    sums: dict[int, list[int]] = {}
+    for r in sel:
+        sums.setdefault(int(r[2]), [0, 0])  # type: ignore[call-overload]
+        sums[int(r[2])][0] += int(r[3])  # type: ignore[call-overload]
+        sums[int(r[2])][1] += 1
+    assert rows(fs) == [(t, v, c) for t, (v, c) in sorted(sums.items())]
+
+
+def test_registers_and_events_dedup(store: Any) -> None:
+    r = store.append_registers(registers([1, 1, 1, 2], [0, 0, 2, 0],
+                                         [T0, T0, T0, T0 + 5], [10**12, 5, 7, 8]))
+    assert r.new.tolist() == [True, False, True, True]
+    store.compact()
+    r = store.append_registers(registers([1, 2], [0, 0], [T0 + DAY, T0 + 5], [11, 9]))
+    assert r.new.tolist() == [True, False]
+    assert rows(store.scan_registers(meters=np.array([1], np.int32))) == [
+        (1, 0, T0, 10**12), (1, 0, T0 + DAY, 11), (1, 2, T0, 7)]
+    e = store.append_events(events([4, 4, 4, 4], [T0 + 1, T0 + 1, T0 + 1, T0 + 2], [9, 9, 3, 9]))
+    assert e.new.tolist() == [True, False, True, True]
+    store.compact()
+    e = store.append_events(events([4, 5], [T0 + 1, T0 + 1], [3, 3]))
+    assert e.new.tolist() == [False, True]
+    assert rows(store.scan_events(start=T0 + 1, end=T0 + 2)) == [
+        (4, T0 + 1, 3), (4, T0 + 1, 9), (5, T0 + 1, 3)]
+
+
+def test_empty_and_bad_input(store: Any) -> None:
+    assert store.append_reads(S.READS.empty_table()).new.tolist() == []
+    with pytest.raises(StorageError):
+        store.append_reads(pa.table({"meter_idx": pa.array([1], pa.int32())}))
+    with pytest.raises(ValidationError):
+        store.append_reads(reads([-1], [0], [T0], [0]))
+    assert len(store.scan_reads()) == 0
+
+
+_batch = st.lists(
+    st.tuples(st.integers(0, 40), st.integers(0, 2), st.integers(0, 200), st.integers(-5, 5)),
+    min_size=0, max_size=40)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(_batch, min_size=1, max_size=5), compact_after=st.integers(0, 5))
+def test_matches_reference_model(tmp_path_factory: pytest.TempPathFactory,
+                                 batches: list[list[tuple[int, int, int, int]]],
+                                 compact_after: int) -> None:
+    """Random batches (times on and off the grid, 2 days): both stores equal a dict model."""
+    from .conftest import SMALL
+
+    stores = [InMemoryStore(), ParquetStore(tmp_path_factory.mktemp("h"), config=SMALL)]
+    model: dict[tuple[int, int, int], tuple[object, ...]] = {}
+    try:
+        for i, b in enumerate(batches):
+            t = reads([x[0] for x in b], [x[1] for x in b],
+                      [T0 + x[2] * 899 for x in b], [x[3] for x in b])
+            exp_new = []
+            for r in rows(t):
+                exp_new.append(r[:3] not in model)
+                model.setdefault(r[:3], r)  # type: ignore[arg-type]
+            for s in stores:
+                assert s.append_reads(t).new.tolist() == exp_new
+                if i == compact_after:
+                    s.compact()
+        for s in stores:
+            assert rows(s.scan_reads()) == [model[k] for k in sorted(model)]
+    finally:
+        for s in stores:
+            s.close()
