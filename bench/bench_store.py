@@ -11,13 +11,15 @@ with rooftop solar on ``kwh_rec``), then measures:
 
 Run::
 
-    python bench/bench_store.py --meters 2048 --days 365          # ~143 M reads
-    python bench/bench_store.py --meters 40000 --days 365 --dir /big/tmp   # ~1 B reads
+    python bench/bench_store.py --meters 2000 --days 30                     # < 1 min
+    python bench/bench_store.py --meters 14300 --days 365 --dir /work/tmp \
+        --json bench/out/store.json                                        # ~1.0 B reads
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import statistics
@@ -106,6 +108,96 @@ def bench_registry(n: int, parent: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) * 1e3
+
+
+def build(args: argparse.Namespace, root: Path, cfg: StoreConfig, end_t: int,
+          rng: np.random.Generator, out: dict[str, object]) -> None:
+    """Append ``meters x days`` of reads (1 % re-sent), then compact."""
+    scale = rng.lognormal(np.log(120.0), 0.6, args.meters)  # mean Wh per 15 min
+    solar = np.where(rng.random(args.meters) < 0.15, rng.uniform(300, 1200, args.meters), 0)
+    store = ParquetStore(root, config=cfg, clock=lambda: end_t)
+    total = dups = 0
+    cpu = wall = 0.0
+    try:
+        for day in range(args.days):
+            for m0 in range(0, args.meters, args.batch_meters):
+                n = min(args.batch_meters, args.meters - m0)
+                t = make_day(m0, n, day, rng, scale[m0:m0 + n], solar[m0:m0 + n])
+                t = pa.concat_tables([t, t.slice(0, len(t) // 100)])  # 1 % re-sent
+                c0, w0 = time.process_time(), time.perf_counter()
+                r = store.append_reads(t)
+                cpu += time.process_time() - c0
+                wall += time.perf_counter() - w0
+                total += r.accepted
+                dups += r.duplicate
+            if day % 30 == 29:
+                print(f"day {day + 1}: {total / 1e6:.1f} M reads, append "
+                      f"{(total + dups) / wall / 1e6:.2f} M reads/s wall", flush=True)
+        print(f"appended {total:,} reads ({dups:,} duplicates dropped): "
+              f"{(total + dups) / wall / 1e6:.2f} M reads/s wall, "
+              f"{(total + dups) / cpu / 1e6:.2f} M reads/s process CPU "
+              f"(incl. background day compaction)")
+        c0 = time.perf_counter()
+        store.compact()
+        comp = time.perf_counter() - c0
+        print(f"compact: {comp:.1f} s", flush=True)
+        out.update(appended=total, duplicates=dups, append_wall_s=wall, append_cpu_s=cpu,
+                   append_reads_per_s_wall=(total + dups) / wall,
+                   append_reads_per_s_cpu=(total + dups) / cpu, compact_s=comp,
+                   build_peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+    finally:
+        store.close()
+
+
+def measure(args: argparse.Namespace, root: Path, cfg: StoreConfig, end_t: int,
+            rng: np.random.Generator, out: dict[str, object]) -> None:
+    store = ParquetStore(root, config=cfg, clock=lambda: end_t)
+    try:
+        st = store.stats()
+        rows, size = st.rows["reads"], st.bytes_on_disk["reads"]
+        du = sum(p.stat().st_size for p in (root / "reads").rglob("*.parquet")
+                 if p.stat().st_nlink == 1 or p.name.startswith("dcp-"))
+        print(f"rows {rows:,}; {size / rows:.3f} bytes/read (all live files and day "
+              f"copies, {size / 1e9:.2f} GB); files {st.compacted_files['reads']}")
+        out.update(rows=rows, bytes=size, bytes_per_read=size / rows, parquet_bytes=du,
+                   compacted_files=st.compacted_files["reads"])
+        if args.queries <= 0:
+            return
+        y1 = T0 + args.days * DAY + 1
+        ms = rng.choice(args.meters, min(args.queries, args.meters), replace=False)
+        for phase in ("cold", "warm"):  # cold: first query of each meter after reopen
+            lat = []
+            for m in ms.tolist():
+                c0 = time.perf_counter()
+                h = store.meter_history(m, 0, T0, y1)
+                lat.append(time.perf_counter() - c0)
+                assert len(h) == args.days * 96
+            print(f"meter-year {phase} ({args.days * 96} reads): p50 {p50(lat):.2f} ms, "
+                  f"p99 {pct(lat, 99):.2f} ms, max {max(lat) * 1e3:.1f} ms")
+            out[f"meter_year_{phase}_ms"] = {"p50": p50(lat), "p99": pct(lat, 99),
+                                             "max": max(lat) * 1e3}
+        f = min(args.feeder, args.meters)
+        for phase in ("cold", "warm"):
+            lat = []
+            qs = [(int(rng.integers(0, args.meters - f + 1)),
+                   T0 + int(rng.integers(0, args.days)) * DAY) for _ in range(args.queries)]
+            for lo, d in qs:
+                c0 = time.perf_counter()
+                agg = store.feeder_interval_sum(lo, lo + f, 0, d)
+                lat.append(time.perf_counter() - c0)
+                assert int(agg.column("meters").to_numpy().sum()) in (f * 96, f * 95)
+            print(f"feeder-day {phase} sum ({f} meters): p50 {p50(lat):.2f} ms, "
+                  f"p99 {pct(lat, 99):.2f} ms, max {max(lat) * 1e3:.1f} ms")
+            out[f"feeder_day_{phase}_ms"] = {"p50": p50(lat), "p99": pct(lat, 99),
+                                             "max": max(lat) * 1e3}
+        out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(f"peak RSS {out['peak_rss_gb']:.2f} GB")
+    finally:
+        store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--meters", type=int, default=2048)
@@ -116,9 +208,15 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--bucket-bits", type=int, default=16)
     ap.add_argument("--zstd", type=int, default=StoreConfig().zstd_level)
-    ap.add_argument("--top-level", default="month", choices=["day", "month", "year"])
+    ap.add_argument("--top-level", default="year", choices=["day", "month", "year"])
+    ap.add_argument("--no-day-copies", action="store_true",
+                    help="no dcp-MMDD day copies (feeder-days read month/year files)")
+    ap.add_argument("--merge-rows", type=int, default=32_000_000)
     ap.add_argument("--dir", type=Path, default=None, help="parent of the store (default tmp)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="measure an existing store (built with the same --meters/--days)")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--registry-meters", type=int, default=0,
                     help="also time registry lookups with this many meters")
     args = ap.parse_args()
@@ -126,80 +224,25 @@ def main() -> None:
     parent = args.dir or Path(tempfile.gettempdir())
     if args.registry_meters:
         bench_registry(args.registry_meters, parent)
-    root = Path(tempfile.mkdtemp(prefix="bench-store-", dir=parent))
     end_t = T0 + (args.days + 40) * DAY
     cfg = StoreConfig(bucket_bits=args.bucket_bits, zstd_level=args.zstd,
-                      top_level=args.top_level)
+                      top_level=args.top_level, day_copies=not args.no_day_copies,
+                      merge_rows=args.merge_rows)
     rng = np.random.default_rng(42)
-    scale = rng.lognormal(np.log(120.0), 0.6, args.meters)  # mean Wh per 15 min
-    solar = np.where(rng.random(args.meters) < 0.15, rng.uniform(300, 1200, args.meters), 0)
-    store = ParquetStore(root, config=cfg, clock=lambda: end_t)
-    total = 0
-    append_s = 0.0
-    dups = 0
+    out: dict[str, object] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    root = args.reuse or Path(tempfile.mkdtemp(prefix="bench-store-", dir=parent))
     try:
-        for day in range(args.days):
-            for m0 in range(0, args.meters, args.batch_meters):
-                n = min(args.batch_meters, args.meters - m0)
-                t = make_day(m0, n, day, rng, scale[m0:m0 + n], solar[m0:m0 + n])
-                k = len(t) // 100
-                resend = t.slice(0, k)  # 1 % re-sent in the same batch (dedup work)
-                t = pa.concat_tables([t, resend])
-                c0 = time.process_time()
-                r = store.append_reads(t)
-                append_s += time.process_time() - c0
-                total += r.accepted
-                dups += r.duplicate
-            if day % 30 == 29:
-                print(f"day {day + 1}: {total / 1e6:.1f} M reads, "
-                      f"append {total / append_s / 1e6:.2f} M reads/s (CPU)", flush=True)
-        print(f"appended {total:,} reads ({dups:,} duplicates dropped): "
-              f"{(total + dups) / append_s / 1e6:.2f} M reads/s per core (CPU time)")
-        c0 = time.perf_counter()
-        store.compact()
-        print(f"compact: {time.perf_counter() - c0:.1f} s")
-        st = store.stats()
-        print(f"rows {st.rows['reads']:,}; {st.bytes_on_disk['reads'] / st.rows['reads']:.3f} "
-              f"bytes/read; files {st.compacted_files['reads']}, partitions "
-              f"{st.partitions['reads']}")
-        assert st.rows["reads"] == total
-        store.close()
-        store = ParquetStore(root, config=cfg, clock=lambda: end_t)
-        print(f"peak RSS after ingest + compaction "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB", flush=True)
-        if args.queries > 0:
-            y1 = T0 + args.days * DAY + 1
-            lat = []
-            for i in range(args.queries + 5):
-                m = int(rng.integers(0, args.meters))
-                c0 = time.perf_counter()
-                h = store.meter_history(m, 0, T0, y1)
-                dt = time.perf_counter() - c0
-                if i >= 5:
-                    lat.append(dt)
-                assert len(h) == args.days * 96
-            print(f"meter history ({args.days * 96} reads): p50 {p50(lat):.2f} ms, "
-                  f"p90 {np.percentile(lat, 90) * 1e3:.2f} ms")
-            lat = []
-            f = min(args.feeder, args.meters)
-            for i in range(args.queries + 5):
-                lo = int(rng.integers(0, args.meters - f + 1))
-                d = T0 + int(rng.integers(0, args.days)) * DAY
-                c0 = time.perf_counter()
-                agg = store.feeder_interval_sum(lo, lo + f, 0, d)
-                dt = time.perf_counter() - c0
-                if i >= 5:
-                    lat.append(dt)
-                assert int(agg.column("meters").to_numpy().sum()) in (f * 96, f * 95)
-            print(f"feeder-day sum ({f} meters): p50 {p50(lat):.2f} ms, "
-                  f"p90 {np.percentile(lat, 90) * 1e3:.2f} ms")
-        print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+        if args.reuse is None:
+            build(args, root, cfg, end_t, rng, out)
+        measure(args, root, cfg, end_t, rng, out)
     finally:
-        store.close()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1))
+        if args.keep or args.reuse is not None:
             print("store kept at", root)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

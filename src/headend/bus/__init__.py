@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from headend.bus.base import Bus, Consumer, KeyValue, Message, StreamSpec, subject_matches
+from headend.bus.base import (
+    Bus,
+    Consumer,
+    KeyValue,
+    Message,
+    StreamSpec,
+    ack_all,
+    subject_matches,
+)
 from headend.errors import ConfigError
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "KeyValue",
     "Message",
     "StreamSpec",
+    "ack_all",
     "open_bus",
     "subject_matches",
 ]

@@ -91,6 +91,23 @@ class Message:
             ack.nak(self)  # type: ignore[attr-defined]
 
 
+def ack_all(messages: list[Message]) -> None:
+    """Acknowledge many messages: one call per adapter handle when the adapter offers
+    ``ack_many`` (NATS: one trip to the event loop, not one per message), else one
+    :meth:`Message.ack` each. Blocking; same contract as :meth:`Message.ack`."""
+    by_handle: dict[int, tuple[object, list[Message]]] = {}
+    for m in messages:
+        if m._ack is not None:
+            by_handle.setdefault(id(m._ack), (m._ack, []))[1].append(m)
+    for handle, msgs in by_handle.values():
+        many = getattr(handle, "ack_many", None)
+        if many is not None:
+            many(msgs)
+        else:
+            for m in msgs:
+                m.ack()
+
+
 @runtime_checkable
 class Consumer(Protocol):
     """A consumer of one stream, filtered by one subject filter."""

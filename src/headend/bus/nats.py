@@ -88,6 +88,16 @@ class _NatsConsumer:
         raw: Any = msg._raw
         self._bus._loop.run(raw.ack())
 
+    def ack_many(self, msgs: Sequence[Message]) -> None:
+        """Acknowledge ``msgs`` in one trip to the event loop (pipelined, one flush)."""
+
+        async def go() -> None:
+            for m in msgs:
+                raw: Any = m._raw
+                await raw.ack()
+
+        self._bus._loop.run(go())
+
     def nak(self, msg: Message) -> None:
         raw: Any = msg._raw
         self._bus._loop.run(raw.nak())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import mmap
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -233,7 +234,18 @@ class Ingestor:
         kinds = {p: _sniff_kind(p) for p in files}
         ordered = sorted(files, key=lambda p: _KIND_ORDER.get(kinds[p], 3))
         total = IngestResult()
-        pending = _PendingFrames()
+        pending = _PendingFrames(committer=_Committer(self))
+        try:
+            self._ingest_ordered(ordered, kinds, pending, total)
+        finally:
+            total.add(self._flush(pending))
+            total.add(pending.committer.close())  # type: ignore[union-attr]
+        self._finish(total)
+        total.seconds = time.perf_counter() - started
+        return total
+
+    def _ingest_ordered(self, ordered: list[Path], kinds: dict[Path, str],
+                        pending: _PendingFrames, total: IngestResult) -> None:
         for p in ordered:
             if kinds[p] == "frames":
                 # frames of consecutive files are stored together in batches of
@@ -241,13 +253,11 @@ class Ingestor:
                 total.add(self._ingest_frame_file(p, pending))
             else:
                 total.add(self._flush(pending))
+                total.add(pending.committer.wait())  # type: ignore[union-attr]
                 res = self._ingest_csv(p, str(p))
                 res.files = 1
                 total.add(res)
-        total.add(self._flush(pending))
-        self._finish(total)
-        total.seconds = time.perf_counter() - started
-        return total
+                pending.keys.clear()  # the file may have brought collector keys
 
     def ingest_bytes(
         self, data: bytes | memoryview, *, source: str, content_type: str | None = None
@@ -283,6 +293,7 @@ class Ingestor:
         *,
         now_s: int | tuple[npt.NDArray[np.int64], ...] | None = None,
         release: bool = True,
+        committer: _Committer | None = None,
     ) -> IngestResult:
         """Validate, store and acknowledge one decoded unit (the core step).
 
@@ -293,6 +304,9 @@ class Ingestor:
             record may lie; per row for binary frames; the ingest clock if omitted.
         release : bool
             Whether loading meters or keys re-processes what waited for them.
+        committer : optional
+            Store on the committer's thread (the caller waits on it before it
+            acknowledges); the returned counts then exclude the stored rows.
         """
         result = IngestResult()
         if decoded.rejects:
@@ -321,7 +335,10 @@ class Ingestor:
             regs = self._validate_registers(decoded.registers, now, decoded.source, result)
         if decoded.events is not None and len(decoded.events):
             evs = self._validate_events(decoded.events, now, decoded.source, result)
-        self._store(decoded.source, reads, regs, evs, result)
+        if committer is not None:
+            committer.submit(decoded.source, reads, regs, evs)
+        else:
+            self._store(decoded.source, reads, regs, evs, result)
         if registry_changed and release and self.config.release_on_registry_change:
             result.add(self.release_quarantine(reasons.RETRYABLE))
         return result
@@ -387,7 +404,7 @@ class Ingestor:
         fh = path.open("rb")
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         pending.open_files.append((fh, mm))
-        keys: dict[int, bytes | None] = {}  # one registry look-up per collector per file
+        keys = pending.keys  # one key-store look-up per collector per ingest call
 
         def key_for(collector_id: int) -> bytes | None:
             if collector_id not in keys:
@@ -415,7 +432,7 @@ class Ingestor:
         if pending.frames:
             sources = sorted(pending.sources)
             source = sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1})"
-            result = self._ingest_frame_group(pending.frames, source, True)
+            result = self._ingest_frame_group(pending.frames, source, True, pending.committer)
         pending.frames = []
         pending.sources = set()
         pending.n_reads = 0
@@ -466,8 +483,8 @@ class Ingestor:
             result.add(self._ingest_frame_group(group, source, release))
         return result
 
-    def _ingest_frame_group(self, frames: list[wf.Frame], source: str, release: bool
-                            ) -> IngestResult:
+    def _ingest_frame_group(self, frames: list[wf.Frame], source: str, release: bool,
+                            committer: _Committer | None = None) -> IngestResult:
         def cat(name: str, dtype: str) -> npt.NDArray[Any]:
             parts = [getattr(f, name) for f in frames]
             return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
@@ -486,7 +503,7 @@ class Ingestor:
         )
         # a record may not lie in the future of the frame that carries it
         now = (np.repeat(created, n_i), np.repeat(created, n_r), np.repeat(created, n_e))
-        return self.ingest_decoded(decoded, now_s=now, release=release)
+        return self.ingest_decoded(decoded, now_s=now, release=release, committer=committer)
 
     @staticmethod
     def _row_now(now: Any, which: int) -> Any:
@@ -629,6 +646,51 @@ class _PendingFrames:
     sources: set[str] = field(default_factory=set)
     n_reads: int = 0
     open_files: list[tuple[Any, mmap.mmap]] = field(default_factory=list)
+    keys: dict[int, bytes | None] = field(default_factory=dict)
+    committer: _Committer | None = None
+
+
+class _Committer:
+    """Stores validated batches on a second thread, one batch at a time, in order.
+
+    While batch *n* is being made durable, the ingesting thread decodes and validates
+    batch *n+1* (NumPy and Arrow release the GIL), so both cores work. ``wait`` returns
+    the counts of what was stored; callers acknowledge only after it.
+    """
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self._ingestor = ingestor
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headend-commit")
+        self._future: Future[IngestResult] | None = None
+
+    def submit(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
+               evs: pa.Table | None) -> None:
+        pending = self.wait()
+        self._carry = pending
+        self._future = self._pool.submit(self._run, source, reads, regs, evs)
+
+    def _run(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
+             evs: pa.Table | None) -> IngestResult:
+        result = IngestResult()
+        self._ingestor._store(source, reads, regs, evs, result)
+        return result
+
+    _carry: IngestResult | None = None
+
+    def wait(self) -> IngestResult:
+        """Counts of everything stored since the last ``wait`` (raises what the store raised)."""
+        out = self._carry or IngestResult()
+        self._carry = None
+        if self._future is not None:
+            fut, self._future = self._future, None
+            out.add(fut.result())
+        return out
+
+    def close(self) -> IngestResult:
+        try:
+            return self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _sniff_kind(path: Path) -> str:

@@ -68,7 +68,7 @@ class ServeConfig(BaseModel):
     webhooks: bool = True
     mqtt_out: bool = True
     webhook_base_delay_s: float = Field(0.5, gt=0)
-    stream_group: Literal["meter", "transformer"] = "meter"
+    stream_group: Literal["meter", "transformer", "feeder"] = "meter"
 
     @field_validator("http")
     @classmethod

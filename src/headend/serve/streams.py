@@ -41,6 +41,8 @@ __all__ = ["OUT_STREAM", "StreamPublisher", "Topology", "encode_groups", "out_st
 
 OUT_STREAM: Final = "HEADEND_OUT"
 JSONL: Final = "application/x-ndjson"
+GROUPINGS: Final = ("meter", "transformer", "feeder")
+_ISO: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def out_stream_spec(replicas: int = 1, max_age_s: float = 7 * 86_400.0,
@@ -74,27 +76,64 @@ class Topology:
         self.prefix = prefix
         self.meter_id = ids
         self.size = n
-        # transformer-level groups: the meter token becomes "~" (one message per
-        # transformer and type; meter filtering is then server-side only)
-        tprefix = np.array([p.rsplit(".", 1)[0] + "." + token(None) for p in prefix],
-                           dtype=object)
-        uniq, inv = np.unique(tprefix.astype(str), return_inverse=True) if n else (
-            np.empty(0, dtype=str), np.empty(0, dtype=np.int64))
-        self.transformer_group = inv.astype(np.int64)
-        self.transformer_prefix = uniq.astype(object)
+        #: JSON-quoted meter ids per meter_idx (taken per batch, never rebuilt per read)
+        self.quoted_id = _json_str(pa.array(ids, type=pa.string())) if n else \
+            pa.array([], pa.string())
+        # coarser groups: the tokens below the group become "~" (one message per group
+        # and type; finer filtering is then done by the consumer or server-side)
+        self.transformer_group, self.transformer_prefix = _coarse(prefix, 1)
+        self.feeder_group, self.feeder_prefix = _coarse(prefix, 2)
 
     def ids_for(self, meter_idx: npt.NDArray[np.int32]) -> pa.Array:
         return pa.array(self.meter_id[meter_idx], type=pa.string())
 
+    def groups(self, group_by: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+        """``(group of each meter_idx, subject prefix of each group)``."""
+        if group_by == "meter":
+            return np.arange(self.size, dtype=np.int64), self.prefix
+        if group_by == "transformer":
+            return self.transformer_group, self.transformer_prefix
+        return self.feeder_group, self.feeder_prefix
+
+
+def _coarse(prefix: npt.NDArray[Any], cut: int
+            ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """Group meters whose prefixes agree but for the last ``cut`` tokens (set to ``~``)."""
+    if not len(prefix):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    tail = "." + ".".join([token(None)] * cut)
+    coarse = np.array([p.rsplit(".", cut)[0] + tail for p in prefix], dtype=str)
+    uniq, inv = np.unique(coarse, return_inverse=True)
+    return inv.astype(np.int64), uniq.astype(object)
+
 
 def _iso(col: pa.ChunkedArray | pa.Array) -> Any:
-    return pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 UTC text of a timestamp column. A batch holds few distinct times (one
+    per interval end), so each distinct value is formatted once and taken per row."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count or len(arr) < 64:
+        return pc.strftime(arr, format=_ISO)
+    ints = arr.cast(pa.int64()).to_numpy()
+    uniq, inv = np.unique(ints, return_inverse=True)
+    if len(uniq) * 4 > len(ints):
+        return pc.strftime(arr, format=_ISO)
+    text = pc.strftime(pa.array(uniq, pa.int64()).cast(arr.type), format=_ISO)
+    return text.take(pa.array(inv.astype(np.int32)))
 
 
 def _json_str(arr: Any) -> Any:
     """Quote strings for JSON (ids are escaped for ``\\`` and ``"``)."""
     esc = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
     return pc.binary_join_element_wise('"', esc, '"', "")
+
+
+_READING_NAMES: Final = np.array([rt.name for rt in READING_TYPES], dtype=object)
+_REGISTER_NAMES: Final = np.array([r.name for r in REGISTER_TYPES], dtype=object)
+
+
+def _type_names(names: npt.NDArray[Any], t: npt.NDArray[np.int64]) -> pa.Array:
+    """Per-row names by index: one Arrow take, no per-row Python objects."""
+    return pa.array(names.tolist(), pa.string()).take(pa.array(t))
 
 
 def _lines(parts: Sequence[Any]) -> pa.Array:
@@ -140,10 +179,12 @@ class StreamPublisher:
     max_msgs : int
         Most messages the stream keeps (-1: only the 7-day age limit); bounds memory on
         the in-process bus.
-    group_by : {"meter", "transformer"}
+    group_by : {"meter", "transformer", "feeder"}
         Subject granularity: one message per meter and type (broker-side filtering
-        down to the meter), or per transformer and type (meter token ``~``; far fewer
-        messages when each meter has one read per batch, e.g. 5-minute uploads).
+        down to the meter), per transformer and type (meter token ``~``; far fewer
+        messages when each meter has one read per batch, e.g. 5-minute uploads), or
+        per feeder and type (transformer and meter tokens ``~``; fewest messages,
+        broker-side filtering down to the feeder).
     on_published : callable, optional
         ``(family, messages, rows)`` after each publish (metrics).
     """
@@ -158,8 +199,8 @@ class StreamPublisher:
         group_by: str = "meter",
         on_published: Callable[[str, int, int], None] | None = None,
     ) -> None:
-        if group_by not in ("meter", "transformer"):
-            raise ValueError("group_by must be 'meter' or 'transformer'")
+        if group_by not in GROUPINGS:
+            raise ValueError(f"group_by must be one of {GROUPINGS}")
         self.group_by = group_by
         self.bus = bus
         self._meters = meters
@@ -213,57 +254,52 @@ class StreamPublisher:
         """
         idx = table.column("meter_idx").to_numpy().astype(np.int64)
         topo = self.topology(int(idx.max()) + 1 if len(idx) else 0)
-        ids = _json_str(topo.ids_for(idx))
+        take = pa.array(idx)
+        ids = topo.quoted_id.take(take)
         if family == "reads":
             stage = stage or "raw"
             t = table.column("reading_type").to_numpy().astype(np.int64)
-            names = np.array([rt.name for rt in READING_TYPES], dtype=object)
+            type_tok = _READING_NAMES
             value = pc.multiply(table.column("value").cast(pa.float64()),
                                 pa.array(RT_RESOLUTION[t]))
-            parts = ['{"meter":', ids, ',"type":"', pa.array(names[t], pa.string()),
+            parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
                      '","end":"', _iso(table.column("interval_end")), '","value":',
                      pc.cast(pc.round(value, 6), pa.string()), ',"quality":',
                      pc.cast(table.column("quality"), pa.string()), "}\n"]
-            type_tok = names
         elif family == "registers":
             stage = stage or "raw"
             t = table.column("register").to_numpy().astype(np.int64)
-            names = np.array([r.name for r in REGISTER_TYPES], dtype=object)
+            type_tok = _REGISTER_NAMES
             value = pc.multiply(table.column("value").cast(pa.float64()),
                                 pa.array(REG_RESOLUTION[t]))
-            parts = ['{"meter":', ids, ',"type":"', pa.array(names[t], pa.string()),
+            parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
                      '","time":"', _iso(table.column("read_time")), '","value":',
                      pc.cast(pc.round(value, 6), pa.string()), "}\n"]
-            type_tok = names
         elif family == "events":
             stage = stage or "device"
             code = table.column("event_code").to_numpy()
             uniq, t = np.unique(code, return_inverse=True)
             t = t.astype(np.int64)
-            names = np.array([event_token(int(c)) for c in uniq], dtype=object)
+            type_tok = np.array([event_token(int(c)) for c in uniq], dtype=object)
             dotted = np.array([event_code_str(int(c)) for c in uniq],
                               dtype=object)
-            parts = ['{"meter":', ids, ',"type":"', pa.array(names[t], pa.string()),
-                     '","code":"', pa.array(dotted[t], pa.string()), '","time":"',
+            parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
+                     '","code":"', _type_names(dotted, t), '","time":"',
                      _iso(table.column("event_time")), '"}\n']
-            type_tok = names
         else:
             raise ValueError(f"unknown family {family!r}")
-        lines = _lines([pa.array(np.full(len(idx), p, dtype=object), pa.string())
-                        if isinstance(p, str) else p for p in parts])
+        lines = _lines([pa.scalar(p, pa.string()) if isinstance(p, str) else p
+                        for p in parts])
         n_types = max(len(type_tok), 1)
-        if self.group_by == "meter":
-            group, prefixes = idx, topo.prefix
-        else:
-            group, prefixes = topo.transformer_group[idx], topo.transformer_prefix
-        key = group * n_types + t
+        group_of, prefixes = topo.groups(self.group_by)
+        key = group_of[idx] * n_types + t
         uniq_keys, payloads, counts = encode_groups(key, lines)
         m = uniq_keys // n_types
         ty = uniq_keys % n_types
         head = f"{PREFIX}.{family}.{stage}."
-        hdr_base = {"Content-Type": JSONL, "Headend-Source": source}
+        subjects = [head + prefixes[mi] + "." + type_tok[ti]
+                    for mi, ti in zip(m.tolist(), ty.tolist(), strict=True)]
         return [
-            (head + prefixes[mi] + "." + type_tok[ti], p, {**hdr_base, "Headend-Rows": str(c)})
-            for mi, ti, p, c in zip(m.tolist(), ty.tolist(), payloads, counts.tolist(),
-                                    strict=True)
+            (subj, p, {"Content-Type": JSONL, "Headend-Source": source, "Headend-Rows": str(c)})
+            for subj, p, c in zip(subjects, payloads, counts.tolist(), strict=True)
         ]

@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final
 
-from headend.bus import Bus, Consumer, Message, StreamSpec
+from headend.bus import Bus, Consumer, Message, StreamSpec, ack_all
 from headend.serve.subjects import INGEST_PREFIX, RESULT_PREFIX, ingest_subject
 
 __all__ = [
@@ -50,6 +50,8 @@ H_REPLY: Final = "Headend-Reply"
 H_UPLOAD: Final = "Headend-Upload"
 H_SOURCE: Final = "Headend-Source"
 H_CT: Final = "Content-Type"
+#: fetch wait of a partition once the round already has messages [s]
+_BUSY_WAIT_S: Final = 0.001
 
 
 def ensure_streams(bus: Bus, replicas: int = 1) -> None:
@@ -74,23 +76,27 @@ class WorkerConfig:
         JetStream redelivers a message not acknowledged within this [s]; must exceed
         the longest ingest of one fetch.
     batch : int
-        Messages fetched per partition per round.
+        Most messages fetched per round, over all owned partitions (ingested as one
+        batch).
     idle_fetch_s : float
-        Total time a round waits for messages when everything is idle [s].
+        Total time a round waits for messages when everything is idle [s]; bounds the
+        added latency of the first message after a quiet spell.
     replicas : int
         Copies of the streams and key-value buckets (3 on a 3-node cluster).
     linger_s : float
-        Once a partition has messages, keep fetching for up to this long [s] to ingest
-        bigger batches (fewer store appends and fsyncs at moderate rates).
+        Once a round has messages, keep fetching for up to this long [s] to ingest
+        bigger batches (fewer store appends and fsyncs at moderate rates, at the cost
+        of this much latency). Under load batches grow by themselves (messages queue
+        while the previous batch is ingested), so the default is 0.
     """
 
     partitions: int = 8
     lease_ttl_s: float = 6.0
     ack_wait_s: float = 30.0
     batch: int = 512
-    idle_fetch_s: float = 0.2
+    idle_fetch_s: float = 0.04
     replicas: int = 1
-    linger_s: float = 0.05
+    linger_s: float = 0.0
 
 
 class IngestWorker:
@@ -225,6 +231,12 @@ class IngestWorker:
     def step(self) -> int:
         """One round: leases (every lease_ttl/3), registry check, fetch and ingest.
 
+        Every owned partition is fetched; what the round got is ingested as **one
+        batch** (frames concatenated: one decode, one store append per bucket, one
+        third-party publish), then acknowledged at once. Partitions that had messages
+        are fetched without waiting; the idle wait ``idle_fetch_s`` is spread over the
+        partitions only while everything is empty.
+
         Returns the number of messages acknowledged.
         """
         now = time.monotonic()
@@ -235,11 +247,31 @@ class IngestWorker:
         if not self._consumers:
             time.sleep(self.config.idle_fetch_s)
             return 0
-        done = 0
-        wait = max(self.config.idle_fetch_s / len(self._consumers), 0.01)
-        for p, consumer in list(self._consumers.items()):
+        idle_wait = max(self.config.idle_fetch_s / len(self._consumers), 0.002)
+        msgs: list[Message] = []
+        end = time.monotonic() + self.config.linger_s
+        while True:
+            got = self._fetch_round(idle_wait if not msgs else _BUSY_WAIT_S,
+                                    self.config.batch - len(msgs))
+            msgs.extend(got)
+            if not got or len(msgs) >= self.config.batch or time.monotonic() >= end:
+                break
+        for p in set(self.owned) - set(self._consumers):
             try:
-                msgs = consumer.fetch(self.config.batch, wait)
+                self._bind(p)
+            except Exception as exc:  # noqa: BLE001 - next round tries again
+                log.debug("partition %d: bind failed: %s", p, exc)
+        return self._process(msgs) if msgs else 0
+
+    def _fetch_round(self, wait: float, room: int) -> list[Message]:
+        """Fetch from every owned partition; after the first that has messages, the
+        others are only asked for what is there already (``_BUSY_WAIT_S``)."""
+        out: list[Message] = []
+        for p, consumer in list(self._consumers.items()):
+            if room - len(out) <= 0:
+                break
+            try:
+                got = consumer.fetch(room - len(out), wait if not out else _BUSY_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - e.g. consumer offline after a node loss
                 log.warning("partition %d: fetch failed (%s); re-binding its consumer", p, exc)
                 try:
@@ -248,26 +280,8 @@ class IngestWorker:
                     self._consumers.pop(p, None)
                     self._last_lease = 0.0
                 continue
-            if msgs:
-                done += self._process(self._linger(consumer, msgs))
-        for p in set(self.owned) - set(self._consumers):
-            try:
-                self._bind(p)
-            except Exception as exc:  # noqa: BLE001 - next round tries again
-                log.debug("partition %d: bind failed: %s", p, exc)
-        return done
-
-    def _linger(self, consumer: Consumer, msgs: list[Message]) -> list[Message]:
-        end = time.monotonic() + self.config.linger_s
-        while len(msgs) < self.config.batch:
-            left = end - time.monotonic()
-            if left <= 0:
-                break
-            more = consumer.fetch(self.config.batch - len(msgs), left)
-            if not more:
-                break
-            msgs.extend(more)
-        return msgs
+            out.extend(got)
+        return out
 
     def _process(self, msgs: list[Message]) -> int:
         redelivered = sum(1 for m in msgs if m.num_delivered > 1)
@@ -281,8 +295,7 @@ class IngestWorker:
                 res = self._ingest(b"".join(m.data for m in frames),
                                    frames[0].headers.get(H_SOURCE, "uplink"),
                                    "application/octet-stream")
-                for m in frames:
-                    m.ack()
+                ack_all(frames)  # after the append returned: durable
                 self._report(res, len(frames), redelivered)
             for m in others:
                 res = self._ingest(m.data, m.headers.get(H_SOURCE, "uplink"),

@@ -5,15 +5,23 @@ month (year). Inputs are merged ``merge_rows`` rows at a time (meter sub-ranges 
 from the row-group statistics), so memory stays bounded whatever the partition size.
 The new file is published atomically with a larger seq, which makes its inputs
 obsolete (the live-file rule); they are deleted afterwards.
+
+With ``StoreConfig.day_copies``, every day about to be absorbed by a month/year merge
+first gets a day copy (``dcp-MMDD``, see :mod:`headend.store._layout`): a hard link to
+its day file when that file holds all of the day's rows (no extra write), else the
+merge of the day's previous copy and its newer day files. The copy is published (and
+its directory fsync'ed) before the month/year file, so a crash leaves either the old
+files or a valid copy next to them.
 """
 
 from __future__ import annotations
 
 import calendar
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -26,12 +34,15 @@ from headend.store._layout import (
     MetaCache,
     file_name,
     list_dir,
+    newest_copies,
     read_meter_range,
     split_live,
 )
 from headend.store.config import StoreConfig
 
 _DELTA = "DELTA_BINARY_PACKED"
+#: Parquet key-value metadata of month/year files whose days all have day copies
+COPIES_KEY: Final = b"headend.day_copies"
 
 
 def parquet_options(kind: Kind, config: StoreConfig) -> dict[str, Any]:
@@ -68,9 +79,14 @@ def compact_dir(
 ) -> int:
     """Compact a bucket-year directory the caller owns; returns files written."""
     written = 0
-    live, dead = split_live(list_dir(d, year))
+    entries = list_dir(d, year)
+    live, dead = split_live(entries)
     for f in dead:
         f.path.unlink(missing_ok=True)
+    if not days_only and not config.day_copies:  # copy-less merges would make them stale
+        for f in entries:
+            if f.is_copy:
+                f.path.unlink(missing_ok=True)
     # 1. segments of a day -> day file
     days = sorted({f.scope for f in live if f.is_segment})
     for mmdd in days:
@@ -90,16 +106,65 @@ def compact_dir(
         inputs = [f for f in live if f.scope[:2] == mm and f.scope]
         if len(inputs) == 1 and inputs[0].level == "mon":
             continue
-        merge_files(kind, inputs, d / file_name("mon", mm, next_seq()), config, metas)
+        marked = config.day_copies and make_day_copies(
+            kind, d, year, inputs, live, config=config, metas=metas, next_seq=next_seq)
+        merge_files(kind, inputs, d / file_name("mon", mm, next_seq()), config, metas,
+                    marked=marked)
         written += 1
     if config.top_level != "year" or not year_closed:
         return written
     # 3. closed year -> year file
     live, _ = split_live(list_dir(d, year))
     if live and not (len(live) == 1 and live[0].level == "year"):
-        merge_files(kind, live, d / file_name("year", "", next_seq()), config, metas)
+        marked = config.day_copies and make_day_copies(
+            kind, d, year, live, live, config=config, metas=metas, next_seq=next_seq)
+        merge_files(kind, live, d / file_name("year", "", next_seq()), config, metas,
+                    marked=marked)
         written += 1
     return written
+
+
+def make_day_copies(
+    kind: Kind, d: Path, year: int, inputs: list[FileEntry], live: list[FileEntry], *,
+    config: StoreConfig, metas: MetaCache, next_seq: Callable[[], int],
+) -> bool:
+    """Publish a day copy for each day whose segment/day files are among ``inputs``
+    and newer than the day's newest copy; returns whether every day ``inputs`` may
+    hold now has a valid copy (the merge of ``inputs`` may then be marked).
+
+    A day with no copy gets one only when no live month/year file may hold its rows
+    (else its copy would miss them; feeder queries then use the month/year file).
+    Month/year files merged with copies on are marked (``COPIES_KEY`` in the Parquet
+    key-value metadata): every day they hold has a copy, so they never block one.
+    """
+    copies, old = newest_copies(list_dir(d, year))
+    upper = {f.scope for f in live if f.level in ("mon", "year")
+             and not (metas.get(f).file.metadata.metadata or {}).get(COPIES_KEY)}
+    complete = not any(f.level in ("mon", "year") and f.scope in upper for f in inputs)
+    written = 0
+    for mmdd in sorted({f.scope for f in inputs if f.level in ("seg", "day")}):
+        day_files = [f for f in live if f.scope == mmdd and f.level in ("seg", "day")]
+        prev = copies.get(mmdd)
+        if prev is not None and not any(f.seq > prev.seq for f in day_files):
+            continue
+        if prev is None and (mmdd[:2] in upper or "" in upper):
+            complete = False
+            continue
+        out = d / file_name("dcp", mmdd, next_seq())
+        if prev is not None:
+            newer = [f for f in day_files if f.seq > prev.seq]
+            merge_files(kind, [prev, *newer], out, config, metas, delete_inputs=False)
+            old.append(prev)
+        elif len(day_files) == 1 and day_files[0].level == "day":
+            os.link(day_files[0].path, out)  # same bytes: a second name, no extra write
+        else:
+            merge_files(kind, day_files, out, config, metas, delete_inputs=False)
+        written += 1
+    if written:
+        _fs.fsync_dir(d)  # copies durable before the merge that absorbs their days
+    for f in old:
+        f.path.unlink(missing_ok=True)
+    return complete
 
 
 def _rows_and_range(f: FileEntry, metas: MetaCache, seg: dict[Path, pa.Table]
@@ -117,9 +182,10 @@ def _rows_and_range(f: FileEntry, metas: MetaCache, seg: dict[Path, pa.Table]
 
 
 def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreConfig,
-                metas: MetaCache, *, delete_inputs: bool = True) -> None:
+                metas: MetaCache, *, delete_inputs: bool = True, marked: bool = False) -> None:
     """Merge sorted ``inputs`` (older first wins on a repeated key) into ``out``
-    (published durably), then delete the inputs unless told not to."""
+    (published durably), then delete the inputs unless told not to. ``marked``: tag
+    the file with ``COPIES_KEY`` (its days all have day copies)."""
     inputs = sorted(inputs, key=lambda f: f.seq)
     seg: dict[Path, pa.Table] = {}
     info = [_rows_and_range(f, metas, seg) for f in inputs]
@@ -131,7 +197,8 @@ def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreCon
     opts = parquet_options(kind, config)
 
     def write(tmp: Path) -> None:
-        with pq.ParquetWriter(str(tmp), kind.schema, **opts) as w:
+        schema = kind.schema.with_metadata({COPIES_KEY: b"1"}) if marked else kind.schema
+        with pq.ParquetWriter(str(tmp), schema, **opts) as w:
             for a, b in zip(edges[:-1].tolist(), (edges[1:] - 1).tolist(), strict=True):
                 if b < a:
                     continue

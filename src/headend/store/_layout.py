@@ -6,11 +6,21 @@ See :mod:`headend.store.parquet` for the picture. A bucket-year directory holds:
     day-MMDD-<seq>.parquet   compacted day MMDD
     mon-MM-<seq>.parquet     compacted month MM
     year-<seq>.parquet       compacted year
+    dcp-MMDD-<seq>.parquet   day copy: every row of day MMDD sorted by key (feeder-day
+                             queries; written when ``StoreConfig.day_copies``)
 
 ``seq`` counts up per directory. **Live-file rule**: a file is obsolete when a
 compacted file (day, mon or year) whose scope contains its scope has a larger seq.
 Publishing a compacted file is therefore the commit point of a compaction; the files
 it replaces are deleted afterwards and ignored if a crash leaves them behind.
+
+**Day copies** (``dcp``) stand outside that rule: they duplicate rows the live files
+hold and are never read by scans, dedup or meter histories. The newest copy of a day
+is **valid** while no live segment or day file of that day has a larger seq
+(:func:`valid_copies`); compaction writes a day's copy before any month/year merge
+absorbs the day's files, so a month/year file never holds a row of a day that its
+valid copy lacks. An invalid copy is only ignored by queries (and is the base of the
+day's next copy).
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import pyarrow.parquet as pq
 
 from headend.store._fs import TMP_PREFIX
 
-LEVELS: Final = ("seg", "day", "mon", "year")
+LEVELS: Final = ("seg", "day", "mon", "year", "dcp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +49,7 @@ class FileEntry:
     """One data file of a bucket-year directory."""
 
     path: Path
-    level: str  # seg | day | mon | year
+    level: str  # seg | day | mon | year | dcp
     scope: str  # "MMDD" | "MM" | ""
     seq: int
     year: int
@@ -49,6 +59,10 @@ class FileEntry:
     @property
     def is_segment(self) -> bool:
         return self.level == "seg"
+
+    @property
+    def is_copy(self) -> bool:
+        return self.level == "dcp"
 
     def time_range(self) -> tuple[int, int]:
         """``[t0, t1)`` Unix seconds the file's rows can fall in (by its scope)."""
@@ -74,8 +88,8 @@ def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> Fil
                              st.st_size, st.st_mtime_ns)
         if ext != "parquet":
             return None
-        if parts[0] == "day" and len(parts) == 3 and len(parts[1]) == 4:
-            lvl, scope, seq = "day", parts[1], int(parts[2])
+        if parts[0] in ("day", "dcp") and len(parts) == 3 and len(parts[1]) == 4:
+            lvl, scope, seq = parts[0], parts[1], int(parts[2])
         elif parts[0] == "mon" and len(parts) == 3 and len(parts[1]) == 2:
             lvl, scope, seq = "mon", parts[1], int(parts[2])
         elif parts[0] == "year" and len(parts) == 2:
@@ -116,7 +130,8 @@ def list_dir(directory: Path, year: int) -> list[FileEntry]:
 
 
 def split_live(entries: list[FileEntry]) -> tuple[list[FileEntry], list[FileEntry]]:
-    """(live, obsolete) files by the live-file rule."""
+    """(live, obsolete) files by the live-file rule (day copies are in neither)."""
+    entries = [f for f in entries if f.level != "dcp"]
     best: dict[str, int] = {}
     for f in entries:
         if f.level != "seg":
@@ -131,6 +146,37 @@ def split_live(entries: list[FileEntry]) -> tuple[list[FileEntry], list[FileEntr
     return live, dead
 
 
+def newest_copies(entries: list[FileEntry]) -> tuple[dict[str, FileEntry], list[FileEntry]]:
+    """(newest day copy per MMDD, older copies) among ``entries``."""
+    best: dict[str, FileEntry] = {}
+    old: list[FileEntry] = []
+    for f in entries:
+        if f.level != "dcp":
+            continue
+        cur = best.get(f.scope)
+        if cur is None or f.seq > cur.seq:
+            if cur is not None:
+                old.append(cur)
+            best[f.scope] = f
+        else:
+            old.append(f)
+    return best, old
+
+
+def valid_copies(entries: list[FileEntry]) -> dict[str, FileEntry]:
+    """Day copies queries may use: the newest copy of a day, unless a live segment or
+    day file of that day has a larger seq (rows the copy lacks)."""
+    best, _ = newest_copies(entries)
+    if not best:
+        return best
+    live, _ = split_live(entries)
+    newest: dict[str, int] = {}
+    for f in live:
+        if f.level in ("seg", "day"):
+            newest[f.scope] = max(newest.get(f.scope, -1), f.seq)
+    return {k: c for k, c in best.items() if newest.get(k, -1) < c.seq}
+
+
 class DirCache:
     """Listings of bucket-year directories, re-read when the directory changed.
 
@@ -139,23 +185,35 @@ class DirCache:
     """
 
     def __init__(self, max_entries: int = 4096) -> None:
-        self._d: OrderedDict[Path, tuple[int, list[FileEntry]]] = OrderedDict()
+        self._d: OrderedDict[Path, tuple[int, list[FileEntry], dict[str, FileEntry]]] = (
+            OrderedDict())
         self.max_entries = max_entries
 
-    def live(self, directory: Path, year: int) -> list[FileEntry]:
+    def _get(self, directory: Path, year: int
+             ) -> tuple[list[FileEntry], dict[str, FileEntry]]:
         try:
             mt = os.stat(directory).st_mtime_ns
         except FileNotFoundError:
-            return []
+            return [], {}
         hit = self._d.get(directory)
         if hit is not None and hit[0] == mt and time.time_ns() - mt > 1_000_000_000:
             self._d.move_to_end(directory)
-            return hit[1]
-        live, _ = split_live(list_dir(directory, year))
-        self._d[directory] = (mt, live)
+            return hit[1], hit[2]
+        entries = list_dir(directory, year)
+        live, _ = split_live(entries)
+        copies = valid_copies(entries)
+        self._d[directory] = (mt, live, copies)
         if len(self._d) > self.max_entries:
             self._d.popitem(last=False)
-        return live
+        return live, copies
+
+    def live(self, directory: Path, year: int) -> list[FileEntry]:
+        """Live files of a bucket-year directory, by seq."""
+        return self._get(directory, year)[0]
+
+    def copy(self, directory: Path, year: int, mmdd: str) -> FileEntry | None:
+        """The valid day copy of day ``mmdd``, if any."""
+        return self._get(directory, year)[1].get(mmdd)
 
     def invalidate(self, directory: Path) -> None:
         self._d.pop(directory, None)

@@ -236,7 +236,13 @@ class QueryMixin:
         kind = READS_KIND
         for b in self._buckets(kind, lo, hi):
             qlo, qhi = max(b << bits, lo), min(((b + 1) << bits) - 1, hi)
-            for f in self._files(kind, b, day, day + 86_400):
+            files = self._files(kind, b, day, day + 86_400)
+            if day % 86_400 == 0:  # a valid day copy holds the whole day, sorted by meter
+                y, mo, dd = time.gmtime(day)[:3]
+                cp = self._dirs.copy(self._dir(kind, b, y), y, f"{mo:02d}{dd:02d}")
+                if cp is not None:
+                    files = [cp]
+            for f in files:
                 if f.is_segment:
                     t = read_meter_range(f, self._metas, qlo, qhi)
                     parts = [] if t is None else [(t, True)]

@@ -44,6 +44,12 @@ class StoreConfig:
         feeder's rows of the whole file (a month with "month", a year with "year").
         Measured (bench/bench_store.py, 143 M reads): "month" 11 ms / 54 ms,
         "year" 2.6 ms / 870 ms for meter-year / feeder-day (1000 meters).
+    day_copies : bool
+        Keep a second copy of each day (``dcp-MMDD`` files, sorted by meter, type,
+        time) when a closed month/year is merged, so ``feeder_interval_sum`` reads a
+        contiguous meter range of one small file whatever ``top_level`` is. With
+        ``top_level="year"`` this gives fast meter-years *and* feeder-days for about
+        twice the bytes (measured in docs/store.md).
     close_grace_s : int
         A month (year) counts as closed this long after its end [s].
     lock_timeout_s : float
@@ -62,6 +68,7 @@ class StoreConfig:
     auto_compact_segments: int = 64
     background_compaction: bool = True
     top_level: Literal["day", "month", "year"] = "month"
+    day_copies: bool = False
     close_grace_s: int = 2 * 86_400
     lock_timeout_s: float = 0.0
     writer_threads: int = 4

@@ -112,6 +112,7 @@ from headend.store._layout import (
     MetaCache,
     file_name,
     list_dir,
+    newest_copies,
     read_meter_range,
     split_live,
 )
@@ -441,7 +442,12 @@ class ParquetStore(QueryMixin):
                     if not yd.name.startswith("y="):
                         continue
                     p += 1
-                    live, _ = split_live(list_dir(yd, int(yd.name[2:])))
+                    entries = list_dir(yd, int(yd.name[2:]))
+                    live, _ = split_live(entries)
+                    live_ino = {f.path.stat().st_ino for f in live if not f.is_segment}
+                    for cp in newest_copies(entries)[0].values():  # day copies count too,
+                        if cp.path.stat().st_ino not in live_ino:  # once if hard-linked
+                            s += cp.size
                     for f in live:
                         s += f.size
                         if f.is_segment:

@@ -230,6 +230,7 @@ def decode_frame(
     *,
     offset: int = 0,
     source: str = "",
+    _u8: npt.NDArray[np.uint8] | None = None,
 ) -> Frame:
     """Decode and authenticate the frame starting at ``offset``.
 
@@ -260,11 +261,16 @@ def decode_frame(
             reason=reasons.BAD_HMAC, source=source, collector_id=h.collector_id,
         )
     pos = offset + HEADER_LEN
+    # one uint8 view of the whole buffer; each column is a slice of it viewed as its
+    # dtype (frames and their blocks are 8-byte aligned, so the views are aligned
+    # whenever the buffer is)
+    u8 = _u8 if _u8 is not None else np.frombuffer(buf, dtype=np.uint8)
 
     def take(dtype: str, n: int) -> npt.NDArray[np.generic]:
         nonlocal pos
-        arr = np.frombuffer(buf, dtype=dtype, count=n, offset=pos)
-        pos += arr.nbytes
+        width = np.dtype(dtype).itemsize
+        arr = u8[pos : pos + n * width].view(dtype)
+        pos += n * width
         return arr
 
     n = h.n_interval
@@ -294,11 +300,11 @@ def iter_frames(
     bytes a yielded :class:`FrameError` covers are in ``err.span`` (start, end).
     """
     buf = memoryview(data).cast("B")
-    raw = bytes(buf) if not isinstance(data, bytes) else data
+    u8 = np.frombuffer(buf, dtype=np.uint8)
     offset = 0
     while offset < len(buf):
         try:
-            frame = decode_frame(buf, key_for, offset=offset, source=source)
+            frame = decode_frame(buf, key_for, offset=offset, source=source, _u8=u8)
         except FrameError as err:
             if err.reason == reasons.UNKNOWN_COLLECTOR:
                 # the header is sound: keep the frame whole so it can be retried later
@@ -306,8 +312,8 @@ def iter_frames(
             else:
                 # resynchronise on the next magic (a truncated frame may be followed by
                 # a good one inside what its header claimed)
-                nxt = raw.find(MAGIC, offset + 1)
-                end = len(buf) if nxt < 0 else nxt
+                nxt = bytes(buf[offset + 1 :]).find(MAGIC)  # copies only on this error path
+                end = len(buf) if nxt < 0 else offset + 1 + nxt
             err.span = (offset, end)  # type: ignore[attr-defined]
             yield err
             offset = end
