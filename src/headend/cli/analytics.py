@@ -20,7 +20,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import typer
 
-from headend.cli.common import EXIT_STORAGE, DataOption, default_data, fail, parse_time
+from headend.cli.common import (
+    DEFAULT_DATA_PATH,
+    EXIT_STORAGE,
+    DataOption,
+    fail,
+    parse_time,
+)
 from headend.errors import ConfigError, StorageError
 
 analytics_app = typer.Typer(help="Analytics on stored interval reads (CSV on stdout or -o).",
@@ -116,7 +122,7 @@ def _engine_task(task: str, data: Path, from_: str | None, to: str | None, engin
 
 
 @analytics_app.command("histogram")
-def histogram(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def histogram(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
               engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
               version: VersionOpt = "current") -> None:
     """Hourly consumption histogram per household: 10 equal-width buckets between its
@@ -125,7 +131,7 @@ def histogram(data: DataOption = default_data(), from_: FromOpt = None, to: ToOp
 
 
 @analytics_app.command("threeline")
-def threeline(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def threeline(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
               engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
               version: VersionOpt = "current", zone: ZoneOpt = None) -> None:
     """3-line thermal-sensitivity regression (10th and 90th percentiles). Columns:
@@ -135,7 +141,7 @@ def threeline(data: DataOption = default_data(), from_: FromOpt = None, to: ToOp
 
 
 @analytics_app.command("par")
-def par(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def par(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
         engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
         version: VersionOpt = "current", zone: ZoneOpt = None) -> None:
     """Periodic autoregression daily profile (3 previous days + temperature terms, per
@@ -144,7 +150,7 @@ def par(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = No
 
 
 @analytics_app.command("similarity")
-def similarity(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def similarity(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
                engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
                version: VersionOpt = "current",
                k: Annotated[int, typer.Option("--k", help="Neighbours per household.")] = 10) -> None:
@@ -155,7 +161,7 @@ def similarity(data: DataOption = default_data(), from_: FromOpt = None, to: ToO
 
 @analytics_app.command("anomaly")
 def anomaly(day: Annotated[str, typer.Option("--day", help="UTC day to check (YYYY-MM-DD).")],
-            data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+            data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
             engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
             version: VersionOpt = "current",
             threshold: Annotated[float, typer.Option("--threshold", help="|z| above which a day is anomalous.")] = 3.0) -> None:
@@ -188,7 +194,7 @@ def _read_csv(path: Path, columns: list[str]) -> pa.Table:
 
 
 @analytics_app.command("profile")
-def profile(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def profile(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
             fmt: FormatOpt = "csv", out: OutOpt = None, version: VersionOpt = "current",
             tz: TzOpt = "UTC",
             season: Annotated[bool, typer.Option("--season", help="Seasonal shapes (winter, spring, summer, autumn).")] = False,
@@ -214,7 +220,7 @@ def profile(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt 
 
 
 @analytics_app.command("loading")
-def loading(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def loading(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
             fmt: FormatOpt = "csv", out: OutOpt = None, version: VersionOpt = "current",
             level: Annotated[str, typer.Option("--level", help="transformer or feeder.")] = "transformer",
             transformers: Annotated[Path | None, typer.Option("--transformers", help="transformers.csv (transformer_id,feeder_id,substation_id,kva); a feeder's rating is the sum of its transformers'.")] = None,
@@ -240,7 +246,7 @@ def loading(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt 
 
 
 @analytics_app.command("billing")
-def billing(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def billing(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
             fmt: FormatOpt = "csv", out: OutOpt = None, version: VersionOpt = "current",
             tz: TzOpt = "UTC",
             peak: Annotated[str, typer.Option("--peak", help="Weekday peak hours, local, as START-END (end exclusive).")] = "16-21",
@@ -267,7 +273,7 @@ def billing(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt 
 
 
 @analytics_app.command("forecast")
-def forecast(data: DataOption = default_data(), from_: FromOpt = None, to: ToOpt = None,
+def forecast(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
              fmt: FormatOpt = "csv", out: OutOpt = None, version: VersionOpt = "current",
              zone: ZoneOpt = None,
              holdout: Annotated[int, typer.Option("--holdout", help="Held-back days at the end.")] = 7,

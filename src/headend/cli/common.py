@@ -14,7 +14,6 @@ Errors print one line, ``headend: <reason>``, on stderr.
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,8 @@ EXIT_UNUSABLE = 3
 EXIT_STORAGE = 4
 
 DEFAULT_DATA = "./headend-data"
+#: the default of every ``--data`` option (the environment variable overrides it)
+DEFAULT_DATA_PATH = Path(DEFAULT_DATA)
 
 DataOption = Annotated[
     Path,
@@ -38,10 +39,6 @@ DataOption = Annotated[
         show_default=True,
     ),
 ]
-
-
-def default_data() -> Path:
-    return Path(os.environ.get("HEADEND_DATA", DEFAULT_DATA))
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -55,7 +52,7 @@ def parse_time(text: str | None, *, option: str) -> int | None:
     if text is None:
         return None
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(text)
     except ValueError:
         fail(f"{option}: not an ISO 8601 time: {text!r}")
     if dt.tzinfo is None:

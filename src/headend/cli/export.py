@@ -7,8 +7,8 @@ row per key, timestamps in UTC. ``--from`` is inclusive and ``--to`` exclusive.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from headend.cli.common import DataOption, default_data, fail, parse_time
+from headend.cli.common import DEFAULT_DATA_PATH, DataOption, fail, parse_time
 from headend.model import codes
 
 export_app = typer.Typer(help="Export stored data as canonical CSV on stdout.", no_args_is_help=True)
@@ -51,7 +51,7 @@ def _chunks(idx: np.ndarray) -> list[np.ndarray]:
 
 @export_app.command("reads")
 def export_reads(
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     meter: Annotated[list[str] | None, typer.Option("--meter", help="Only this meter (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Interval ends from this time (ISO 8601, inclusive; UTC if no offset).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Interval ends before this time (exclusive).")] = None,
@@ -122,7 +122,7 @@ def _vee_overlay(dd: object):  # type: ignore[no-untyped-def]
 
 @export_app.command("events")
 def export_events(
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     meter: Annotated[list[str] | None, typer.Option("--meter", help="Only this meter (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Events from this time (inclusive).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Events before this time (exclusive).")] = None,
@@ -133,7 +133,7 @@ def export_events(
 
 @export_app.command("registers")
 def export_registers(
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     meter: Annotated[list[str] | None, typer.Option("--meter", help="Only this meter (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Reads from this time (inclusive).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Reads before this time (exclusive).")] = None,
@@ -143,7 +143,7 @@ def export_registers(
 
 
 @export_app.command("meters")
-def export_meters(data: DataOption = default_data()) -> None:
+def export_meters(data: DataOption = DEFAULT_DATA_PATH) -> None:
     """The meter registry as canonical meters CSV (with interval_minutes)."""
     from headend.store import DataDir
     from headend.wire.csvfmt import write_meters_csv

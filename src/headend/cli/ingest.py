@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from headend.cli.common import (
+    DEFAULT_DATA_PATH,
     EXIT_STORAGE,
     EXIT_UNUSABLE,
     DataOption,
-    default_data,
     fail,
 )
 from headend.errors import StorageError
@@ -54,7 +54,7 @@ def _print_summary(result: IngestResult, *, as_json: bool) -> None:
 
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files, or directories (their .csv and .hef files), in any order.")],
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="Do not run the real-time rules on what is ingested.")] = False,
     no_vee: Annotated[bool, typer.Option("--no-vee", help="Do not run VEE (validation, estimation) when the ingest ends.")] = False,
@@ -88,7 +88,7 @@ quarantine_app = typer.Typer(help="List and re-process quarantined input.", no_a
 
 @quarantine_app.command("list")
 def quarantine_list(
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout instead of CSV.")] = False,
@@ -123,7 +123,7 @@ def quarantine_list(
 
 @quarantine_app.command("retry")
 def quarantine_retry(
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     reason: Annotated[list[str] | None, typer.Option(help="Only these reasons (repeatable); default: all.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -135,7 +135,7 @@ def quarantine_retry(
     _print_summary(result, as_json=as_json)
 
 
-def compact(data: DataOption = default_data()) -> None:
+def compact(data: DataOption = DEFAULT_DATA_PATH) -> None:
     """Merge small segments into sorted, compressed files (dedup holds across it)."""
     from headend.store import DataDir
 

@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from headend.cli.common import EXIT_STORAGE, DataOption, default_data, fail, parse_time
+from headend.cli.common import (
+    DEFAULT_DATA_PATH,
+    EXIT_STORAGE,
+    DataOption,
+    fail,
+    parse_time,
+)
 from headend.errors import ConfigError, StorageError
 
 err_console = Console(stderr=True)
@@ -16,7 +22,7 @@ err_console = Console(stderr=True)
 
 def report(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (created).")],
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     from_: Annotated[str | None, typer.Option("--from", help="Report from this time (ISO 8601, inclusive).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Report to this time (exclusive).")] = None,
     tz: Annotated[str, typer.Option("--tz", envvar="HEADEND_TZ", help="Utility time zone.")] = "UTC",

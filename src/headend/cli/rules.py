@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from headend.cli.common import DataOption, default_data, fail
+from headend.cli.common import DEFAULT_DATA_PATH, DataOption, fail
 from headend.errors import ConfigError
 
 rules_app = typer.Typer(help="Real-time rules: list, check a rule file, engine status.",
@@ -31,7 +31,7 @@ def _ruleset(data: Path):  # type: ignore[no-untyped-def]
 
 
 @rules_app.command("list")
-def rules_list(data: DataOption = default_data()) -> None:  # noqa: B008
+def rules_list(data: DataOption = DEFAULT_DATA_PATH) -> None:
     """Rules in effect (``<data>/rules/rules.yaml`` or the built-in set), one JSON per line."""
     try:
         rs, src = _ruleset(data)
@@ -60,7 +60,7 @@ def rules_check(file: Annotated[Path, typer.Argument(help="YAML rule file.")]) -
 
 
 @rules_app.command("status")
-def rules_status(data: DataOption = default_data()) -> None:  # noqa: B008
+def rules_status(data: DataOption = DEFAULT_DATA_PATH) -> None:
     """Engine checkpoint: watermark, items processed, late rows, outages and alarms."""
     meta_p = data / "rules" / "checkpoint" / "meta.json"
     meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
@@ -110,12 +110,12 @@ def register_export(export_app: typer.Typer) -> None:
     """Add ``export outages`` and ``export alarms`` to the lead's ``export`` group."""
 
     @export_app.command("outages")
-    def export_outages(data: DataOption = default_data(), fmt: FormatOption = "jsonl") -> None:  # noqa: B008
+    def export_outages(data: DataOption = DEFAULT_DATA_PATH, fmt: FormatOption = "jsonl") -> None:
         """Outages as JSON lines: outage_id, level, device_id, start, end, sustained,
         meters_affected (end null while ongoing)."""
         _write(_records(data, "outages"), fmt, "outages")  # type: ignore[arg-type]
 
     @export_app.command("alarms")
-    def export_alarms(data: DataOption = default_data(), fmt: FormatOption = "jsonl") -> None:  # noqa: B008
+    def export_alarms(data: DataOption = DEFAULT_DATA_PATH, fmt: FormatOption = "jsonl") -> None:
         """Alarms as JSON lines: rule, meter_id or device_id, start, end, detail."""
         _write(_records(data, "alarms"), fmt, "alarms")  # type: ignore[arg-type]

@@ -12,14 +12,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headend.cli.common import EXIT_STORAGE, DataOption, default_data, fail, parse_time
+from headend.cli.common import (
+    DEFAULT_DATA_PATH,
+    EXIT_STORAGE,
+    DataOption,
+    fail,
+    parse_time,
+)
 from headend.errors import ConfigError, StorageError, ValidationError
 
 err_console = Console(stderr=True)
 
 
 def vee(
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
     from_: Annotated[str | None, typer.Option("--from", help="Only intervals ending from this time (ISO 8601, inclusive; UTC if no offset).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Only intervals ending before this time (exclusive).")] = None,
     tz: Annotated[str, typer.Option("--tz", envvar="HEADEND_TZ", help="Utility time zone (IANA) for local days: like days, daily totals.")] = "UTC",
@@ -68,7 +74,7 @@ def edit(
     value: Annotated[float, typer.Option("--value", help="New value in the reading type's unit (kWh, m3, V).")],
     reason: Annotated[str, typer.Option("--reason", help="Why the value is edited (kept with the version).")],
     author: Annotated[str | None, typer.Option("--author", help="Who edits (default: the login name).")] = None,
-    data: DataOption = default_data(),
+    data: DataOption = DEFAULT_DATA_PATH,
 ) -> None:
     """Record a manual edit of one interval value (quality 3.7.0); the original is kept."""
     import pyarrow as pa

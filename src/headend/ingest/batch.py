@@ -10,12 +10,13 @@ UTC); values are integers in the resolution of their reading/register type.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-MeterKey = npt.NDArray[np.uint64] | pa.StringArray
+MeterKey: TypeAlias = npt.NDArray[np.uint64] | pa.StringArray
 
 
 @dataclass(slots=True)

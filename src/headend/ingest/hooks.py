@@ -18,13 +18,13 @@ from headend.store import DataDir
 def _rules(data: DataDir) -> Listener:
     from headend.rules import RuleEngine
 
-    return RuleEngine.open(data.root, data.registry)  # type: ignore[no-any-return]
+    return RuleEngine.open(data.root, data.registry)
 
 
 def _vee(data: DataDir) -> Listener:
     from headend.vee import VeeListener
 
-    return VeeListener(data.root)  # type: ignore[no-any-return]
+    return VeeListener(data.root)
 
 
 #: name -> factory. ``rules`` runs the real-time rule engine in event time; ``vee``

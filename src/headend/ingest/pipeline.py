@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import mmap
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +52,7 @@ from headend.store.reference import upsert_reference
 from headend.wire import frame as wf
 from headend.wire.csvfmt import decode_csv, detect_kind
 
-__all__ = ["Ingestor", "IngestResult", "IngestConfig", "StoredBatch", "Listener"]
+__all__ = ["IngestConfig", "IngestResult", "Ingestor", "Listener", "StoredBatch"]
 
 
 @dataclass(slots=True)
@@ -213,7 +213,7 @@ class Ingestor:
                     break
         self.data.close()
 
-    def __enter__(self) -> Ingestor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -514,12 +514,12 @@ class Ingestor:
     def _resolve(self, meter: Any) -> npt.NDArray[np.int32]:
         reg = self.data.registry
         if isinstance(meter, np.ndarray):
-            return reg.idx_for_serial(meter)  # type: ignore[no-any-return]
-        return reg.idx_for_id(meter)  # type: ignore[no-any-return]
+            return reg.idx_for_serial(meter)
+        return reg.idx_for_id(meter)
 
     def _reject(self, codes_: npt.NDArray[np.uint8], decoded: Any, source: str,
                 make: Callable[..., pa.Table], result: IngestResult) -> npt.NDArray[np.bool_]:
-        ok = codes_ == 0
+        ok: npt.NDArray[np.bool_] = codes_ == 0
         if not ok.all():
             present = np.unique(codes_[~ok])
             tables = []
@@ -546,7 +546,7 @@ class Ingestor:
                              d.value, d.quality, now_s=self._row_now(now, 0),
                              config=self.config.validation)
         ok = self._reject(codes_, d, source, rj.rejects_from_reads, result)
-        result.by_kind["reads"] += int(len(ok))
+        result.by_kind["reads"] += len(ok)
         if not ok.any():
             return None
         return pa.table(
@@ -562,7 +562,7 @@ class Ingestor:
         codes_ = check_registers(idx, d.register, d.read_time, d.value,
                                  now_s=self._row_now(now, 1), config=self.config.validation)
         ok = self._reject(codes_, d, source, rj.rejects_from_registers, result)
-        result.by_kind["registers"] += int(len(ok))
+        result.by_kind["registers"] += len(ok)
         if not ok.any():
             return None
         return pa.table(
@@ -577,7 +577,7 @@ class Ingestor:
         codes_ = check_events(idx, d.event_time, d.event_code,
                               now_s=self._row_now(now, 2), config=self.config.validation)
         ok = self._reject(codes_, d, source, rj.rejects_from_events, result)
-        result.by_kind["events"] += int(len(ok))
+        result.by_kind["events"] += len(ok)
         if not ok.any():
             return None
         return pa.table(

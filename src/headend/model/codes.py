@@ -29,29 +29,29 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "Commodity",
-    "Technology",
-    "ReadingType",
+    "ESTIMATED_MASK",
+    "EVENT",
+    "EVENT_TYPES",
+    "QUALITY_BIT",
+    "QUALITY_CODES",
     "READING_TYPES",
     "READING_TYPE_BY_NAME",
-    "reading_type",
-    "RegisterType",
     "REGISTER_TYPES",
     "REGISTER_TYPE_BY_NAME",
-    "QualityCode",
-    "QUALITY_CODES",
-    "QUALITY_BIT",
-    "quality_mask",
-    "quality_to_str",
-    "quality_str_array",
-    "ESTIMATED_MASK",
+    "Commodity",
     "EventType",
-    "EVENT_TYPES",
-    "EVENT",
-    "pack_event_code",
-    "unpack_event_code",
+    "QualityCode",
+    "ReadingType",
+    "RegisterType",
+    "Technology",
     "event_code_str",
+    "pack_event_code",
     "parse_event_code",
+    "quality_mask",
+    "quality_str_array",
+    "quality_to_str",
+    "reading_type",
+    "unpack_event_code",
 ]
 
 
@@ -276,7 +276,8 @@ def quality_str_array(masks: npt.NDArray[np.uint32]) -> npt.NDArray[np.object_]:
     """Vectorised :func:`quality_to_str`: formats each *distinct* mask once."""
     uniq, inverse = np.unique(masks, return_inverse=True)
     table = np.array([quality_to_str(int(m)) for m in uniq], dtype=object)
-    return table[inverse]  # type: ignore[no-any-return]
+    out: npt.NDArray[np.object_] = table[inverse]
+    return out
 
 
 # --------------------------------------------------------------------------- events

@@ -143,11 +143,10 @@ def read_key(
     2000-01-01T00:00:00Z; keys therefore sort as the tuple does. Callers validate
     the ranges first (meter_idx <= MAX_METER_IDX, reading_type < 32, 2000 <= t < 2136).
     """
-    return (
-        (meter_idx.astype(np.uint64) << np.uint64(37))
-        | (reading_type.astype(np.uint64) << np.uint64(32))
-        | (interval_end_s - KEY_EPOCH_S).astype(np.uint64)
-    )
+    key: npt.NDArray[np.uint64] = meter_idx.astype(np.uint64) << np.uint64(37)
+    key |= reading_type.astype(np.uint64) << np.uint64(32)
+    key |= (interval_end_s - KEY_EPOCH_S).astype(np.uint64)
+    return key
 
 
 def split_key(

@@ -48,7 +48,7 @@ def upsert_reference(root: Path, kind: str, table: pa.Table) -> int:
     idx = pc.index_in(first.column(key), value_set=rev.column(key))
     merged = rev.take(idx).sort_by(key)
     _fs.publish(Path(root) / name, lambda fh: _write(fh, merged))
-    return merged.num_rows
+    return int(merged.num_rows)
 
 
 def _write(fh: IO[bytes], table: pa.Table) -> None:

@@ -40,7 +40,7 @@ import hmac
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -49,17 +49,17 @@ from headend.errors import FrameError
 from headend.model import reasons
 
 __all__ = [
-    "MAGIC",
-    "VERSION",
+    "FLAG_RETRANSMISSION",
     "HEADER",
     "HMAC_LEN",
-    "FLAG_RETRANSMISSION",
+    "MAGIC",
+    "VERSION",
     "Frame",
     "FrameHeader",
-    "encode_frame",
     "decode_frame",
-    "iter_frames",
+    "encode_frame",
     "is_frame",
+    "iter_frames",
 ]
 
 MAGIC: Final = b"HEFR"
@@ -72,6 +72,9 @@ FLAG_RETRANSMISSION: Final = 1
 _INTERVAL_BYTES: Final = 8 + 4 + 4 + 4 + 1
 _REGISTER_BYTES: Final = 8 + 8 + 4 + 1
 _EVENT_BYTES: Final = 8 + 4 + 4
+
+
+_WIDTH: Final = {"<u8": 8, "<i8": 8, "<u4": 4, "<i4": 4, "u1": 1}
 
 
 def _pad8(n: int) -> int:
@@ -266,9 +269,9 @@ def decode_frame(
     # whenever the buffer is)
     u8 = _u8 if _u8 is not None else np.frombuffer(buf, dtype=np.uint8)
 
-    def take(dtype: str, n: int) -> npt.NDArray[np.generic]:
+    def take(dtype: str, n: int) -> npt.NDArray[Any]:
         nonlocal pos
-        width = np.dtype(dtype).itemsize
+        width = _WIDTH[dtype]
         arr = u8[pos : pos + n * width].view(dtype)
         pos += n * width
         return arr
@@ -283,7 +286,7 @@ def decode_frame(
     pos += _pad8(m * _REGISTER_BYTES)
     k = h.n_event
     e_meter, e_time, e_code = take("<u8", k), take("<u4", k), take("<u4", k)
-    return Frame(h, i_meter, i_end, i_value, i_quality, i_type,  # type: ignore[arg-type]
+    return Frame(h, i_meter, i_end, i_value, i_quality, i_type,
                  r_meter, r_value, r_time, r_type, e_meter, e_time, e_code)
 
 
