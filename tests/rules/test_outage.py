@@ -76,7 +76,7 @@ def test_meter_still_out_after_feeder_restoration_is_a_nested_outage() -> None:
         "S0F0", "2026-01-01T01:00:30Z", "2026-01-01T03:00:00Z", 20)
     nested = [o for o in out if o["level"] == "meter"]
     assert [(o["device_id"], o["start"], o["end"], o["parent"]) for o in nested] == [
-        ("S0F0T2M1", "2026-01-01T01:00:30Z", "2026-01-01T06:00:10Z", feeder["outage_id"])]
+        ("S0F0T2M1", "2026-01-01T03:00:00Z", "2026-01-01T06:00:10Z", feeder["outage_id"])]
     assert len(out) == 2
 
 

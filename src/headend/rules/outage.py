@@ -18,14 +18,20 @@ Method
    across ``a`` (reporting gap), already in an outage, or (two-way meters, ``use_pings``)
    not answering a ping. Lost gasps (30 % and more) are made up by the silence of
    sibling meters; a transformer whose every gasp was lost is found from all its meters
-   falling silent at once (a pseudo-gasp at their last sign of power). Gasping meters
-   under no out device get meter-level outages.
+   falling silent at once (a pseudo-gasp at their last sign of power, located once the
+   real gasps up to one interval later are). A gasp (or silence) of a meter already in
+   an outage is explained by it only if that outage had begun by then; a transformer
+   whose gasps all precede its feeder's median gasp by more than ``lead_s`` failed
+   first (its own outage). Gasping meters under no out device get meter-level outages.
 4. **Restoration**: a member is back at its first sign of power after ``a`` (restore
    event, first read after its gap, or the first interval read after ``a``). A device
    outage ends when ``restore_ratio`` of its members are back, at their median (lower)
    restoration time. Members still out ``confirm_s`` + one interval after that (not
-   answering a ping, not covered by another outage in progress) become **nested**
-   outages (transformer or meter level) with the same start.
+   answering a ping, not covered by another outage in progress) or, under a feeder or
+   substation, back only later (a restoration event more than ``simultaneity_s`` / 2
+   after its end, or a power-fail flagged read at a later interval end) become
+   **nested** outages (transformer or meter level; a meter level one only while still
+   dark), starting at the parent's end (their own failure was masked by the parent).
 5. **Momentary** (<= ``momentary_s``, IEEE 1366-2012: momentary interruption <= 5 min)
    vs **sustained**.
    **Storm mode**: at ``storm_outages`` new outages within ``storm_window_s`` a storm
@@ -263,9 +269,21 @@ class OutageRule:
         self.recent = np.append(self.recent, self._wm)  # when located (storm window)
         return o
 
+    def _slot_starts(self) -> I64:
+        """Start [s] of each open outage by slot (int64 max for closed slots)."""
+        st = np.full(self.next_slot + 1, np.iinfo(np.int64).max, np.int64)
+        for k, x in self.open.items():
+            st[k] = x.start
+        return st
+
     def _locate(self, m_g: I32, t_g: I64, wm: int, topo: Topology, ping: Any,
                 levels: tuple[int, ...]) -> None:
-        still = (self.member[m_g] >= 0) & (self.up_after[m_g] == 0)
+        # gasps of meters already in an outage that had begun by then are explained by it;
+        # an earlier gasp (or silence: its start is known to one interval) is a new fault
+        tol = self.cfg.slack_s + (topo.interval_s[m_g].astype(np.int64) if levels == (
+            TRANSFORMER,) else 0)
+        still = (self.member[m_g] >= 0) & (self.up_after[m_g] == 0) & (
+            self._slot_starts()[np.maximum(self.member[m_g], 0)] <= t_g + tol)
         m_g, t_g = m_g[~still], t_g[~still]
         remaining = np.ones(len(m_g), np.bool_)
         ratios = {SUBSTATION: self.cfg.substation_ratio, 2: self.cfg.feeder_ratio,
@@ -282,22 +300,51 @@ class OutageRule:
             size = topo.size(level)[devs]
             hit = np.flatnonzero((cnt >= ratios[level] * size) & (size >= self.cfg.min_meters)
                                  & (coherent >= self.cfg.coherence))
-            for d in hit.tolist():
-                self._new(level, int(devs[d]), int(a_d[d]), mm[(pos == d) & out], None, topo)
+            if len(hit) == 0:
+                continue
             # gasps explained by an out device (its simultaneous window) are consumed
-            where = np.searchsorted(devs[hit], dev_g)
-            where = np.minimum(where, max(len(hit) - 1, 0))
-            if len(hit):
-                a_hit = a_d[hit][where]
-                inside = (devs[hit][where] == dev_g) & (t_g >= a_hit) & (
-                    t_g <= a_hit + self.cfg.simultaneity_s)
-                remaining &= ~inside
+            hd, a_hit = devs[hit], a_d[hit]
+            where = np.minimum(np.searchsorted(hd, dev_g), len(hit) - 1)
+            inside = ok & (hd[where] == dev_g) & (t_g >= a_hit[where]) & (
+                t_g <= a_hit[where] + self.cfg.simultaneity_s)
+            if level > TRANSFORMER and self.cfg.lead_s > 0:
+                inside, a_hit = self._leading(m_g, t_g, where, inside, a_hit, topo)
+            for i, d in enumerate(hit.tolist()):
+                self._new(level, int(devs[d]), int(a_hit[i]), mm[(pos == d) & out], None, topo)
+            remaining &= ~inside
         mr, tr = m_g[remaining], t_g[remaining]
         o = sort_by_key_time(mr, tr)
         mr, tr = mr[o], tr[o]
         firsts = np.r_[True, mr[1:] != mr[:-1]] if len(mr) else np.zeros(0, np.bool_)
         for m, t in zip(mr[firsts].tolist(), tr[firsts].tolist(), strict=True):
             self._new(METER, m, t, np.array([m], np.int32), None, topo)
+
+    def _leading(self, m_g: I32, t_g: I64, where: I64, inside: npt.NDArray[np.bool_],
+                 a_hit: I64, topo: Topology) -> tuple[npt.NDArray[np.bool_], I64]:
+        """Transformers under an out feeder/substation whose gasps in its window all
+        precede the window's median gasp by more than ``lead_s`` failed first: their
+        gasps are not explained by it (they go down to the transformer level). Returns
+        the new ``inside`` mask and the devices' starts (earliest explained gasp)."""
+        gi = np.flatnonzero(inside)
+        gi = gi[np.lexsort((t_g[gi], where[gi]))]
+        grp, tg = where[gi], t_g[gi]
+        n_h = len(a_hit)
+        cnt = np.bincount(grp, minlength=n_h)
+        first = np.searchsorted(grp, np.arange(n_h))
+        med = tg[np.minimum(first + np.maximum(cnt - 1, 0) // 2, max(len(tg) - 1, 0))]
+        tx = topo.device[TRANSFORMER][m_g[gi]].astype(np.int64)
+        key = grp.astype(np.int64) * (int(tx.max(initial=0)) + 2) + tx + 1
+        uk, inv = np.unique(key, return_inverse=True)
+        last = np.full(len(uk), np.iinfo(np.int64).min, np.int64)
+        np.maximum.at(last, inv, tg)
+        early = (tx >= 0) & (last[inv] < med[grp] - self.cfg.lead_s)
+        if not early.any():
+            return inside, a_hit
+        inside = inside.copy()
+        inside[gi[early]] = False
+        a = np.full(n_h, np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(a, grp[~early], tg[~early])
+        return inside, np.where(a == np.iinfo(np.int64).max, a_hit, a)
 
     def _silence_trigger(self, c: Chunk, topo: Topology) -> None:
         """Transformers all of whose meters fell silent at once, with no gasp at all
@@ -309,9 +356,14 @@ class OutageRule:
         self._scanned = c.wm
         if prev <= 0:
             return
-        lim = topo.interval_s.astype(np.int64) + self.cfg.slack_s
-        lu, lr = self.last_up, self.last_report
-        new = (lr > 0) & (c.wm - lr > lim) & (prev - lr <= lim) & (self.member < 0) & (
+        lu = self.last_up
+        # after a restoration event the next read is flagged: the next sign of power is
+        # up to two intervals later
+        lim = topo.interval_s.astype(np.int64) * np.where(self.last_restore == lu, 2, 1) + (
+            self.cfg.slack_s)
+        # silent of power: a read flagged power-fail (sent for the interval in which the
+        # power failed) is no sign of power, so this is the last unflagged read or event
+        new = (lu > 0) & (c.wm - lu > lim) & (prev - lu <= lim) & (self.member < 0) & (
             self.last_gasp < lu)
         m = np.flatnonzero(new)
         if len(m) == 0:
@@ -351,14 +403,21 @@ class OutageRule:
             hi = np.r_[lo[1:], len(sid)]
             ready = (pt[hi - 1] + cfg.confirm_s <= wm) | (pt[lo] + cfg.max_delay_s <= wm)
             keep = np.ones(len(pt), np.bool_)
-            for s in np.flatnonzero(ready).tolist():
-                # real gasps first; silence only for meters they did not explain
-                for pseudo in (False, True):
+            # silence may be explained by an outage up to one interval + slack after the
+            # last sign of power: wait for real gasps not ready yet within that reach
+            waiting = ~ready[sid] & ~pp
+            block = int(pt[waiting].min()) if waiting.any() else np.iinfo(np.int64).max
+            reach = topo.interval_s[pm].astype(np.int64) + cfg.slack_s
+            # real gasps first; silence only for meters they did not explain
+            for pseudo in (False, True):
+                for s in np.flatnonzero(ready).tolist():
                     sel = lo[s] + np.flatnonzero(pp[lo[s]:hi[s]] == pseudo)
+                    if pseudo:
+                        sel = sel[pt[sel] + reach[sel] < block]
                     if len(sel):
                         self._locate(pm[sel], pt[sel], wm, topo, ctx.pinger,
                                      (TRANSFORMER,) if pseudo else (SUBSTATION, 2, TRANSFORMER))
-                keep[lo[s]:hi[s]] = False
+                    keep[sel] = False
             self.p_meter, self.p_time, self.p_pseudo = pm[keep], pt[keep], pp[keep]
         out = Output()
         # restorations and nested outages
@@ -389,7 +448,16 @@ class OutageRule:
 
     def _finish(self, slot: int, o: _Open, wm: int, topo: Topology, ping: Any) -> None:
         """Release a restored outage's members; those still out become nested outages."""
-        left = o.members[(self.up_after[o.members] == 0) & (self.member[o.members] == slot)]
+        mine = o.members[self.member[o.members] == slot]
+        # members back only after the parent's restoration: a restoration event clearly
+        # after it, or a power-fail flagged read at a later interval end than the first
+        end = o.end if o.end is not None else wm
+        iv = topo.interval_s[mine].astype(np.int64)
+        lr, pf = self.last_restore[mine], self.pf_at[mine]
+        late = ((lr > end + self.cfg.simultaneity_s // 2) & (lr > o.start)) | (
+            pf > (end // iv + 1) * iv + self.cfg.slack_s)
+        late &= (self.up_after[mine] > 0) & (o.level > TRANSFORMER)
+        left = mine[self.up_after[mine] == 0]
         if len(left) and ping is not None and self.cfg.use_pings:
             ans = ping.ping(left, wm)
             if (ans >= 0).any():
@@ -398,11 +466,12 @@ class OutageRule:
             back = ans == 1
             self.up_after[left[back]] = self.last_up[left[back]]
             left = left[~back]
+        left = np.concatenate([left, mine[late]])
         # still covered by another outage in progress (e.g. the feeder above): hand over
         for s2, x in self.open.items():
             if len(left) == 0:
                 break
-            if s2 != slot and x.end is None:
+            if s2 != slot and (x.end is None or x.end > end + self.cfg.slack_s):
                 hit = np.isin(left, x.members)
                 self.member[left[hit]] = s2
                 left = left[~hit]
@@ -416,12 +485,19 @@ class OutageRule:
         txs, cnt = np.unique(tx[tx >= 0], return_counts=True)
         size = topo.size(TRANSFORMER)[txs] if len(txs) else np.zeros(0, np.int64)
         full = txs[(cnt >= self.cfg.transformer_ratio * size) & (size >= self.cfg.min_meters)]
+        # a nested outage is observed from the parent's restoration: its meters' own gasps
+        # (if any) were masked by the parent's, so that is its start
+        back_at = end
         for d in full.tolist():
             if o.level == TRANSFORMER and d == o.dev:
                 continue
-            self._new(TRANSFORMER, d, o.start, left[tx == d], o.oid, topo)
-        for m in left[~np.isin(tx, full) | ((o.level == TRANSFORMER) & (tx == o.dev))].tolist():
-            self._new(METER, m, o.start, np.array([m], np.int32), o.oid, topo)
+            self._new(TRANSFORMER, d, back_at, left[tx == d], o.oid, topo)
+        single = ~np.isin(tx, full) | ((o.level == TRANSFORMER) & (tx == o.dev))
+        # a lone meter back late may just have lost its restoration and first read:
+        # meter-level nested outages only for meters still dark
+        single &= self.up_after[left] == 0
+        for m in left[single].tolist():
+            self._new(METER, m, back_at, np.array([m], np.int32), o.oid, topo)
 
 
 

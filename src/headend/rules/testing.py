@@ -7,8 +7,9 @@ sees exactly what ingest would hand it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +18,8 @@ from headend.model import codes, schema
 from headend.rules.alerts import Outage
 from headend.rules.base import PF_BIT
 
-__all__ = ["Fault", "grid_meters", "score_outages", "simulate"]
+__all__ = ["Fault", "ObservableTruth", "grid_meters", "match_outages", "observable_truth",
+           "score_outages", "simulate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,9 @@ def simulate(meters: pa.Table, start: int, end: int, faults: Sequence[Fault] = (
     A meter without power at an interval end sends no read for it; the first read after
     a restoration carries the power-failure quality flag (1.2.32). Each fault sends a
     last gasp (3.26.0.85) at its start and a restoration (3.26.0.216) at its end from
-    every meter under it, each lost with probability ``gasp_loss`` / ``restore_loss``.
+    every meter under it, each lost with probability ``gasp_loss`` / ``restore_loss``,
+    except from meters already (at the start) or still (at the end) dark through another
+    fault: events follow each meter's union of faults, as in :mod:`headend.sim`.
     """
     rng = np.random.default_rng(seed)
     n = len(meters)
@@ -82,11 +86,16 @@ def simulate(meters: pa.Table, start: int, end: int, faults: Sequence[Fault] = (
     em: list[np.ndarray] = []
     et: list[np.ndarray] = []
     ec: list[np.ndarray] = []
-    for f in faults:
+    for i, f in enumerate(faults):
         cov = np.flatnonzero(_covered(meters, f))
         stop = f.end if f.end is not None else end + 1
         out[np.ix_(cov, (ends >= f.start) & (ends < stop))] = True
-        keep = cov[rng.random(len(cov)) >= gasp_loss]
+        dark = np.zeros(len(cov), np.bool_)  # already out through another fault
+        for j, g in enumerate(faults):
+            if j != i and (g.start < f.start or (g.start == f.start and j < i)) and (
+                    g.end is None or g.end > f.start):
+                dark |= _covered(meters, g)[cov]
+        keep = cov[(rng.random(len(cov)) >= gasp_loss) & ~dark]
         em.append(keep)
         et.append(np.full(len(keep), f.start, np.int64))
         ec.append(np.full(len(keep), codes.EVENT.power_fail, np.uint32))
@@ -126,24 +135,148 @@ def simulate(meters: pa.Table, start: int, end: int, faults: Sequence[Fault] = (
     return reads, events
 
 
-def score_outages(found: Sequence[Outage], truth: Sequence[Fault], tol_s: int = 120
-                  ) -> dict[str, float]:
-    """Precision and recall of located outages: a match has the same level and device
-    and a start within ``tol_s`` [s]; also the largest start and end errors [s]."""
+@dataclass(frozen=True, slots=True)
+class ObservableTruth:
+    """Injected outages as AMI can observe them (see :func:`observable_truth`)."""
+
+    #: the observable outages, with their observable start and end [Unix s]
+    faults: list[Fault]
+    #: injected outages nothing observable tells apart from an enclosing outage
+    unobservable: list[Fault] = field(default_factory=list)
+    #: why, per unobservable outage (same order): ``covered``, ``start_unseen``,
+    #: ``restore_spread`` or ``events_lost``
+    reasons: list[str] = field(default_factory=list)
+    #: observable outages whose start was moved to an enclosing outage's end
+    shifted: int = 0
+
+
+def observable_truth(ground_truth: Any, *, interval_s: int = 900, gasp_spread_s: int = 0,
+                     restore_spread_s: int = 0) -> ObservableTruth:
+    """Turn simulator ground-truth rows into the outages AMI can observe.
+
+    Parameters
+    ----------
+    ground_truth : pyarrow.Table or iterable of mappings
+        Rows of ``ground_truth.parquet`` (:data:`headend.sim.GROUND_TRUTH`); only kinds
+        ``outage`` and ``momentary`` are used (columns ``level``, ``device_id``,
+        ``start``, ``end``, ``meter_idx``; ``events_sent`` if present).
+    interval_s : int
+        Meters' read interval [s].
+    gasp_spread_s, restore_spread_s : int
+        Spread of the time stamps of one failure's gasps / restorations [s] (the
+        simulator: 3 and 30): closer than that, two outages' events cannot be told apart.
+
+    Returns
+    -------
+    ObservableTruth
+
+    Notes
+    -----
+    An outage *encloses* another when its meters are a strict superset of the other's
+    (its feeder or substation; a transformer for a meter). Per outage, the enclosing
+    outages' spans ``[a, b)`` are merged; then, span by span:
+
+    * a start before ``a`` looks like ``a`` when it is less than ``gasp_spread_s``
+      earlier, or when every event of the outage was lost (``events_sent == 0``) and no
+      read fell due between them (no interval end in ``[start, a)``): ``start_unseen``;
+    * an outage wholly inside ``[a, b)`` is unobservable (``covered``): its meters were
+      already dark, so they send no gasp and no restoration of their own;
+    * one that starts inside and outlasts it is seen when its meters stay dark at ``b``:
+      its observable start is ``b``, unless it outlasts it by less than
+      ``restore_spread_s`` (``restore_spread``) or every restoration was lost and it ended
+      within the same read interval as ``b`` (``events_lost``: the same flagged read);
+    * one that ends inside ``[a, b)`` is seen restored at ``b``.
+    """
+    rows: Iterable[Mapping[str, Any]] = (
+        ground_truth.to_pylist() if hasattr(ground_truth, "to_pylist") else ground_truth)
+    big = 2**62
+
+    def sec(x: Any) -> int:
+        return big if x is None else int(x.timestamp()) if hasattr(x, "timestamp") else int(x)
+
+    out = []
+    for r in rows:
+        if r["kind"] in ("outage", "momentary"):
+            out.append((Fault(r["level"], r["device_id"], sec(r["start"]),
+                              None if r["end"] is None else sec(r["end"])),
+                        frozenset(r["meter_idx"]), r.get("events_sent")))
+    iv = interval_s
+    faults: list[Fault] = []
+    hidden: list[Fault] = []
+    reasons: list[str] = []
+    shifted = 0
+    for f, ms, sent in out:
+        spans = sorted((g.start, sec(g.end)) for g, gs, _ in out if len(gs) > len(ms) and ms <= gs)
+        merged: list[list[int]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        lost = sent == 0
+        s, e = f.start, sec(f.end)
+        why = ""
+        for a, b in merged:
+            if s < a < e and (a - s < gasp_spread_s or (lost and (s // iv + 1) * iv >= a)):
+                s = a
+            if a <= s < b:
+                if e <= b:
+                    why = "covered" if s == f.start else "start_unseen"
+                elif e - b < restore_spread_s:
+                    why = "restore_spread"
+                elif lost and -(-e // iv) == -(-b // iv):
+                    why = "events_lost"
+                if why:
+                    break
+                s = b
+            elif s < a < e <= b:
+                e = b
+        if why:
+            hidden.append(f)
+            reasons.append(why)
+            continue
+        shifted += s != f.start
+        faults.append(Fault(f.level, f.device_id, s, None if e == big else e))
+    return ObservableTruth(faults, hidden, reasons, shifted)
+
+
+def match_outages(found: Sequence[Outage], truth: Sequence[Fault], tol_s: int = 120
+                  ) -> tuple[list[tuple[Fault, Outage]], list[Fault], list[Outage]]:
+    """Pair located outages with true ones: same level and device and a start within
+    ``tol_s`` [s] (nearest start first). Returns (pairs, misses, false positives)."""
     used: set[int] = set()
-    tp = 0
-    err_s, err_e = [0], [0]
+    pairs: list[tuple[Fault, Outage]] = []
+    misses: list[Fault] = []
     for f in truth:
+        best, gap = -1, tol_s + 1
         for i, o in enumerate(found):
             if i in used or o.level != f.level or o.device_id != f.device_id:
                 continue
-            if abs(o.start - f.start) <= tol_s:
-                used.add(i)
-                tp += 1
-                err_s.append(abs(o.start - f.start))
-                if f.end is not None and o.end is not None:
-                    err_e.append(abs(o.end - f.end))
-                break
+            if abs(o.start - f.start) < gap:
+                best, gap = i, abs(o.start - f.start)
+        if best < 0:
+            misses.append(f)
+        else:
+            used.add(best)
+            pairs.append((f, found[best]))
+    return pairs, misses, [o for i, o in enumerate(found) if i not in used]
+
+
+def score_outages(found: Sequence[Outage], truth: Sequence[Fault] | ObservableTruth,
+                  tol_s: int = 120) -> dict[str, float]:
+    """Precision and recall of located outages: a match has the same level and device
+    and a start within ``tol_s`` [s]; also the largest start and end errors [s].
+
+    ``truth`` may be an :class:`ObservableTruth` (then ``unobservable`` counts the
+    injected outages excluded from it)."""
+    hidden = 0
+    if isinstance(truth, ObservableTruth):
+        hidden, truth = len(truth.unobservable), truth.faults
+    pairs, _, _ = match_outages(found, truth, tol_s)
+    tp = len(pairs)
+    err_s = [0] + [abs(o.start - f.start) for f, o in pairs]
+    err_e = [0] + [abs(o.end - f.end) for f, o in pairs if f.end is not None and o.end is not None]
     return {"precision": tp / len(found) if found else 1.0,
             "recall": tp / len(truth) if truth else 1.0,
-            "max_start_error_s": float(max(err_s)), "max_end_error_s": float(max(err_e))}
+            "max_start_error_s": float(max(err_s)), "max_end_error_s": float(max(err_e)),
+            "unobservable": float(hidden)}
