@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from headend.store import ParquetStore, StoreConfig
+from headend.store._keys import READS_KIND
 from headend.store._query import interval_sum
 
-from ._data import DAY, T0, grid_reads, reads, rows
+from ._data import DAY, T0, grid_reads, reads, registers, rows
 from .test_parquet_store import files, run_child
 
 CFG = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096, top_level="year",
@@ -33,6 +34,14 @@ def check_feeders(s: ParquetStore, days: int, n_meters: int) -> None:
                 assert got == feeder_by_scan(s, lo, hi, rt, T0 + d * DAY), (d, lo, hi, rt)
 
 
+def check_histories(s: ParquetStore, meters: range, start: int, end: int) -> None:
+    for m in meters:
+        for rt in (0, 1):
+            want = s.scan_reads(meters=np.array([m], np.int32), start=start, end=end,
+                                reading_types=np.array([rt], np.uint8))
+            assert rows(s.meter_history(m, rt, start, end)) == sorted(rows(want)), (m, rt)
+
+
 def copy_names(root: Path) -> list[str]:
     return [f.split("/")[-1] for f in files(root) if "/dcp-" in f]
 
@@ -42,10 +51,12 @@ def test_year_files_with_day_copies_equal_plain_scan(tmp_path: Path) -> None:
     with ParquetStore(tmp_path, config=CFG, clock=lambda: CLOSED) as s:
         for i in range(0, len(a), 2000):
             s.append_reads(a.slice(i, 2000))
+        s.append_registers(registers([1, 2], [0, 0], [T0 + 60, T0 + DAY], [5, 6]))
         s.compact()
+        assert not list((tmp_path / "registers").rglob("dcp-*"))  # reads only
         names = [f.split("/")[-1][:8] for f in files(tmp_path)]
         assert sorted(set(names)) == ["dcp-0101", "dcp-0102", "dcp-0103", "dcp-0104", "year-000"]
-        assert s._dirs.copy(s._dir(s_kind(), 0, 2026), 2026, "0102") is not None
+        assert s._dirs.copy(s._dir(READS_KIND, 0, 2026), 2026, "0102") is not None
         assert rows(s.scan_reads()) == sorted(rows(a))  # copies are not scanned twice
         st = s.stats()
         assert st.rows["reads"] == len(a)
@@ -53,11 +64,6 @@ def test_year_files_with_day_copies_equal_plain_scan(tmp_path: Path) -> None:
         assert s.append_reads(a).accepted == 0  # dedup unchanged by copies
     with ParquetStore(tmp_path, config=CFG, clock=lambda: CLOSED) as s:
         check_feeders(s, 3, 40)
-
-
-def s_kind():  # type: ignore[no-untyped-def]
-    from headend.store._keys import READS_KIND
-    return READS_KIND
 
 
 def test_late_data_invalidates_then_recopies(tmp_path: Path) -> None:
@@ -69,10 +75,11 @@ def test_late_data_invalidates_then_recopies(tmp_path: Path) -> None:
         late = reads([5, 33, 33], [0, 0, 1], [T0 + DAY + 450, T0 + DAY + 450, T0 + DAY + 900],
                      [7, 9, 11])
         assert s.append_reads(late).new.tolist() == [True, True, False]
-        d = s._dir(s_kind(), 0, 2026)
+        d = s._dir(READS_KIND, 0, 2026)
         assert s._dirs.copy(d, 2026, "0102") is None  # a newer segment: copy not valid
         assert s._dirs.copy(d, 2026, "0101") is not None
         check_feeders(s, 2, 40)  # falls back to the year file + segment
+        check_histories(s, range(3, 8), T0, T0 + 3 * DAY)  # overlapping pieces: sorted
         s.compact()
         after = copy_names(tmp_path)
         assert len(after) == len(before) and after != before  # 0102 copies replaced
@@ -81,6 +88,17 @@ def test_late_data_invalidates_then_recopies(tmp_path: Path) -> None:
         assert s.append_reads(late).accepted == 0
         assert s.append_reads(a).accepted == 0
         assert rows(s.scan_reads()) == sorted(rows(a) + rows(late.slice(0, 2)))
+
+
+def test_meter_history_across_years_and_parts(tmp_path: Path) -> None:
+    a = grid_reads(12, 4, rts=(0, 1), t0=T0 - 2 * DAY)  # Dec 30 2025 .. Jan 3 2026
+    with ParquetStore(tmp_path, config=PARTS, clock=lambda: CLOSED) as s:
+        s.append_reads(a)
+        s.compact()
+        check_histories(s, range(12), T0 - 3 * DAY, T0 + 5 * DAY)
+        check_histories(s, range(0, 12, 5), T0 - DAY + 900, T0 + DAY)
+        s.append_reads(reads([4], [1], [T0 - 450], [3]))  # late, into the closed year
+        check_histories(s, range(3, 6), T0 - 3 * DAY, T0 + 5 * DAY)
 
 
 def test_copies_only_when_day_files_hold_the_whole_day(tmp_path: Path) -> None:
@@ -125,7 +143,7 @@ tab = pa.table([pa.array(m), pa.array(np.zeros(n, np.uint8)), pa.array(t).cast(S
                schema=S.READS)
 s = ParquetStore(Path(sys.argv[1]), config=cfg, clock=lambda: t0 + 400 * 86400)
 s.append_reads(tab)
-if mode == "late":  # a first compaction, then late data for the same day
+if mode in ("late", "in_copy_merge"):  # a first compaction, then late data for the same day
     s.compact()
     late = tab.slice(0, 1).set_column(2, "interval_end", pa.array([t0 + 450]).cast(S.TS))
     s.append_reads(late)
@@ -162,7 +180,7 @@ def test_kill_9_in_copy_compaction(tmp_path: Path, mode: str) -> None:
     m = np.repeat(np.arange(10), 96)
     t = np.tile(T0 + 900 * (1 + np.arange(96)), 10)
     a = reads(m, np.zeros_like(m), t, m * 7 + t % 13)
-    late = [(0, 0, T0 + 450, (T0 + 900) % 13, 0)] if mode == "late" else []
+    late = [(0, 0, T0 + 450, (T0 + 900) % 13, 0)] if mode in ("late", "in_copy_merge") else []
     expect = sorted(rows(a) + late)
     cfg = StoreConfig(**{**{f: getattr(CFG, f) for f in CFG.__dataclass_fields__},
                          "auto_compact_segments": 0})
@@ -176,3 +194,78 @@ def test_kill_9_in_copy_compaction(tmp_path: Path, mode: str) -> None:
             s.compact()
     assert not [q for q in (tmp_path / "reads").rglob(".tmp-*")]
     assert [n[:8] for n in copy_names(tmp_path)] == ["dcp-0101", "dcp-0102"]
+
+
+PARTS = StoreConfig(**{**{f: getattr(CFG, f) for f in CFG.__dataclass_fields__},
+                       "part_rows": 5000, "auto_compact_segments": 0})
+
+
+def test_year_split_into_meter_parts(tmp_path: Path) -> None:
+    a = grid_reads(40, 3, rts=(0, 1))  # bucket 0: 32 meters x 2 x 289 = 18,496 rows
+    with ParquetStore(tmp_path, config=PARTS, clock=lambda: CLOSED) as s:
+        s.append_reads(a)
+        s.compact()
+        names = [f.split("/")[-1] for f in files(tmp_path) if "/year-" in f]
+        assert [n[18:] for n in names] == [  # bucket 1: 4,624 rows, not split
+            "000of004-0-7.parquet", "001of004-8-15.parquet", "002of004-16-23.parquet",
+            "003of004-24-31.parquet", "parquet"]
+        before = files(tmp_path)
+        s.compact()
+        assert files(tmp_path) == before  # a split year is one year file
+        assert rows(s.scan_reads()) == sorted(rows(a))
+        for m in (0, 7, 8, 31, 32, 39):
+            got = s.meter_history(m, 1, T0, T0 + 4 * DAY)
+            assert rows(got) == [r for r in sorted(rows(a)) if r[0] == m and r[1] == 1]
+        check_feeders(s, 3, 40)
+        assert s.append_reads(a).accepted == 0
+
+
+CRASH_PARTS = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np, pyarrow as pa
+from headend.model import schema as S
+from headend.store import ParquetStore, StoreConfig
+import headend.store._compact as C
+cfg = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096, top_level="year",
+                  part_rows=300, auto_compact_segments=0, writer_threads=1)
+t0 = int(sys.argv[2])
+n = 10 * 96
+m = np.repeat(np.arange(10, dtype=np.int32), 96)
+t = np.tile(t0 + 900 * (1 + np.arange(96, dtype=np.int64)), 10)
+tab = pa.table([pa.array(m), pa.array(np.zeros(n, np.uint8)), pa.array(t).cast(S.TS),
+                pa.array((m * 7 + t % 13).astype(np.int32)), pa.array(np.zeros(n, np.uint32))],
+               schema=S.READS)
+s = ParquetStore(Path(sys.argv[1]), config=cfg, clock=lambda: t0 + 400 * 86400)
+s.append_reads(tab)
+print("acked", flush=True)
+real, calls = C._fs.publish_path, []
+def die_on_second_part(path, *a, **k):
+    real(path, *a, **k)
+    if "of" in path.name:
+        calls.append(path)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+C._fs.publish_path = die_on_second_part
+s.compact()
+print("not reached", flush=True)
+"""
+
+
+def test_kill_9_between_parts(tmp_path: Path) -> None:
+    p = run_child(CRASH_PARTS, str(tmp_path), str(T0))
+    assert p.returncode == -9, p.stderr
+    assert sum("of" in f for f in files(tmp_path)) == 2  # an incomplete set on disk
+    m = np.repeat(np.arange(10), 96)
+    t = np.tile(T0 + 900 * (1 + np.arange(96)), 10)
+    a = reads(m, np.zeros_like(m), t, m * 7 + t % 13)
+    cfg = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096, top_level="year",
+                      part_rows=300, auto_compact_segments=0)
+    with ParquetStore(tmp_path, config=cfg, clock=lambda: CLOSED) as s:
+        assert rows(s.scan_reads()) == sorted(rows(a))  # the incomplete set is not read
+        assert s.append_reads(a).accepted == 0
+        assert not [f for f in files(tmp_path) if "of" in f]  # deleted when bucket taken
+        s.compact()
+        assert [f.split("-")[2][3:] for f in files(tmp_path) if "of" in f] == ["of004"] * 4
+        assert rows(s.scan_reads()) == sorted(rows(a))
+        assert s.append_reads(a).accepted == 0

@@ -68,6 +68,7 @@ def test_layout_segments_then_day_then_month(tmp_path: Path) -> None:
 
 def test_year_tier_and_bounded_merge(tmp_path: Path) -> None:
     cfg = StoreConfig(bucket_bits=4, row_group_rows=1024, merge_rows=2048, top_level="year",
+                      day_copies=False,
                       auto_compact_segments=3, writer_threads=1)
     a = grid_reads(16, 3, t0=T0 - 2 * DAY)  # Dec 30 2025 .. Jan 1 2026 (end at 00:00)
     with ParquetStore(tmp_path, config=cfg, clock=lambda: T0 + 400 * DAY) as s:

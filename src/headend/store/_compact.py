@@ -35,6 +35,7 @@ from headend.store._layout import (
     file_name,
     list_dir,
     newest_copies,
+    part_name,
     read_meter_range,
     split_live,
 )
@@ -79,11 +80,12 @@ def compact_dir(
 ) -> int:
     """Compact a bucket-year directory the caller owns; returns files written."""
     written = 0
+    copies = config.day_copies and kind.name == "reads"  # only feeder sums read copies
     entries = list_dir(d, year)
     live, dead = split_live(entries)
     for f in dead:
         f.path.unlink(missing_ok=True)
-    if not days_only and not config.day_copies:  # copy-less merges would make them stale
+    if not days_only and not copies:  # copy-less merges would make them stale
         for f in entries:
             if f.is_copy:
                 f.path.unlink(missing_ok=True)
@@ -104,24 +106,37 @@ def compact_dir(
         if not _closed(year, int(mm), config.close_grace_s, now):
             continue
         inputs = [f for f in live if f.scope[:2] == mm and f.scope]
-        if len(inputs) == 1 and inputs[0].level == "mon":
+        if _one_file(inputs, "mon") and not _oversized(inputs, config, metas):
             continue
-        marked = config.day_copies and make_day_copies(
+        marked = copies and make_day_copies(
             kind, d, year, inputs, live, config=config, metas=metas, next_seq=next_seq)
         merge_files(kind, inputs, d / file_name("mon", mm, next_seq()), config, metas,
-                    marked=marked)
+                    marked=marked, part_rows=config.part_rows)
         written += 1
     if config.top_level != "year" or not year_closed:
         return written
     # 3. closed year -> year file
     live, _ = split_live(list_dir(d, year))
-    if live and not (len(live) == 1 and live[0].level == "year"):
-        marked = config.day_copies and make_day_copies(
+    if live and not (_one_file(live, "year") and not _oversized(live, config, metas)):
+        marked = copies and make_day_copies(
             kind, d, year, live, live, config=config, metas=metas, next_seq=next_seq)
         merge_files(kind, live, d / file_name("year", "", next_seq()), config, metas,
-                    marked=marked)
+                    marked=marked, part_rows=config.part_rows)
         written += 1
     return written
+
+
+def _one_file(files: list[FileEntry], level: str) -> bool:
+    """Whether ``files`` are one ``level`` file (or the parts of one)."""
+    return (all(f.level == level for f in files)
+            and len({f.seq for f in files}) == 1 and len(files) == max(1, files[0].part_n))
+
+
+def _oversized(files: list[FileEntry], config: StoreConfig, metas: MetaCache) -> bool:
+    """An unsplit file of more than twice ``part_rows`` rows (written before parts were
+    configured): compaction re-splits it."""
+    return (config.part_rows > 0 and len(files) == 1 and not files[0].part_n
+            and metas.get(files[0]).rows > 2 * config.part_rows)
 
 
 def make_day_copies(
@@ -182,56 +197,82 @@ def _rows_and_range(f: FileEntry, metas: MetaCache, seg: dict[Path, pa.Table]
 
 
 def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreConfig,
-                metas: MetaCache, *, delete_inputs: bool = True, marked: bool = False) -> None:
+                metas: MetaCache, *, delete_inputs: bool = True, marked: bool = False,
+                part_rows: int = 0) -> None:
     """Merge sorted ``inputs`` (older first wins on a repeated key) into ``out``
-    (published durably), then delete the inputs unless told not to. ``marked``: tag
-    the file with ``COPIES_KEY`` (its days all have day copies)."""
+    (published durably), then delete the inputs unless told not to.
+
+    ``marked``: tag the file with ``COPIES_KEY`` (its days all have day copies).
+    ``part_rows`` > 0: write ``ceil(rows / part_rows)`` parts split by meter range
+    (:func:`~headend.store._layout.part_name`), committed together by one directory
+    fsync after the last rename.
+    """
     inputs = sorted(inputs, key=lambda f: f.seq)
     seg: dict[Path, pa.Table] = {}
     info = [_rows_and_range(f, metas, seg) for f in inputs]
     total = sum(i[0] for i in info)
     lo = min((i[1] for i in info if i[0]), default=0)
     hi = max((i[2] for i in info if i[0]), default=-1)
-    n_chunks = max(1, math.ceil(total / config.merge_rows))
-    edges = np.linspace(lo, hi + 1, n_chunks + 1).astype(np.int64)
+    n_parts = 1 if part_rows <= 0 or total <= part_rows else math.ceil(total / part_rows)
+    n_parts = max(1, min(n_parts, hi - lo + 1))
+    pedges = np.linspace(lo, hi + 1, n_parts + 1).astype(np.int64).tolist()
     opts = parquet_options(kind, config)
+    schema = kind.schema.with_metadata({COPIES_KEY: b"1"}) if marked else kind.schema
 
-    def write(tmp: Path) -> None:
-        schema = kind.schema.with_metadata({COPIES_KEY: b"1"}) if marked else kind.schema
-        with pq.ParquetWriter(str(tmp), schema, **opts) as w:
-            for a, b in zip(edges[:-1].tolist(), (edges[1:] - 1).tolist(), strict=True):
-                if b < a:
-                    continue
-                pieces = []
-                for f in inputs:
-                    if f.is_segment:
-                        t = seg[f.path]
-                        m = t.column("meter_idx").to_numpy()
-                        i0, i1 = np.searchsorted(m, [a, b + 1])
-                        t = t.slice(int(i0), int(i1 - i0))
-                    else:
-                        r = read_meter_range(f, metas, a, b)
-                        if r is None:
-                            continue
-                        m = r.column("meter_idx").to_numpy()
-                        i0, i1 = np.searchsorted(m, [a, b + 1])  # sorted by meter
-                        t = r.slice(int(i0), int(i1 - i0))
-                    if len(t):
-                        pieces.append(kind.coerce(t))
-                if not pieces:
-                    continue
-                t = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
-                if len(pieces) > 1:
-                    keys = kind.keys(t)
-                    order = np.argsort(keys, kind="stable")
-                    ks = keys[order]
-                    keep = np.r_[True, ks[1:] != ks[:-1]]  # defensive: never two rows a key
-                    t = t.take(order[keep])
-                w.write_table(t, row_group_size=config.row_group_rows)
+    def writer(p_lo: int, p_hi: int) -> Callable[[Path], None]:
+        n_chunks = max(1, math.ceil(total / n_parts / config.merge_rows))
+        edges = np.linspace(p_lo, p_hi + 1, n_chunks + 1).astype(np.int64)
 
-    _fs.publish_path(out, write)
+        def write(tmp: Path) -> None:
+            with pq.ParquetWriter(str(tmp), schema, **opts) as w:
+                for a, b in zip(edges[:-1].tolist(), (edges[1:] - 1).tolist(), strict=True):
+                    if b >= a:
+                        t = _merged_range(kind, inputs, seg, metas, a, b)
+                        if t is not None:
+                            w.write_table(t, row_group_size=config.row_group_rows)
+        return write
+
+    if n_parts == 1:
+        _fs.publish_path(out, writer(lo, hi))
+    else:
+        for k in range(n_parts):
+            p_lo, p_hi = pedges[k], pedges[k + 1] - 1
+            _fs.publish_path(part_name(out, k, n_parts, p_lo, p_hi), writer(p_lo, p_hi),
+                             sync_dir=False)
+        _fs.fsync_dir(out.parent)  # <- commit: the set is complete and durable
     if not delete_inputs:
         return
     for f in inputs:
         f.path.unlink(missing_ok=True)
     _fs.fsync_dir(out.parent)
+
+
+def _merged_range(kind: Kind, inputs: list[FileEntry], seg: dict[Path, pa.Table],
+                  metas: MetaCache, a: int, b: int) -> pa.Table | None:
+    """Rows of meters ``a..b`` of every input, sorted by key, first input wins."""
+    pieces = []
+    for f in inputs:
+        if f.is_segment:
+            t = seg[f.path]
+            m = t.column("meter_idx").to_numpy()
+            i0, i1 = np.searchsorted(m, [a, b + 1])
+            t = t.slice(int(i0), int(i1 - i0))
+        else:
+            r = read_meter_range(f, metas, a, b)
+            if r is None:
+                continue
+            m = r.column("meter_idx").to_numpy()
+            i0, i1 = np.searchsorted(m, [a, b + 1])  # sorted by meter
+            t = r.slice(int(i0), int(i1 - i0))
+        if len(t):
+            pieces.append(kind.coerce(t))
+    if not pieces:
+        return None
+    t = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+    if len(pieces) > 1:
+        keys = kind.keys(t)
+        order = np.argsort(keys, kind="stable")
+        ks = keys[order]
+        keep = np.r_[True, ks[1:] != ks[:-1]]  # defensive: never two rows a key
+        t = t.take(order[keep])
+    return t

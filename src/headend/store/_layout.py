@@ -6,13 +6,19 @@ See :mod:`headend.store.parquet` for the picture. A bucket-year directory holds:
     day-MMDD-<seq>.parquet   compacted day MMDD
     mon-MM-<seq>.parquet     compacted month MM
     year-<seq>.parquet       compacted year
+    mon-MM-<seq>-<k>of<n>-<lo>-<hi>.parquet, year-<seq>-<k>of<n>-<lo>-<hi>.parquet
+                             part k of n of a month/year file split by meter range
+                             (meters lo..hi; ``StoreConfig.part_rows``)
     dcp-MMDD-<seq>.parquet   day copy: every row of day MMDD sorted by key (feeder-day
                              queries; written when ``StoreConfig.day_copies``)
 
 ``seq`` counts up per directory. **Live-file rule**: a file is obsolete when a
 compacted file (day, mon or year) whose scope contains its scope has a larger seq.
 Publishing a compacted file is therefore the commit point of a compaction; the files
-it replaces are deleted afterwards and ignored if a crash leaves them behind.
+it replaces are deleted afterwards and ignored if a crash leaves them behind. A file
+split into parts counts (is live, covers others) only once all n parts exist: the
+directory fsync after the last part's rename is its commit point; an incomplete set
+is never read and is deleted by the bucket's owner.
 
 **Day copies** (``dcp``) stand outside that rule: they duplicate rows the live files
 hold and are never read by scans, dedup or meter histories. The newest copy of a day
@@ -55,6 +61,10 @@ class FileEntry:
     year: int
     size: int
     mtime_ns: int
+    part_k: int = 0  # part k of part_n (0 of 0: not split)
+    part_n: int = 0
+    meter_lo: int = 0  # meters the part holds (by its name; whole range if not split)
+    meter_hi: int = (1 << 31) - 1
 
     @property
     def is_segment(self) -> bool:
@@ -82,6 +92,16 @@ def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> Fil
         return None
     stem, ext = name.rsplit(".", 1)
     parts = stem.split("-")
+    split: tuple[int, int, int, int] | None = None
+    if ext == "parquet" and len(parts) >= 5 and "of" in parts[-3]:
+        try:
+            k, n = parts[-3].split("of")
+            split = (int(k), int(n), int(parts[-2]), int(parts[-1]))
+        except ValueError:
+            return None
+        if parts[0] not in ("mon", "year") or not 0 <= split[0] < split[1]:
+            return None
+        parts = parts[:-3]
     try:
         if parts[0] == "seg" and ext == "arrow" and len(parts) == 3 and len(parts[1]) == 4:
             return FileEntry(directory / name, "seg", parts[1], int(parts[2]), year,
@@ -98,15 +118,24 @@ def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> Fil
             return None
     except ValueError:
         return None
+    if split is not None:
+        return FileEntry(directory / name, lvl, scope, seq, year, st.st_size, st.st_mtime_ns,
+                         *split)
     return FileEntry(directory / name, lvl, scope, seq, year, st.st_size, st.st_mtime_ns)
 
 
 def file_name(level: str, scope: str, seq: int) -> str:
+    """Name of a data file (see the module docstring)."""
     if level == "seg":
         return f"seg-{scope}-{seq:012d}.arrow"
     if level == "year":
         return f"year-{seq:012d}.parquet"
     return f"{level}-{scope}-{seq:012d}.parquet"
+
+
+def part_name(whole: Path, k: int, n: int, meter_lo: int, meter_hi: int) -> Path:
+    """Path of part ``k`` of ``n`` (meters ``meter_lo..meter_hi``) of the file ``whole``."""
+    return whole.with_name(f"{whole.stem}-{k:03d}of{n:03d}-{meter_lo}-{meter_hi}.parquet")
 
 
 def list_dir(directory: Path, year: int) -> list[FileEntry]:
@@ -132,6 +161,14 @@ def list_dir(directory: Path, year: int) -> list[FileEntry]:
 def split_live(entries: list[FileEntry]) -> tuple[list[FileEntry], list[FileEntry]]:
     """(live, obsolete) files by the live-file rule (day copies are in neither)."""
     entries = [f for f in entries if f.level != "dcp"]
+    got: dict[tuple[str, str, int], set[int]] = {}
+    for f in entries:
+        if f.part_n:
+            got.setdefault((f.level, f.scope, f.seq), set()).add(f.part_k)
+    incomplete = [f for f in entries
+                  if f.part_n and len(got[(f.level, f.scope, f.seq)]) != f.part_n]
+    if incomplete:  # a crashed split compaction: never read, never covers
+        entries = [f for f in entries if f not in incomplete]
     best: dict[str, int] = {}
     for f in entries:
         if f.level != "seg":
@@ -143,7 +180,7 @@ def split_live(entries: list[FileEntry]) -> tuple[list[FileEntry], list[FileEntr
                     best.get(f.scope[:2], -1) if len(f.scope) >= 2 else -1,
                     best.get("", -1))
         (dead if cover > f.seq else live).append(f)
-    return live, dead
+    return live, dead + incomplete
 
 
 def newest_copies(entries: list[FileEntry]) -> tuple[dict[str, FileEntry], list[FileEntry]]:
@@ -285,6 +322,8 @@ def read_meter_range(
         with pa.memory_map(str(f.path)) as src:
             t = pa.ipc.open_file(src).read_all()
         return t if columns is None else t.select(columns)
+    if f.meter_hi < meter_lo or f.meter_lo > meter_hi:  # a part of other meters
+        return None
     m = metas.get(f)
     rgs = m.row_groups(meter_lo, meter_hi)
     if not rgs:

@@ -6,6 +6,7 @@ section *Queries*); kept apart so each module stays small.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,16 @@ class QueryMixin:
                 self._dirs = DirCache()
         if not pieces:
             return schema.empty_table()
+        if (sort and len(pieces) > 1 and lo is not None and lo == hi and meters is None
+                and types is not None and len(types) == 1 and columns is None):
+            # one meter, one type: each piece is sorted by time; if their time ranges
+            # are disjoint (files of different periods), ordering the pieces suffices
+            tc = kind.time_col
+            span = sorted((_edge(p, tc, 0), _edge(p, tc, len(p) - 1), i)
+                          for i, p in enumerate(pieces))
+            if all(a[1] < b[0] for a, b in itertools.pairwise(span)):
+                pieces = [pieces[i] for _, _, i in span]
+                sort = False
         out = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
         if sort and len(pieces) > 1 and "meter_idx" in schema.names:
             keys = _key_of(kind, out) if columns is None else None
@@ -117,7 +128,8 @@ class QueryMixin:
             blo, bhi = b << bits, ((b + 1) << bits) - 1
             qlo = blo if lo is None else max(blo, lo)
             qhi = bhi if hi is None else min(bhi, hi)
-            work.extend((f, qlo, qhi) for f in self._files(kind, b, start, end))
+            work.extend((f, qlo, qhi) for f in self._files(kind, b, start, end)
+                        if f.meter_hi >= qlo and f.meter_lo <= qhi)  # parts by name
 
         def one(item: tuple[FileEntry, int, int]) -> pa.Table | None:
             f, qlo, qhi = item
@@ -246,6 +258,8 @@ class QueryMixin:
                 if f.is_segment:
                     t = read_meter_range(f, self._metas, qlo, qhi)
                     parts = [] if t is None else [(t, True)]
+                elif f.meter_hi < qlo or f.meter_lo > qhi:  # a part of other meters
+                    continue
                 else:
                     meta = self._metas.get(f)
                     rgs = np.asarray(meta.row_groups(qlo, qhi), np.int64)
@@ -285,6 +299,11 @@ def _np(col: pa.ChunkedArray | pa.Array) -> npt.NDArray[Any]:
     if isinstance(col, pa.ChunkedArray):
         col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     return col.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+
+
+def _edge(t: pa.Table, col: str, i: int) -> int:
+    """Value of row ``i`` of a timestamp column as an integer."""
+    return int(_np(t.column(col).slice(i, 1).cast(pa.int64()))[0])
 
 
 def _and(a: npt.NDArray[np.bool_] | None, b: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:

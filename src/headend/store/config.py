@@ -32,6 +32,10 @@ class StoreConfig:
         Rows per Parquet row group of compacted files (smaller: faster point reads).
     merge_rows : int
         Rows merged in memory at once during compaction (bounds compaction memory).
+    part_rows : int
+        Month/year files of more rows are split into parts by meter range (0: never),
+        so a footer stays small (a cold query opens one part's footer, not a bucket's
+        whole year) and a meter-year touches one small file.
     auto_compact_segments : int
         Compact a day partition when it holds this many segments (0: only on
         :meth:`compact`).
@@ -43,7 +47,8 @@ class StoreConfig:
         per file (12 with "month", 1 with "year") while a feeder-day decodes the
         feeder's rows of the whole file (a month with "month", a year with "year").
         Measured (bench/bench_store.py, 143 M reads): "month" 11 ms / 54 ms,
-        "year" 2.6 ms / 870 ms for meter-year / feeder-day (1000 meters).
+        "year" 2.6 ms / 870 ms for meter-year / feeder-day (1000 meters). With
+        ``day_copies`` feeder-days read the day copy instead (docs/store.md).
     day_copies : bool
         Keep a second copy of each day (``dcp-MMDD`` files, sorted by meter, type,
         time) when a closed month/year is merged, so ``feeder_interval_sum`` reads a
@@ -65,10 +70,11 @@ class StoreConfig:
     zstd_level: int = 9
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
     merge_rows: int = 8_000_000
+    part_rows: int = 64_000_000
     auto_compact_segments: int = 64
     background_compaction: bool = True
-    top_level: Literal["day", "month", "year"] = "month"
-    day_copies: bool = False
+    top_level: Literal["day", "month", "year"] = "year"
+    day_copies: bool = True
     close_grace_s: int = 2 * 86_400
     lock_timeout_s: float = 0.0
     writer_threads: int = 4
@@ -79,6 +85,8 @@ class StoreConfig:
             raise ConfigError("bucket_bits must be within 4..27")
         if self.top_level not in ("day", "month", "year"):
             raise ConfigError("top_level must be day, month or year")
+        if self.part_rows < 0:
+            raise ConfigError("part_rows must be >= 0")
         if self.row_group_rows < 1024 or self.merge_rows < self.row_group_rows:
             raise ConfigError("row_group_rows >= 1024 and merge_rows >= row_group_rows")
 
