@@ -15,6 +15,7 @@ Scenarios (``--scenario``):
 Runs a private nats-server (file storage) unless ``--nats URL`` is given. Example::
 
     python bench/bench_bus.py --scenario all --meters 20000 --duration 20
+    python bench/bench_bus.py --scenario all --per-frame 12 --intervals 1 --burst-duration 60
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import headend.wire.csvfmt  # noqa: F401  (import order, see serve.service)
-from headend.bus import open_bus
+from headend.bus import ack_all, open_bus
 from headend.serve.config import load_config
 from headend.serve.service import Service
 from headend.serve.streams import OUT_STREAM
@@ -62,16 +63,20 @@ def fleet_csv(n: int) -> tuple[bytes, bytes, dict[int, bytes]]:
     return ("\n".join(rows) + "\n").encode(), coll.encode(), keys
 
 
-def frames_for(n: int, keys: dict[int, bytes], interval: int) -> list[tuple[bytes, int]]:
-    """One frame per collector: one 5-minute read of each of its meters."""
+def frames_for(n: int, keys: dict[int, bytes], interval: int, per_frame: int = 1
+               ) -> list[tuple[bytes, int]]:
+    """One frame per collector: ``per_frame`` consecutive 5-minute reads of each of its
+    meters (``interval`` counts frames; 12 = an hourly upload of 5-minute data)."""
     serial = 100_000_000 + np.arange(n, dtype=np.uint64)
     coll = 501 + np.arange(n) // -(-n // N_COLLECTORS)
-    end = T0 + 300 * (interval + 1)
+    first = interval * per_frame
+    ends = T0 + 300 * (first + 1 + np.arange(per_frame, dtype=np.int64))
     out = []
     for c, key in keys.items():
-        s = serial[coll == c]
-        out.append((encode_frame(key, c, interval + 1, end + 30, interval=(
-            s, np.full(len(s), end), (s % 997).astype(np.int32), np.zeros(len(s), np.uint32),
+        s = np.repeat(serial[coll == c], per_frame)
+        e = np.tile(ends, len(s) // per_frame)
+        out.append((encode_frame(key, c, interval + 1, int(ends[-1]) + 30, interval=(
+            s, e, (s % 997).astype(np.int32), np.zeros(len(s), np.uint32),
             np.zeros(len(s), np.uint8))), len(s)))
     return out
 
@@ -91,14 +96,18 @@ class Receiver:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for m in self.consumer.fetch(1000, 0.2):
-                now = time.time()
+            # a pull for one message returns when it arrives; then take what is there
+            msgs = self.consumer.fetch(1, 0.2)
+            if msgs:
+                msgs += self.consumer.fetch(1000, 0.001)
+            now = time.time()
+            for m in msgs:
                 n = int(m.headers.get("Headend-Rows", "0"))
                 self.rows += n
                 src = m.headers.get("Headend-Source", "")
                 if src.startswith("bench:"):
                     self.lat.extend([now - float(src[6:])] * n)
-                m.ack()
+            ack_all(msgs)
 
     def wait(self, rows: int, timeout_s: float) -> float:
         t0 = time.monotonic()
@@ -182,6 +191,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--bucket-bits", type=int, default=11)
     ap.add_argument("--nats", default=None)
+    ap.add_argument("--per-frame", type=int, default=1,
+                    help="5-minute reads per meter in each collector frame (12: hourly uploads)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-bus-"))
@@ -196,21 +207,25 @@ def main() -> None:
         url = f"nats://127.0.0.1:{port}"
         time.sleep(0.5)
     results: dict[str, object] = {"meters": args.meters, "partitions": args.partitions,
-                                  "cpus": os.cpu_count()}
+                                  "per_frame": args.per_frame, "cpus": os.cpu_count(),
+                                  "group": os.environ.get("HEADEND_STREAM_GROUP",
+                                                          "transformer"),
+                                  "load_avg_1m": os.getloadavg()[0]}
     meters, colls, keys = fleet_csv(args.meters)
     cache: dict[int, list[tuple[bytes, int]]] = {}
 
     def frames_of(i: int) -> list[tuple[bytes, int]]:
         if i not in cache:
             cache.clear()
-            cache[i] = frames_for(args.meters, keys, i)
+            cache[i] = frames_for(args.meters, keys, i, args.per_frame)
         return cache[i]
 
     interval = 0
     try:
         data = work / "data"
         cfg = load_config(env={}, data=data, bus=url, workers=0, partitions=args.partitions,
-                          bucket_bits=args.bucket_bits, stream_group="transformer")
+                          bucket_bits=args.bucket_bits,
+                          stream_group=os.environ.get("HEADEND_STREAM_GROUP", "transformer"))
         svc = Service(cfg)
         svc.start()
         assert svc.uplink is not None
@@ -224,7 +239,7 @@ def main() -> None:
                 # warm-up interval (dedup index, topology)
                 for f, n in frames_of(interval):
                     svc.uplink.submit(f, source="warm", wait=False)
-                rcv.wait(rcv.rows + args.meters, 60)
+                rcv.wait(rcv.rows + args.meters * args.per_frame, 60)
                 interval += 1
                 base = rcv.rows
                 total = 0

@@ -251,3 +251,40 @@ def test_subscriber_added_while_running_gets_webhooks(svc: Service, fleet: Fleet
         assert [json.loads(b)["meter"] for _, b in hook.received] == ["100000003"]
     finally:
         hook.stop()
+
+
+def test_feeder_grouping_payload_cap_and_row_order() -> None:
+    """Feeder groups (transformer and meter tokens ``~``), rows in input order within a
+    group, and a group bigger than the payload cap cut at line boundaries."""
+    import numpy as np
+    import pyarrow as pa
+
+    from headend.bus import open_bus
+    from headend.model import schema
+    from headend.serve.streams import StreamPublisher, _stable_order, encode_groups
+
+    meters = pa.table({
+        "meter_idx": pa.array([0, 1, 2], pa.int32()), "meter_id": ["a", "b", "c"],
+        "commodity": pa.array([0, 0, 0], pa.uint8()), "substation_id": ["S", "S", "S"],
+        "feeder_id": ["F1", "F2", "F1"], "transformer_id": ["T1", "T2", "T3"]})
+    reads = pa.table([pa.array([2, 1, 0], pa.int32()), pa.array([0, 0, 0], pa.uint8()),
+                      pa.array([900, 900, 1800]).cast(schema.TS),
+                      pa.array([1, 2, 3], pa.int32()), pa.array([0, 0, 0], pa.uint32())],
+                     schema=schema.READS)
+    msgs = StreamPublisher(open_bus(), lambda: meters, group_by="feeder").messages(
+        "reads", reads)
+    assert [(s, h["Headend-Rows"]) for s, _, h in msgs] == [
+        ("headend.reads.raw.electric.S.F1.~.~.kwh_del", "2"),
+        ("headend.reads.raw.electric.S.F2.~.~.kwh_del", "1")]
+    assert [json.loads(x)["meter"] for x in msgs[0][1].splitlines()] == ["c", "a"]
+    assert json.loads(msgs[0][1].splitlines()[1])["end"] == "1970-01-01T00:30:00Z"
+
+    lines = pa.array([f"row{i:04d}\n" for i in range(300)])
+    key = np.arange(300, dtype=np.int64) % 2
+    keys, payloads, counts = encode_groups(key, lines, max_bytes=100)
+    assert max(len(p) for p in payloads) <= 100 and int(counts.sum()) == 300
+    assert b"".join(p for k, p in zip(keys, payloads) if k == 1) == "".join(
+        f"row{i:04d}\n" for i in range(1, 300, 2)).encode()
+    for top in (50, 70_000, 2**40):
+        k = np.random.default_rng(1).integers(0, top, 5_000)
+        assert np.array_equal(_stable_order(k), np.argsort(k, kind="stable"))

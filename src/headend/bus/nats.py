@@ -13,6 +13,7 @@ Install with ``pip install headend[nats]``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
@@ -76,6 +77,47 @@ class _Loop:
             self.loop.close()
 
 
+class _AckBatch:
+    """Publish acknowledgements of one :meth:`NatsBus.publish_many` attempt."""
+
+    def __init__(self, batch_id: str, prefix: str, n: int) -> None:
+        self.id = batch_id
+        self.prefix = f"{prefix}.{batch_id}."
+        self.results: list[Any] = [None] * n
+        self.left = n
+        self.done = asyncio.Event()
+        if n == 0:
+            self.done.set()
+
+    def reply(self, k: int) -> str:
+        return self.prefix + str(k)
+
+    def set(self, k: int, msg: Any) -> None:
+        if 0 <= k < len(self.results) and self.results[k] is None:
+            self.results[k] = msg
+            self.left -= 1
+            if self.left == 0:
+                self.done.set()
+
+
+def _pub_ack(msg: Any) -> Any:
+    """A JetStream publish answer as a PubAck, or the exception it stands for."""
+    if msg is None:
+        return TimeoutError()
+    if msg.headers and msg.headers.get("Status") == "503":
+        return nats.js.errors.NoStreamResponseError()
+    try:
+        resp = json.loads(msg.data)
+    except ValueError as exc:
+        return exc
+    if "error" in resp:
+        try:
+            nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
+        except nats.js.errors.APIError as exc:
+            return exc
+    return api.PubAck.from_response(resp)
+
+
 class _NatsConsumer:
     def __init__(self, bus: NatsBus, psub: Any, ephemeral: bool) -> None:
         self._bus = bus
@@ -122,6 +164,20 @@ class _NatsConsumer:
         return int(info.num_pending or 0)
 
     def close(self) -> None:
+        async def nak_pending() -> None:
+            # messages a pull request of ours received but no fetch returned yet (a
+            # pull that outlived its fetch): hand them back now instead of after
+            # ack_wait (another worker may own the partition next)
+            queue = getattr(getattr(self._psub, "_sub", None), "_pending_queue", None)
+            while queue is not None and not queue.empty():
+                raw = queue.get_nowait()
+                if raw.reply and raw.data:
+                    await raw.nak()
+
+        try:
+            self._bus._loop.run(nak_pending(), timeout=2)
+        except Exception as exc:  # noqa: BLE001 - best effort: ack_wait redelivers anyway
+            log.debug("closing consumer: %s", exc)
         try:
             self._bus._loop.run(self._psub.unsubscribe(), timeout=2)
         except Exception as exc:  # noqa: BLE001 - closing: the connection may be gone already
@@ -225,6 +281,9 @@ class NatsBus:
             self._loop.stop()
             raise ServiceUnavailable(f"cannot connect to NATS at {servers}: {exc}") from exc
         self.js = self.nc.jetstream(timeout=DEFAULT_TIMEOUT_S)
+        self._ack_prefix: str | None = None
+        self._ack_seq = 0
+        self._acks: dict[str, _AckBatch] = {}
 
     def ensure_stream(self, spec: StreamSpec) -> None:
         cfg = api.StreamConfig(
@@ -258,22 +317,23 @@ class NatsBus:
         ``Nats-Msg-Id`` header is stored once even if retried (JetStream dedup window)."""
 
         async def attempt(todo: list[int]) -> list[Any]:
-            futs = []
-            for i in todo:
-                subject, data, headers = messages[i]
-                futs.append(await self.js.publish_async(
-                    subject, data, headers=dict(headers or {}) or None))
-            await asyncio.wait(futs, timeout=DEFAULT_TIMEOUT_S)
-            out: list[Any] = []
-            for f in futs:
-                if not f.done():
-                    f.cancel()
-                    out.append(TimeoutError())
-                elif f.cancelled():
-                    out.append(TimeoutError())
-                else:
-                    out.append(f.exception() or f.result())
-            return out
+            # pipelined: every message published with its own reply subject under one
+            # wildcard subscription, one flush, then the acks are awaited together
+            # (no future, semaphore or timer per message)
+            batch = await self._batch_acks(len(todo))
+            try:
+                for k, i in enumerate(todo):
+                    subject, data, headers = messages[i]
+                    await self.nc.publish(subject, data, reply=batch.reply(k),
+                                          headers=dict(headers) if headers else None)
+                await self.nc.flush(DEFAULT_TIMEOUT_S)
+                try:
+                    await asyncio.wait_for(batch.done.wait(), DEFAULT_TIMEOUT_S)
+                except TimeoutError:
+                    pass
+                return [_pub_ack(r) for r in batch.results]
+            finally:
+                self._acks.pop(batch.id, None)
 
         async def go() -> list[int]:
             seqs: list[int | None] = [None] * len(messages)
@@ -300,6 +360,23 @@ class NatsBus:
                 delay = min(delay * 2, 1.0)
 
         return self._loop.run(go(), timeout=self.publish_retry_s + DEFAULT_TIMEOUT_S * 2)
+
+    async def _batch_acks(self, n: int) -> _AckBatch:
+        if self._ack_prefix is None:
+            self._ack_prefix = self.nc.new_inbox()
+
+            async def on_ack(msg: Any) -> None:
+                _, bid, k = msg.subject.rsplit(".", 2)
+                batch = self._acks.get(bid)
+                if batch is not None:
+                    batch.set(int(k), msg)
+
+            await self.nc.subscribe(self._ack_prefix + ".>", cb=on_ack,
+                                    pending_msgs_limit=-1, pending_bytes_limit=-1)
+        self._ack_seq += 1
+        batch = _AckBatch(f"{self._ack_seq}", self._ack_prefix, n)
+        self._acks[batch.id] = batch
+        return batch
 
     def consumer(
         self,

@@ -2,11 +2,14 @@
 
 :class:`StreamPublisher` is an ingest :class:`~headend.ingest.pipeline.Listener`. For
 each stored batch it computes the subject of every row from the meter topology
-(vectorised: subjects are a function of ``(meter_idx, type)``, so rows are grouped on
-that integer key with NumPy), and publishes **one message per subject** whose payload
-is JSON lines (``Content-Type: application/x-ndjson``), built column-wise with Arrow
-compute and cut out of one Arrow string buffer per batch (no per-row Python). Payload
-fields, per family (values in the unit of their type, times ISO 8601 UTC)::
+(vectorised: subjects are a function of ``(group of meter_idx, type)``, one integer key
+per row; the rows are put in key order once with a radix sort), and publishes **one
+message per subject** (cut at :data:`MAX_PAYLOAD`) whose payload is JSON lines
+(``Content-Type: application/x-ndjson``), built column-wise with Arrow compute and cut
+out of one Arrow string buffer per batch (no per-row Python). The group is the meter,
+the transformer or the feeder (``group_by``; docs/streams.md). The batch's messages go
+out in one pipelined :meth:`~headend.bus.base.Bus.publish_many`. Payload fields, per
+family (values in the unit of their type, times ISO 8601 UTC)::
 
     reads:     {"meter":"M1","type":"kwh_del","end":"2026-01-01T00:15:00Z","value":0.25,"quality":1}
     registers: {"meter":"M1","type":"kwh_del_total","time":"...Z","value":1234.5}
@@ -43,6 +46,9 @@ OUT_STREAM: Final = "HEADEND_OUT"
 JSONL: Final = "application/x-ndjson"
 GROUPINGS: Final = ("meter", "transformer", "feeder")
 _ISO: Final = "%Y-%m-%dT%H:%M:%SZ"
+#: largest third-party payload [bytes]; bigger groups are cut (NATS max_payload is
+#: 1 MiB by default)
+MAX_PAYLOAD: Final = 512 * 1024
 
 
 def out_stream_spec(replicas: int = 1, max_age_s: float = 7 * 86_400.0,
@@ -113,12 +119,11 @@ def _iso(col: pa.ChunkedArray | pa.Array) -> Any:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if arr.null_count or len(arr) < 64:
         return pc.strftime(arr, format=_ISO)
-    ints = arr.cast(pa.int64()).to_numpy()
-    uniq, inv = np.unique(ints, return_inverse=True)
-    if len(uniq) * 4 > len(ints):
+    enc = pc.dictionary_encode(arr.cast(pa.int64()))  # hashing: O(rows)
+    if len(enc.dictionary) * 4 > len(arr):
         return pc.strftime(arr, format=_ISO)
-    text = pc.strftime(pa.array(uniq, pa.int64()).cast(arr.type), format=_ISO)
-    return text.take(pa.array(inv.astype(np.int32)))
+    text = pc.strftime(enc.dictionary.cast(arr.type), format=_ISO)
+    return text.take(enc.indices)
 
 
 def _json_str(arr: Any) -> Any:
@@ -141,29 +146,86 @@ def _lines(parts: Sequence[Any]) -> pa.Array:
 
 
 def encode_groups(
-    group_key: npt.NDArray[np.int64], lines: pa.Array
+    group_key: npt.NDArray[np.int64], lines: pa.Array, max_bytes: int = 0, *,
+    presorted: bool = False,
 ) -> tuple[npt.NDArray[np.int64], list[bytes], npt.NDArray[np.int64]]:
     """Cut JSON lines into one payload per distinct ``group_key``.
 
     Returns the distinct keys (sorted), each group's payload (its lines, in input order
     within the group, each ending in ``\\n``) and the row count of each group. The
-    lines are sorted once and each payload is one slice of the Arrow data buffer.
+    lines are sorted once and each payload is one slice of the Arrow data buffer. With
+    ``max_bytes`` > 0 a bigger group becomes several consecutive payloads (its key
+    repeated), each at most ``max_bytes`` [bytes] (the broker's message size limit).
+    ``presorted``: the keys are already in order (rows permuted by the caller).
     """
-    order = np.argsort(group_key, kind="stable")
-    keys_sorted = group_key[order]
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
-    sorted_lines = pc.take(lines, pa.array(order))
+    order = None if presorted else _stable_order(group_key)
+    if order is None:
+        keys_sorted, sorted_lines = group_key, lines
+    else:
+        keys_sorted, sorted_lines = group_key[order], pc.take(lines, pa.array(order))
     if sorted_lines.offset != 0:  # pragma: no cover - take() returns offset 0
         sorted_lines = pa.concat_arrays([sorted_lines])
-    uniq, starts, counts = np.unique(keys_sorted, return_index=True, return_counts=True)
+    # group boundaries of the sorted keys: O(rows), no second sort
+    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]]) \
+        if len(keys_sorted) else np.empty(0, dtype=np.int64)
+    uniq = keys_sorted[starts]
+    counts = np.diff(np.r_[starts, len(keys_sorted)])
     offsets = np.frombuffer(sorted_lines.buffers()[1], dtype=np.int32,
                             count=len(sorted_lines) + 1, offset=sorted_lines.offset * 4)
     data = sorted_lines.buffers()[2]
     raw = memoryview(data) if data is not None else memoryview(b"")
-    ends = starts + counts
-    payloads = [bytes(raw[offsets[s]:offsets[e]]) for s, e in zip(starts, ends, strict=True)]
+    if max_bytes > 0:
+        starts, counts, uniq = _cap(offsets, starts, counts, uniq, max_bytes)
+    lo = offsets[starts].tolist()
+    hi = offsets[starts + counts].tolist()
+    payloads = [bytes(raw[s:e]) for s, e in zip(lo, hi, strict=True)]
     return uniq.astype(np.int64), payloads, counts.astype(np.int64)
+
+
+def _stable_order(key: npt.NDArray[np.int64]) -> npt.NDArray[np.intp] | None:
+    """Stable sorting permutation of non-negative integer keys, or None when they are
+    sorted already. Keys below 2**32 use two 16-bit radix passes (NumPy's stable sort
+    of 16-bit integers is a radix sort: ~10x faster than sorting int64)."""
+    if len(key) < 2 or bool(np.all(key[1:] >= key[:-1])):
+        return None
+    top = int(key.max())
+    if top < 1 << 16:
+        return np.argsort(key.astype(np.uint16), kind="stable")
+    if top < 1 << 32 and int(key.min()) >= 0:
+        low = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+        high = np.argsort((key[low] >> 16).astype(np.uint16), kind="stable")
+        return low[high]
+    return np.argsort(key, kind="stable")
+
+
+def _cap(offsets: npt.NDArray[np.int32], starts: npt.NDArray[Any], counts: npt.NDArray[Any],
+         keys: npt.NDArray[Any], max_bytes: int
+         ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+    """Cut groups whose payload exceeds ``max_bytes`` into consecutive pieces (at line
+    boundaries) so that no message exceeds the broker's payload limit."""
+    size = offsets[starts + counts] - offsets[starts]
+    if not len(size) or int(size.max()) <= max_bytes:
+        return starts, counts, keys
+    new_s, new_c, new_k = [], [], []
+    for s, c, k, n in zip(starts.tolist(), counts.tolist(), keys.tolist(), size.tolist(),
+                          strict=True):
+        if n <= max_bytes:
+            new_s.append(s)
+            new_c.append(c)
+            new_k.append(k)
+            continue
+        bounds = offsets[s:s + c + 1].astype(np.int64)  # line boundaries
+        i = 0
+        while i < c:  # one step per piece (greedy), not per row
+            j = int(np.searchsorted(bounds, bounds[i] + max_bytes, side="right")) - 1
+            j = max(j, i + 1)  # a single line longer than max_bytes goes alone
+            new_s.append(s + i)
+            new_c.append(j - i)
+            new_k.append(k)
+            i = j
+    return np.asarray(new_s), np.asarray(new_c), np.asarray(new_k)
 
 
 class StreamPublisher:
@@ -254,12 +316,33 @@ class StreamPublisher:
         """
         idx = table.column("meter_idx").to_numpy().astype(np.int64)
         topo = self.topology(int(idx.max()) + 1 if len(idx) else 0)
-        take = pa.array(idx)
-        ids = topo.quoted_id.take(take)
         if family == "reads":
             stage = stage or "raw"
             t = table.column("reading_type").to_numpy().astype(np.int64)
             type_tok = _READING_NAMES
+        elif family == "registers":
+            stage = stage or "raw"
+            t = table.column("register").to_numpy().astype(np.int64)
+            type_tok = _REGISTER_NAMES
+        elif family == "events":
+            stage = stage or "device"
+            uniq, t = np.unique(table.column("event_code").to_numpy(), return_inverse=True)
+            t = t.astype(np.int64)
+            type_tok = np.array([event_token(int(c)) for c in uniq], dtype=object)
+            dotted = np.array([event_code_str(int(c)) for c in uniq], dtype=object)
+        else:
+            raise ValueError(f"unknown family {family!r}")
+        n_types = max(len(type_tok), 1)
+        group_of, prefixes = topo.groups(self.group_by)
+        key = group_of[idx] * n_types + t
+        # rows sorted by subject once, on the integer key (radix sort); the numeric
+        # columns are permuted, so the JSON lines come out already grouped
+        order = _stable_order(key)
+        if order is not None:
+            perm = pa.array(order)
+            table, idx, t, key = table.take(perm), idx[order], t[order], key[order]
+        ids = topo.quoted_id.take(pa.array(idx))
+        if family == "reads":
             value = pc.multiply(table.column("value").cast(pa.float64()),
                                 pa.array(RT_RESOLUTION[t]))
             parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
@@ -267,33 +350,18 @@ class StreamPublisher:
                      pc.cast(pc.round(value, 6), pa.string()), ',"quality":',
                      pc.cast(table.column("quality"), pa.string()), "}\n"]
         elif family == "registers":
-            stage = stage or "raw"
-            t = table.column("register").to_numpy().astype(np.int64)
-            type_tok = _REGISTER_NAMES
             value = pc.multiply(table.column("value").cast(pa.float64()),
                                 pa.array(REG_RESOLUTION[t]))
             parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
                      '","time":"', _iso(table.column("read_time")), '","value":',
                      pc.cast(pc.round(value, 6), pa.string()), "}\n"]
-        elif family == "events":
-            stage = stage or "device"
-            code = table.column("event_code").to_numpy()
-            uniq, t = np.unique(code, return_inverse=True)
-            t = t.astype(np.int64)
-            type_tok = np.array([event_token(int(c)) for c in uniq], dtype=object)
-            dotted = np.array([event_code_str(int(c)) for c in uniq],
-                              dtype=object)
+        else:
             parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
                      '","code":"', _type_names(dotted, t), '","time":"',
                      _iso(table.column("event_time")), '"}\n']
-        else:
-            raise ValueError(f"unknown family {family!r}")
         lines = _lines([pa.scalar(p, pa.string()) if isinstance(p, str) else p
                         for p in parts])
-        n_types = max(len(type_tok), 1)
-        group_of, prefixes = topo.groups(self.group_by)
-        key = group_of[idx] * n_types + t
-        uniq_keys, payloads, counts = encode_groups(key, lines)
+        uniq_keys, payloads, counts = encode_groups(key, lines, MAX_PAYLOAD, presorted=True)
         m = uniq_keys // n_types
         ty = uniq_keys % n_types
         head = f"{PREFIX}.{family}.{stage}."

@@ -148,6 +148,7 @@ class IngestWorker:
         self._hb_rev: int | None = None
         self._last_lease = 0.0
         self._registry_rev: int | None = None
+        self._rr = 0
         self._stop = threading.Event()
         rv = self.registry_kv.get("version")
         self._registry_rev = None if rv is None else rv[1]
@@ -233,9 +234,10 @@ class IngestWorker:
 
         Every owned partition is fetched; what the round got is ingested as **one
         batch** (frames concatenated: one decode, one store append per bucket, one
-        third-party publish), then acknowledged at once. Partitions that had messages
-        are fetched without waiting; the idle wait ``idle_fetch_s`` is spread over the
-        partitions only while everything is empty.
+        third-party publish), then acknowledged at once. While everything is empty the
+        round waits ``idle_fetch_s`` in all, spread over the partitions, for a first
+        message (returned as soon as it arrives); then every partition is asked for
+        what it holds without waiting.
 
         Returns the number of messages acknowledged.
         """
@@ -248,14 +250,17 @@ class IngestWorker:
             time.sleep(self.config.idle_fetch_s)
             return 0
         idle_wait = max(self.config.idle_fetch_s / len(self._consumers), 0.002)
-        msgs: list[Message] = []
-        end = time.monotonic() + self.config.linger_s
-        while True:
-            got = self._fetch_round(idle_wait if not msgs else _BUSY_WAIT_S,
-                                    self.config.batch - len(msgs))
-            msgs.extend(got)
-            if not got or len(msgs) >= self.config.batch or time.monotonic() >= end:
-                break
+        # probe: ask each partition for one message until one has some (a pull for
+        # one message returns as soon as it arrives); then collect what every owned
+        # partition holds without waiting
+        msgs = self._fetch_round(idle_wait, 1, probe=True)
+        if msgs:
+            end = time.monotonic() + self.config.linger_s
+            while True:
+                got = self._fetch_round(_BUSY_WAIT_S, self.config.batch - len(msgs))
+                msgs.extend(got)
+                if not got or len(msgs) >= self.config.batch or time.monotonic() >= end:
+                    break
         for p in set(self.owned) - set(self._consumers):
             try:
                 self._bind(p)
@@ -263,15 +268,18 @@ class IngestWorker:
                 log.debug("partition %d: bind failed: %s", p, exc)
         return self._process(msgs) if msgs else 0
 
-    def _fetch_round(self, wait: float, room: int) -> list[Message]:
-        """Fetch from every owned partition; after the first that has messages, the
-        others are only asked for what is there already (``_BUSY_WAIT_S``)."""
+    def _fetch_round(self, wait: float, room: int, *, probe: bool = False) -> list[Message]:
+        """Fetch up to ``room`` messages from the owned partitions, each waiting at most
+        ``wait`` [s]; a probe stops at the first partition that had a message. The
+        starting partition rotates each round (no partition starves under backlog)."""
         out: list[Message] = []
-        for p, consumer in list(self._consumers.items()):
-            if room - len(out) <= 0:
+        items = list(self._consumers.items())
+        self._rr = (self._rr + 1) % max(len(items), 1)
+        for p, consumer in items[self._rr:] + items[:self._rr]:
+            if room - len(out) <= 0 or (probe and out):
                 break
             try:
-                got = consumer.fetch(room - len(out), wait if not out else _BUSY_WAIT_S)
+                got = consumer.fetch(room - len(out), wait)
             except Exception as exc:  # noqa: BLE001 - e.g. consumer offline after a node loss
                 log.warning("partition %d: fetch failed (%s); re-binding its consumer", p, exc)
                 try:
