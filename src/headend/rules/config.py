@@ -75,6 +75,9 @@ class OutageConfig(_Cfg):
     confirm_s: int = Field(1200, gt=0)  # wait after the last gasp before locating
     max_delay_s: int = Field(3600, gt=0)  # locate at the latest this long after the first gasp
     slack_s: int = Field(60, ge=0)  # clock / reporting tolerance
+    clock_tolerance_s: int = Field(300, ge=0)  # a lone gasp or restoration this close to
+    #   an outage of its meter's device (or an enclosing one) belongs to it (meter clock
+    #   drift); 0: off
     lead_s: int = Field(1, ge=0)  # a transformer whose gasps all precede its feeder's
     #   median gasp by more than this failed first: its own outage (0: off); keep at
     #   least half the spread of one failure's gasp time stamps (clock error)

@@ -32,7 +32,15 @@ Method
    after its end, or a power-fail flagged read at a later interval end) become
    **nested** outages (transformer or meter level; a meter level one only while still
    dark), starting at the parent's end (their own failure was masked by the parent).
-5. **Momentary** (<= ``momentary_s``, IEEE 1366-2012: momentary interruption <= 5 min)
+5. **Clock tolerance** (:mod:`headend.rules.clock`): a lone gasp (none of its
+   transformer's within ``simultaneity_s``) up to ``clock_tolerance_s`` off an out
+   device's window above its meter belongs to it while another meter of its transformer
+   had power until the start; incidents of lone gasps only wait for the gasps up to
+   ``clock_tolerance_s`` after them and are located last; a lone restoration up to
+   ``clock_tolerance_s`` late, while a transformer mate came back in time, is no nested
+   outage. A meter failing again before an outage is located: its restoration is the
+   last one before that gasp. A substation is out only when each of its feeders is.
+6. **Momentary** (<= ``momentary_s``, IEEE 1366-2012: momentary interruption <= 5 min)
    vs **sustained**.
    **Storm mode**: at ``storm_outages`` new outages within ``storm_window_s`` a storm
    alert is raised and the engine stops sending meter-level and momentary outages to
@@ -42,57 +50,28 @@ Method
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from headend.rules.alerts import Outage, record_id
 from headend.rules.base import PF_BIT, POWER_FAIL, POWER_RESTORED, Chunk, Context, Output
+from headend.rules.clock import lone_gasps, lone_late_restorations, near_outage
 from headend.rules.config import OutageConfig
 from headend.rules.grid import SCAN_S
-from headend.rules.topology import LEVEL_NAMES, METER, SUBSTATION, TRANSFORMER, Topology
-from headend.rules.windows import session_ids, sort_by_key_time
+from headend.rules.pinger import EvidencePinger, Pinger
+from headend.rules.topology import FEEDER, LEVEL_NAMES, METER, SUBSTATION, TRANSFORMER, Topology
+from headend.rules.windows import densest_window, session_ids, sort_by_key_time
 
 __all__ = ["EvidencePinger", "OutageRule", "Pinger"]
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 _STATE = ("last_up", "gap_from", "gap_to", "last_gasp", "last_restore", "pf_at", "up_after",
-          "last_report")
+          "last_report", "restore_before")
 INPUTS = ("events:3.26.0.85", "events:3.26.0.216", "reads:interval_end",
           "reads:quality:1.2.32", "topology")
-
-
-class Pinger(Protocol):
-    """Port: ask two-way meters whether they have power.
-
-    ``ping(meters, at_s)`` returns per meter 1 (answered: powered), 0 (no answer) or
-    -1 (cannot be pinged: one-way meter or unknown). Blocking; may be slow in real
-    networks, so the engine pings only meters whose state is undecided.
-    """
-
-    def ping(self, meters: I32, at_s: int) -> npt.NDArray[np.int8]: ...
-
-
-class EvidencePinger:
-    """Default adapter until a command path exists: answers from the data seen so far.
-
-    A two-way meter "answers" at ``at_s`` when its latest sign of power is newer than
-    its latest gasp and no older than one interval + slack; otherwise it does not.
-    """
-
-    def __init__(self, rule: OutageRule, topology: Topology) -> None:
-        self.rule, self.topo = rule, topology
-
-    def ping(self, meters: I32, at_s: int) -> npt.NDArray[np.int8]:
-        r = self.rule
-        iv = self.topo.interval_s[meters].astype(np.int64)
-        up = (r.last_up[meters] > r.last_gasp[meters]) & (
-            at_s - r.last_up[meters] <= iv + r.cfg.slack_s)
-        out = np.where(up, 1, 0).astype(np.int8)
-        out[~self.topo.two_way[meters]] = -1
-        return out
 
 
 @dataclass(slots=True)
@@ -110,7 +89,7 @@ class _Open:
 
 
 class OutageRule:
-    """Runtime outage rule (see the module docstring). State: 8 int64 and 1 int32 per meter."""
+    """Runtime outage rule (see the module docstring). State: 9 int64 and 1 int32 per meter."""
 
     kind = "outage"
 
@@ -121,6 +100,7 @@ class OutageRule:
         self.last_gasp, self.last_restore, self.pf_at, self.up_after = (
             z.copy(), z.copy(), z.copy(), z.copy())
         self.last_report = z.copy()  # any read or event, flagged or not
+        self.restore_before = z.copy()  # the last restoration before the last gasp
         self.member = np.full(n, -1, np.int32)
         self.p_meter = np.zeros(0, np.int32)
         self.p_time = np.zeros(0, np.int64)
@@ -160,8 +140,8 @@ class OutageRule:
         return s
 
     def restore(self, s: dict[str, Any]) -> None:
-        for f in _STATE:
-            setattr(self, f, np.array(s[f], np.int64))
+        for f in _STATE:  # a checkpoint from before restore_before: zeros
+            setattr(self, f, np.array(s[f] if f in s else np.zeros(len(s["member"])), np.int64))
         self.member = np.array(s["member"], np.int32)
         self.p_meter, self.p_time = np.array(s["p_meter"]), np.array(s["p_time"])
         self.p_pseudo = np.array(s["p_pseudo"], np.bool_)
@@ -180,6 +160,7 @@ class OutageRule:
     def _evidence(self, c: Chunk, topo: Topology) -> None:
         gasp = c.e_code == POWER_FAIL
         rest = c.e_code == POWER_RESTORED
+        self._restore_before(c.e_meter[gasp | rest], c.e_time[gasp | rest], gasp[gasp | rest])
         for arr, m, t in ((self.last_gasp, c.e_meter[gasp], c.e_time[gasp]),
                           (self.last_restore, c.e_meter[rest], c.e_time[rest])):
             np.maximum.at(arr, m, t)
@@ -221,6 +202,20 @@ class OutageRule:
             fc = cand[np.r_[True, um[cand][1:] != um[cand][:-1]]] if len(cand) else cand
             self.up_after[um[fc]] = ut[fc]
 
+    def _restore_before(self, m: I32, t: I64, is_gasp: npt.NDArray[np.bool_]) -> None:
+        """Keep the last restoration before each meter's last gasp (the restoration of an
+        earlier outage when the meter fails again before that one is located)."""
+        if not is_gasp.any():
+            return
+        o = sort_by_key_time(m, t)
+        m, t, is_gasp = m[o], t[o], is_gasp[o]
+        j = np.maximum.accumulate(np.where(is_gasp, -1, np.arange(len(t))))
+        own = (j >= 0) & (m[np.maximum(j, 0)] == m)
+        prev = np.where(own, t[np.maximum(j, 0)], self.last_restore[m])
+        g = np.flatnonzero(is_gasp)
+        last_g = g[np.r_[m[g][1:] != m[g][:-1], True]]  # each meter's last gasp here
+        self.restore_before[m[last_g]] = prev[last_g]
+
     def _out_at(self, m: I32, a: I64, hi: int, wm: int, topo: Topology, ping: Any
                 ) -> npt.NDArray[np.bool_]:
         """Which meters ``m`` were out at incident start ``a`` (per meter; the incident's
@@ -245,7 +240,11 @@ class OutageRule:
         s = self.cfg.slack_s
         iv = topo.interval_s[m].astype(np.int64)
         big = np.iinfo(np.int64).max
-        r = np.where(self.last_restore[m] > a, self.last_restore[m], big)
+        # the meter gasped again after this outage (beyond its clock tolerance): its
+        # restoration is the one before that gasp
+        again = self.last_gasp[m] > a + self.cfg.simultaneity_s + s + self.cfg.clock_tolerance_s
+        ev = np.where(again, self.restore_before[m], self.last_restore[m])
+        r = np.where(ev > a, ev, big)
         gap = (self.gap_from[m] <= a + s) & (self.gap_to[m] > a + s)
         r = np.minimum(r, np.where(gap, self.gap_to[m], big))
         grid = (a // iv + 1) * iv
@@ -277,14 +276,22 @@ class OutageRule:
         return st
 
     def _locate(self, m_g: I32, t_g: I64, wm: int, topo: Topology, ping: Any,
-                levels: tuple[int, ...]) -> None:
+                levels: tuple[int, ...], lonely: npt.NDArray[np.bool_]) -> None:
         # gasps of meters already in an outage that had begun by then are explained by it;
         # an earlier gasp (or silence: its start is known to one interval) is a new fault
         tol = self.cfg.slack_s + (topo.interval_s[m_g].astype(np.int64) if levels == (
             TRANSFORMER,) else 0)
         still = (self.member[m_g] >= 0) & (self.up_after[m_g] == 0) & (
             self._slot_starts()[np.maximum(self.member[m_g], 0)] <= t_g + tol)
-        m_g, t_g = m_g[~still], t_g[~still]
+        # a lone gasp near an outage of its meter or a device above it: a drifting clock
+        if lonely.any():
+            cfg = self.cfg
+            still[lonely] |= near_outage(
+                m_g[lonely], t_g[lonely],
+                [(o.start, o.members) for o in self.open.values() if o.level > METER],
+                self.last_gasp, topo, cfg.simultaneity_s, cfg.slack_s, cfg.clock_tolerance_s)
+        m_g, t_g, lonely = m_g[~still], t_g[~still], lonely[~still]
+        ctol = self.cfg.clock_tolerance_s
         remaining = np.ones(len(m_g), np.bool_)
         ratios = {SUBSTATION: self.cfg.substation_ratio, 2: self.cfg.feeder_ratio,
                   TRANSFORMER: self.cfg.transformer_ratio}
@@ -293,13 +300,15 @@ class OutageRule:
             ok = remaining & (dev_g >= 0)
             if not ok.any():
                 continue
-            devs, a_d, coherent = _densest(dev_g[ok], t_g[ok], self.cfg.simultaneity_s)
+            devs, a_d, coherent = densest_window(dev_g[ok], t_g[ok], self.cfg.simultaneity_s)
             mm, pos = topo.meters_of(level, devs.astype(np.int32))
             out = self._out_at(mm, a_d[pos], int(t_g.max()), wm, topo, ping)
             cnt = np.bincount(pos, weights=out, minlength=len(devs))
             size = topo.size(level)[devs]
+            whole = self._each_feeder_out(mm, pos, out, len(devs), topo) if (
+                level == SUBSTATION) else True
             hit = np.flatnonzero((cnt >= ratios[level] * size) & (size >= self.cfg.min_meters)
-                                 & (coherent >= self.cfg.coherence))
+                                 & (coherent >= self.cfg.coherence) & whole)
             if len(hit) == 0:
                 continue
             # gasps explained by an out device (its simultaneous window) are consumed
@@ -309,6 +318,12 @@ class OutageRule:
                 t_g <= a_hit[where] + self.cfg.simultaneity_s)
             if level > TRANSFORMER and self.cfg.lead_s > 0:
                 inside, a_hit = self._leading(m_g, t_g, where, inside, a_hit, topo)
+            # lone gasps off the window by up to clock_tolerance_s, while another meter of
+            # their transformer gasped in it (a drifting clock): explained too
+            tx_g = topo.device[TRANSFORMER][m_g]
+            agree = np.isin(tx_g, tx_g[inside & (tx_g >= 0)])
+            inside = inside | (ok & lonely & agree & (hd[where] == dev_g) & (
+                t_g >= a_hit[where] - ctol) & (t_g <= a_hit[where] + self.cfg.simultaneity_s + ctol))
             for i, d in enumerate(hit.tolist()):
                 self._new(level, int(devs[d]), int(a_hit[i]), mm[(pos == d) & out], None, topo)
             remaining &= ~inside
@@ -318,6 +333,18 @@ class OutageRule:
         firsts = np.r_[True, mr[1:] != mr[:-1]] if len(mr) else np.zeros(0, np.bool_)
         for m, t in zip(mr[firsts].tolist(), tr[firsts].tolist(), strict=True):
             self._new(METER, m, t, np.array([m], np.int32), None, topo)
+
+    def _each_feeder_out(self, mm: I32, pos: I32, out: npt.NDArray[np.bool_], n_dev: int,
+                         topo: Topology) -> npt.NDArray[np.bool_]:
+        """Per substation: each of its feeders has ``feeder_ratio`` of its meters out (a
+        substation fails as a whole; one big feeder alone can hold ``substation_ratio``)."""
+        nf = topo.n_devices(FEEDER) + 1
+        key = pos.astype(np.int64) * nf + topo.device[FEEDER][mm] + 1
+        uk, inv = np.unique(key, return_inverse=True)
+        share = np.bincount(inv, weights=out) / np.bincount(inv)
+        worst = np.ones(n_dev)
+        np.minimum.at(worst, uk // nf, share)
+        return worst >= self.cfg.feeder_ratio
 
     def _leading(self, m_g: I32, t_g: I64, where: I64, inside: npt.NDArray[np.bool_],
                  a_hit: I64, topo: Topology) -> tuple[npt.NDArray[np.bool_], I64]:
@@ -405,18 +432,24 @@ class OutageRule:
             keep = np.ones(len(pt), np.bool_)
             # silence may be explained by an outage up to one interval + slack after the
             # last sign of power: wait for real gasps not ready yet within that reach
+            lonely, lone_s = lone_gasps(pm, pt, pp, lo, ready, ~ready[sid] & ~pp, topo,
+                                        cfg.simultaneity_s, cfg.clock_tolerance_s)
             waiting = ~ready[sid] & ~pp
             block = int(pt[waiting].min()) if waiting.any() else np.iinfo(np.int64).max
             reach = topo.interval_s[pm].astype(np.int64) + cfg.slack_s
-            # real gasps first; silence only for meters they did not explain
-            for pseudo in (False, True):
+            # real gasps first (incidents with a coherent gasp first, then those made of
+            # lone gasps only); silence only for meters they did not explain
+            for pseudo, lone in ((False, False), (False, True), (True, None)):
                 for s in np.flatnonzero(ready).tolist():
+                    if lone is not None and bool(lone_s[s]) != lone:
+                        continue
                     sel = lo[s] + np.flatnonzero(pp[lo[s]:hi[s]] == pseudo)
                     if pseudo:
                         sel = sel[pt[sel] + reach[sel] < block]
                     if len(sel):
                         self._locate(pm[sel], pt[sel], wm, topo, ctx.pinger,
-                                     (TRANSFORMER,) if pseudo else (SUBSTATION, 2, TRANSFORMER))
+                                     (TRANSFORMER,) if pseudo else (SUBSTATION, 2, TRANSFORMER),
+                                     lonely[sel])
                     keep[sel] = False
             self.p_meter, self.p_time, self.p_pseudo = pm[keep], pt[keep], pp[keep]
         out = Output()
@@ -454,8 +487,11 @@ class OutageRule:
         end = o.end if o.end is not None else wm
         iv = topo.interval_s[mine].astype(np.int64)
         lr, pf = self.last_restore[mine], self.pf_at[mine]
-        late = ((lr > end + self.cfg.simultaneity_s // 2) & (lr > o.start)) | (
-            pf > (end // iv + 1) * iv + self.cfg.slack_s)
+        late_ev = (lr > end + self.cfg.simultaneity_s // 2) & (lr > o.start)
+        # a lone restoration a little late is a drifting clock (headend.rules.clock)
+        late_ev &= ~lone_late_restorations(mine, lr, late_ev, o.start, end, topo,
+                                           self.cfg.simultaneity_s, self.cfg.clock_tolerance_s)
+        late = late_ev | (pf > (end // iv + 1) * iv + self.cfg.slack_s)
         late &= (self.up_after[mine] > 0) & (o.level > TRANSFORMER)
         left = mine[self.up_after[mine] == 0]
         if len(left) and ping is not None and self.cfg.use_pings:
@@ -498,18 +534,3 @@ class OutageRule:
         single &= self.up_after[left] == 0
         for m in left[single].tolist():
             self._new(METER, m, back_at, np.array([m], np.int32), o.oid, topo)
-
-
-
-def _densest(dev: npt.NDArray[Any], t: I64, width: int
-             ) -> tuple[npt.NDArray[np.int64], I64, npt.NDArray[np.float64]]:
-    """Per device: the start of its densest ``width``-second window of gasps and the
-    share of the device's gasps inside it (1.0 when the device failed as a whole)."""
-    o = sort_by_key_time(dev, t)
-    dk, tt = dev[o].astype(np.int64), t[o]
-    packed = (dk << 32) | tt
-    cnt = np.searchsorted(packed, packed + width, side="right") - np.arange(len(tt))
-    best = np.lexsort((tt, -cnt, dk))
-    first = np.r_[True, dk[best][1:] != dk[best][:-1]]
-    devs, total = np.unique(dk, return_counts=True)
-    return devs, tt[best][first], cnt[best][first] / total

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["RunState", "Runs", "session_ids", "sliding_sum", "sort_by_key_time", "tumbling"]
+__all__ = ["RunState", "Runs", "densest_window", "isolated", "session_ids", "sliding_sum", "sort_by_key_time",
+           "tumbling"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -32,6 +33,20 @@ def sort_by_key_time(key: npt.NDArray[Any], t: I64) -> npt.NDArray[np.intp]:
     """Stable order by ``(key, t)``; ``key`` >= 0 and < 2**31, ``0 <= t < 2**32``."""
     packed = (key.astype(np.int64) << np.int64(32)) | t.astype(np.int64)
     return np.argsort(packed, kind="stable")
+
+
+def isolated(key: npt.NDArray[Any], t: I64, width_s: int) -> npt.NDArray[np.bool_]:
+    """Items with no other item of the same key within ``width_s`` [s] (input order;
+    ``key`` >= 0, as for :func:`sort_by_key_time`)."""
+    o = sort_by_key_time(key, t)
+    k, tt = key[o], t[o]
+    near = (k[1:] == k[:-1]) & (tt[1:] - tt[:-1] <= width_s)
+    iso = np.ones(len(t), np.bool_)
+    iso[1:] &= ~near
+    iso[:-1] &= ~near
+    out = np.empty(len(t), np.bool_)
+    out[o] = iso
+    return out
 
 
 def session_ids(key: npt.NDArray[Any], t: I64, gap_s: int) -> npt.NDArray[np.int64]:
@@ -185,3 +200,17 @@ def sliding_sum(
     csum = np.concatenate([[0.0], np.cumsum(value.astype(np.float64))])
     lo = np.searchsorted(packed, packed - width_s, side="right")
     return csum[1:] - csum[lo]  # type: ignore[no-any-return]
+
+
+def densest_window(dev: npt.NDArray[Any], t: I64, width: int
+                   ) -> tuple[npt.NDArray[np.int64], I64, npt.NDArray[np.float64]]:
+    """Per device: the start of its densest ``width``-second window of gasps and the
+    share of the device's gasps inside it (1.0 when the device failed as a whole)."""
+    o = sort_by_key_time(dev, t)
+    dk, tt = dev[o].astype(np.int64), t[o]
+    packed = (dk << 32) | tt
+    cnt = np.searchsorted(packed, packed + width, side="right") - np.arange(len(tt))
+    best = np.lexsort((tt, -cnt, dk))
+    first = np.r_[True, dk[best][1:] != dk[best][:-1]]
+    devs, total = np.unique(dk, return_counts=True)
+    return devs, tt[best][first], cnt[best][first] / total

@@ -16,7 +16,15 @@ environment variable       field                       example
 ``HEADEND_PARTITIONS``     ``partitions``              ``16``
 ``HEADEND_REPLICAS``       ``replicas``                ``3``
 ``HEADEND_STREAM_GROUP``   ``stream_group``            ``transformer``
+``HEADEND_RULES``          ``rules``                   ``true``
+``HEADEND_OMS_URL``        ``oms`` (one CIM endpoint)  ``https://oms.example/ami``
 =========================  ==========================  ==============================
+
+OMS endpoints (``oms``: a list in the config file; see :mod:`headend.serve.oms`)::
+
+    oms:
+      - {name: oms, url: "https://oms.example/ami", format: cim, secret: "..."}
+      - {name: diagnostics, url: "http://diag:9000/in", format: json, families: [alarms]}
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headend.errors import ConfigError
 
-__all__ = ["ENV", "ServeConfig", "load_config"]
+__all__ = ["ENV", "OmsEndpointConfig", "ServeConfig", "load_config"]
 
 ENV: dict[str, str] = {
     "HEADEND_DATA": "data",
@@ -44,7 +52,21 @@ ENV: dict[str, str] = {
     "HEADEND_PARTITIONS": "partitions",
     "HEADEND_REPLICAS": "replicas",
     "HEADEND_STREAM_GROUP": "stream_group",
+    "HEADEND_RULES": "rules",
 }
+
+
+class OmsEndpointConfig(BaseModel):
+    """An OMS or diagnostics endpoint that receives outages and alarms."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    url: str
+    format: Literal["cim", "json"] = "cim"
+    families: tuple[Literal["outages", "alarms"], ...] = ("outages", "alarms")
+    secret: str | None = None
+    max_attempts: int = Field(8, ge=1)
 
 
 class ServeConfig(BaseModel):
@@ -69,6 +91,18 @@ class ServeConfig(BaseModel):
     mqtt_out: bool = True
     webhook_base_delay_s: float = Field(0.5, gt=0)
     stream_group: Literal["meter", "transformer", "feeder"] = "meter"
+    #: run the real-time rules on what this process ingests and publish outages and
+    #: alarms on the bus; default (None): on with the embedded bus, off for NATS
+    #: workers (whose meter-bucket partitions can split a feeder; docs/scaling.md)
+    rules: bool | None = None
+    #: the rules' watermark trails the newest event time by this much [s]: reads of an
+    #: interval arrive during the next one
+    rules_lateness_s: int = Field(900, ge=0)
+    oms: tuple[OmsEndpointConfig, ...] = ()
+
+    @property
+    def run_rules(self) -> bool:
+        return self.embedded if self.rules is None else self.rules
 
     @field_validator("http")
     @classmethod
@@ -123,6 +157,8 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     for var, fieldname in ENV.items():
         if env.get(var):
             values[fieldname] = env[var]
+    if env.get("HEADEND_OMS_URL"):
+        values["oms"] = [{"name": "oms", "url": env["HEADEND_OMS_URL"], "format": "cim"}]
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return ServeConfig(**values)

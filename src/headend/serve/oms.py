@@ -117,7 +117,7 @@ def alert_from_json(doc: dict[str, Any]) -> Alert:
     from datetime import datetime
 
     t = doc["time"]
-    ts = int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()) if t else 0
+    ts = int(datetime.fromisoformat(t).timestamp()) if t else 0
     return Alert(doc["kind"], doc["id"], doc["rule"], doc["level"], doc["device_id"], ts,
                  doc.get("record", {}))
 

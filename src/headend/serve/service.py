@@ -18,6 +18,7 @@ from headend.errors import ConfigError
 from headend.ingest.pipeline import Ingestor, IngestResult, Listener
 from headend.serve.config import ServeConfig
 from headend.serve.metrics import Metrics
+from headend.serve.oms import BusAlertSink, OmsDelivery, OmsEndpoint
 from headend.serve.router import Router
 from headend.serve.streams import OUT_STREAM, StreamPublisher
 from headend.serve.subscribers import Subscriber, SubscriberStore
@@ -101,7 +102,12 @@ class Service:
                                          max_msgs=EMBEDDED_OUT_MSGS if cfg.embedded else -1,
                                          group_by=cfg.stream_group,
                                          on_published=self.metrics.on_published)
-        self.host = IngestHost(cfg.data, store_config, [self.publisher])
+        listeners: list[Listener] = [self.publisher]
+        self.rules: Any = None
+        if cfg.run_rules:
+            listeners.append(self._rule_engine(cfg))
+        self.host = IngestHost(cfg.data, store_config, listeners)
+        self.oms: list[OmsDelivery] = []
         self.uplink: Uplink | None = None
         if uplink:
             data = self.host.data
@@ -123,6 +129,20 @@ class Service:
             self.workers.append(w)
             self.metrics.watch_lag(f"ingest-{w.worker_id}", w.lag)
 
+    def _rule_engine(self, cfg: ServeConfig) -> Listener:
+        """The rules engine as an ingest listener; its alerts go to the bus."""
+        from headend.rules import RuleEngine, default_ruleset, load_ruleset
+        from headend.rules.engine import RULES_DIR
+        from headend.store import MeterRegistry
+
+        yml = Path(cfg.data) / RULES_DIR / "rules.yaml"
+        ruleset = load_ruleset(yml) if yml.exists() else default_ruleset()
+        engine_cfg = ruleset.engine.model_copy(update={"allowed_lateness_s": cfg.rules_lateness_s})
+        ruleset = ruleset.model_copy(update={"engine": engine_cfg})
+        self.rules = RuleEngine.open(cfg.data, MeterRegistry(cfg.data), ruleset,
+                                     sink=BusAlertSink(self.bus, self._meters))
+        return self.rules  # type: ignore[no-any-return]
+
     # registry views for the router (the registry reloads itself when files change)
     def _meters(self) -> Any:
         return self.host.data.registry.table()
@@ -139,6 +159,15 @@ class Service:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        for ep in self.cfg.oms:
+            d = OmsDelivery(self.bus, OUT_STREAM,
+                            OmsEndpoint(ep.name, ep.url, ep.format, tuple(ep.families),
+                                        ep.secret, ep.max_attempts),
+                            self.cfg.data, base_delay_s=self.cfg.webhook_base_delay_s)
+            self.oms.append(d)
+            t = threading.Thread(target=d.run, name=f"oms-{ep.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
         for w in self.workers:
             t = threading.Thread(target=w.run, name=f"worker-{w.worker_id}", daemon=True)
             t.start()
@@ -197,10 +226,14 @@ class Service:
             w.stop()
         for d in self.webhooks.values():
             d.stop()
+        for o in self.oms:
+            o.stop()
         for t in self._threads:
             t.join(5)
         for d in self.webhooks.values():
             d.close()
+        for o in self.oms:
+            o.close()
         if self.mqtt is not None:
             self.mqtt.close()
         if self.uplink is not None:
