@@ -256,3 +256,34 @@ def test_reference_data_and_directories(root: Path, files: dict[str, Path], tmp_
     assert ratings.to_pydict() == {"transformer_id": ["T1", "T2"], "rating_kva": [50.0, 37.5]}
     assert (root / "transformer_ratings.csv").read_text().splitlines()[0] == \
         "transformer_id,rating_kva"
+
+
+def test_failing_listener_gets_the_batch_later_from_the_outbox(root: Path,
+                                                               files: dict[str, Path]) -> None:
+    got: list[int] = []
+
+    class Flaky:
+        name = "flaky"
+        down = True
+
+        def on_stored(self, batch):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise ConnectionError("broker down")
+            got.append(batch.reads.num_rows)
+
+        def on_watermark(self, t: int) -> None:
+            pass
+
+    flaky = Flaky()
+    with Ingestor.open(root, listeners=[flaky]) as ing:
+        ing.ingest_paths([files["meters.csv"], files["collectors.csv"]])
+        r = ing.ingest_bytes(interval_frame([M1], 4), source="a")
+        # the data is durable, so the upload is acknowledged; the batch waits for the listener
+        assert r.accepted == 4 and r.outboxed == {"flaky": 1}
+        assert ing.outbox.count("flaky") == 1 and got == []
+    flaky.down = False
+    with Ingestor.open(root, listeners=[flaky]) as ing:  # survives a restart
+        r = ing.ingest_bytes(interval_frame([M2], 2), source="b")
+        assert r.outboxed == {}
+        assert got == [4, 2]  # the kept batch first, in order
+        assert ing.outbox.count("flaky") == 0

@@ -22,6 +22,7 @@ batches of at most :attr:`IngestConfig.batch_reads` reads.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ import pyarrow as pa
 from headend.errors import DecodeError, FrameError
 from headend.ingest import rejects as rj
 from headend.ingest.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
+from headend.ingest.outbox import Outbox
 from headend.ingest.validate import (
     DEFAULT_VALIDATION,
     ROW_REASONS,
@@ -53,6 +55,8 @@ from headend.wire import frame as wf
 from headend.wire.csvfmt import decode_csv, detect_kind
 
 __all__ = ["IngestConfig", "IngestResult", "Ingestor", "Listener", "StoredBatch"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -119,6 +123,8 @@ class IngestResult:
     reference_loaded: Counter[str] = field(default_factory=Counter)
     files: int = 0
     unusable: list[str] = field(default_factory=list)
+    #: batches a listener failed to take, kept in the outbox for it, by listener
+    outboxed: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
     def add(self, other: IngestResult) -> None:
@@ -134,6 +140,7 @@ class IngestResult:
         self.reference_loaded.update(other.reference_loaded)
         self.files += other.files
         self.unusable.extend(other.unusable)
+        self.outboxed.update(other.outboxed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +156,7 @@ class IngestResult:
             "reference_loaded": dict(sorted(self.reference_loaded.items())),
             "files": self.files,
             "unusable": list(self.unusable),
+            "outboxed": dict(sorted(self.outboxed.items())),
             "seconds": round(self.seconds, 3),
         }
 
@@ -181,6 +189,7 @@ class Ingestor:
         self.listeners = list(listeners)
         self.config = config or IngestConfig()
         self.clock = clock
+        self.outbox = Outbox(data.root)
         self._max_event_time: int | None = None
 
     # ----------------------------------------------------------------- construction
@@ -617,7 +626,24 @@ class Ingestor:
         if self.listeners and (new_reads.num_rows or new_regs.num_rows or new_evs.num_rows):
             batch = StoredBatch(source, new_reads, new_regs, new_evs)
             for listener in self.listeners:
-                listener.on_stored(batch)
+                self._deliver(listener, batch, result)
+
+    def _deliver(self, listener: Listener, batch: StoredBatch, result: IngestResult) -> None:
+        """Hand ``batch`` to ``listener`` after what it missed before; if it fails, keep
+        the batch in the outbox (the data is durable: the ingest is still acknowledged)."""
+        name = _listener_name(listener)
+        try:
+            for path, source, tables in self.outbox.pending(name):
+                listener.on_stored(StoredBatch(source, tables["reads"], tables["registers"],
+                                               tables["events"]))
+                self.outbox.done(path)
+            listener.on_stored(batch)
+        except Exception as exc:  # noqa: BLE001 - any listener failure: keep the batch
+            log.warning("listener %s failed (%s); batch kept in the outbox", name, exc)
+            self.outbox.put(name, batch.source, {"reads": batch.reads,
+                                                 "registers": batch.registers,
+                                                 "events": batch.events})
+            result.outboxed[name] += 1
 
     def _quarantine(self, table: pa.Table, result: IngestResult) -> None:
         if table.num_rows == 0:
@@ -691,6 +717,12 @@ class _Committer:
             return self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def _listener_name(listener: object) -> str:
+    """Outbox queue name of a listener: its ``name`` attribute or its class name."""
+    name = getattr(listener, "name", None)
+    return name if isinstance(name, str) and name else type(listener).__name__
 
 
 def _sniff_kind(path: Path) -> str:
