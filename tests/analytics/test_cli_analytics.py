@@ -87,3 +87,12 @@ def test_loading_and_billing_and_forecast(root, tmp_path):
     assert rows[0] == ["feeder_id", "mape_pct", "hours"] and rows[1][2] == "168"
     rows = invoke(root, "profile", "--season")
     assert rows[0] == ["meter_id", "season", "hour", "mean_kwh"] and len(rows) == 1 + 4 * 24
+
+
+def test_similarity_projected_method_gives_the_exact_rows(root):
+    # 4 households: every other household is a candidate, so projected == exact
+    exact = invoke(root, "similarity", "--k", "3", "--method", "exact")
+    proj = invoke(root, "similarity", "--k", "3", "--method", "projected")
+    assert [r[:3] for r in proj] == [r[:3] for r in exact]
+    np.testing.assert_allclose([float(r[3]) for r in proj[1:]],
+                               [float(r[3]) for r in exact[1:]], rtol=1e-14)

@@ -322,13 +322,21 @@ def par(x: F64, temp: F64, *, chunk: int = 256) -> Par:
 
 
 def similarity(x: F64, k: int = 10, *, rows: npt.NDArray[np.int64] | None = None,
-               block: int = 1024) -> tuple[I64, F64]:
+               block: int = 1024, method: str = "auto", candidates: int = 128,
+               dims: int = 64) -> tuple[I64, F64]:
     """Top-``k`` most similar households by cosine similarity of their series.
 
     Missing hours count as 0. A household's own row is excluded; equal cosines rank the
     lower row first (a tie across the k-th place keeps an arbitrary one of them); a
-    household of all zeros has cosine 0 with every other. Products are float64 matrix
-    products in blocks of ``block`` households (O(H^2 T) flops).
+    household of all zeros has cosine 0 with every other. Returned cosines are exact
+    (float64 dot products of the unit-normalised series).
+
+    ``method="exact"`` compares every pair (float64 matrix products in blocks of
+    ``block`` households, O(H^2 T) flops); ``"projected"`` re-ranks exactly the
+    ``candidates`` best of each row in a ``dims``-dimensional principal subspace
+    (O(H^2 dims + H candidates T); recall measured, see
+    :mod:`headend.analytics.similarity`); ``"auto"`` is exact up to
+    :data:`~headend.analytics.similarity.AUTO_EXACT_MAX` households.
 
     Parameters
     ----------
@@ -344,28 +352,16 @@ def similarity(x: F64, k: int = 10, *, rows: npt.NDArray[np.int64] | None = None
     other : ndarray of int64, shape (R, k')
         Row index of each neighbour, best first; ``k' = min(k, H - 1)``.
     cosine : ndarray of float64, shape (R, k')
+
+    Raises
+    ------
+    ConfigError
+        Unknown ``method``.
     """
-    z = np.nan_to_num(x)
-    norm = np.sqrt((z * z).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        u = np.where(norm[:, None] > 0, z / norm[:, None], 0.0)
-    h = x.shape[0]
-    rows = np.arange(h) if rows is None else rows
-    kk = min(k, h - 1)
-    other = np.empty((len(rows), max(kk, 0)), np.int64)
-    cos = np.empty((len(rows), max(kk, 0)))
-    if kk <= 0:
-        return other, cos
-    for s in range(0, len(rows), block):
-        r = rows[s:s + block]
-        c = u[r] @ u.T  # (b, H)
-        c[np.arange(len(r)), r] = -np.inf
-        part = np.argpartition(-c, kk - 1, axis=1)[:, :kk]
-        vals = np.take_along_axis(c, part, axis=1)
-        order = np.lexsort((part, -vals), axis=-1)  # cosine descending, then row
-        other[s:s + len(r)] = np.take_along_axis(part, order, axis=1)
-        cos[s:s + len(r)] = np.take_along_axis(vals, order, axis=1)
-    return other, cos
+    from headend.analytics.similarity import top_k
+
+    return top_k(x, k, rows=rows, method=method, block=block, dims=dims,
+                 candidates=candidates)
 
 
 # ----------------------------------------------------------------------------- anomaly

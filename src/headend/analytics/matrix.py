@@ -96,11 +96,26 @@ def matrix_from_hourly(hourly: pa.Table, span: tuple[int, int] | None = None) ->
     m = hourly.column("meter_idx").to_numpy()
     h = hourly.column("hour_end").to_numpy()
     v = hourly.column("kwh").to_numpy()
-    rows, row_of = np.unique(m, return_inverse=True)
+    rows, row_of = _dense_unique(m)
     t0, ncol = span or hour_span(int(h.min()), int(h.max()))
     x = np.full((len(rows), ncol), np.nan)
     x[row_of, (h - t0) // 3600] = v
     return HourlyMatrix(rows.astype(np.int32), t0, x)
+
+
+def _dense_unique(m: npt.NDArray[np.int32]) -> tuple[npt.NDArray[np.int32],
+                                                     npt.NDArray[np.int64]]:
+    """``np.unique(m, return_inverse=True)`` in O(n + range) without sorting, for meter
+    indices spanning at most a few times their count (else the sort)."""
+    lo, hi = int(m.min()), int(m.max())
+    if hi - lo > 4 * len(m) + 1024:
+        rows, inv = np.unique(m, return_inverse=True)
+        return rows, inv.astype(np.int64)
+    present = np.zeros(hi - lo + 1, bool)
+    off = m.astype(np.int64) - lo
+    present[off] = True
+    slot = np.cumsum(present) - 1  # row of each present meter
+    return (np.flatnonzero(present) + lo).astype(m.dtype), slot[off]
 
 
 def temperature_vector(weather: pa.Table, t0: int, ncol: int, zone: str | None = None) -> F64:

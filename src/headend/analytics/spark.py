@@ -199,14 +199,14 @@ class SparkEngine:
         out = self._map(lambda m: R.par_table(m.meter_idx, liu.par(m.kwh, temp)), R.PAR)
         return out.sort_by([("meter_idx", "ascending"), ("hour", "ascending")])
 
-    def similarity(self, k: int = 10) -> pa.Table:
+    def similarity(self, k: int = 10, *, method: str = "auto") -> pa.Table:
         full = matrix_from_hourly(self._hourly.toArrow(), self._span)
         bc = self.spark.sparkContext.broadcast((full.meter_idx, full.kwh))
 
         def fn(m: Any) -> pa.Table:
             all_idx, all_kwh = bc.value
             rows = np.searchsorted(all_idx, m.meter_idx).astype(np.int64)
-            other, cos = liu.similarity(all_kwh, k, rows=rows)
+            other, cos = liu.similarity(all_kwh, k, rows=rows, method=method)
             return R.similarity_table(all_idx, rows, other, cos, all_idx)
 
         out = self._map(fn, R.SIMILARITY)

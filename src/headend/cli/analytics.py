@@ -153,10 +153,14 @@ def par(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt =
 def similarity(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt = None,
                engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
                version: VersionOpt = "current",
-               k: Annotated[int, typer.Option("--k", help="Neighbours per household.")] = 10) -> None:
-    """Top-k most similar households by cosine similarity. Columns:
+               k: Annotated[int, typer.Option("--k", help="Neighbours per household.")] = 10,
+               method: Annotated[str, typer.Option(
+                   "--method", help="auto, exact (all pairs) or projected (candidates from "
+                   "a principal subspace, re-ranked exactly).")] = "auto") -> None:
+    """Top-k most similar households by cosine similarity (exact cosines). Columns:
     meter_id,rank,other_meter_id,cosine."""
-    _engine_task("similarity", data, from_, to, engine, fmt, out, version, None, k=k)
+    _engine_task("similarity", data, from_, to, engine, fmt, out, version, None, k=k,
+                 method=method)
 
 
 @analytics_app.command("anomaly")
