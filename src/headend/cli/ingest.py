@@ -9,6 +9,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from headend.cli.common import (
@@ -73,9 +81,16 @@ def ingest(
     missing = [p for p in files if not p.is_file()]
     if missing:
         fail(f"no such file: {missing[0]}")
+    total_bytes = sum(p.stat().st_size for p in files)
     try:
-        with open_ingestor(data, rules=not no_rules, vee=not no_vee) as ing:
-            result = ing.ingest_paths(files)
+        with open_ingestor(data, rules=not no_rules, vee=not no_vee) as ing, Progress(
+            TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeElapsedColumn(), console=err_console, transient=True,
+            disable=not err_console.is_terminal,
+        ) as bar:
+            task = bar.add_task("files", total=total_bytes)
+            result = ing.ingest_paths(
+                files, progress=lambda _p, size: bar.update(task, advance=size))
     except StorageError as exc:
         fail(f"storage failure, nothing acknowledged: {exc}", EXIT_STORAGE)
     _print_summary(result, as_json=as_json)

@@ -230,10 +230,16 @@ class Ingestor:
 
     # ----------------------------------------------------------------- entry points
 
-    def ingest_paths(self, paths: Iterable[Path | str]) -> IngestResult:
+    def ingest_paths(
+        self,
+        paths: Iterable[Path | str],
+        *,
+        progress: Callable[[Path, int], None] | None = None,
+    ) -> IngestResult:
         """Ingest files in any order (registry files first, whatever the given order).
 
         Missing files raise ``FileNotFoundError`` before anything is ingested.
+        ``progress(path, size_bytes)`` is called after each file has been read.
         """
         started = time.perf_counter()
         files = [Path(p) for p in paths]
@@ -245,7 +251,7 @@ class Ingestor:
         total = IngestResult()
         pending = _PendingFrames(committer=_Committer(self))
         try:
-            self._ingest_ordered(ordered, kinds, pending, total)
+            self._ingest_ordered(ordered, kinds, pending, total, progress)
         finally:
             total.add(self._flush(pending))
             total.add(pending.committer.close())  # type: ignore[union-attr]
@@ -254,7 +260,8 @@ class Ingestor:
         return total
 
     def _ingest_ordered(self, ordered: list[Path], kinds: dict[Path, str],
-                        pending: _PendingFrames, total: IngestResult) -> None:
+                        pending: _PendingFrames, total: IngestResult,
+                        progress: Callable[[Path, int], None] | None) -> None:
         for p in ordered:
             if kinds[p] == "frames":
                 # frames of consecutive files are stored together in batches of
@@ -267,6 +274,8 @@ class Ingestor:
                 res.files = 1
                 total.add(res)
                 pending.keys.clear()  # the file may have brought collector keys
+            if progress is not None:
+                progress(p, p.stat().st_size)
 
     def ingest_bytes(
         self, data: bytes | memoryview, *, source: str, content_type: str | None = None
