@@ -168,7 +168,7 @@ def check_registers(
     read_time: npt.NDArray[np.int64],
     value: npt.NDArray[np.int64],
     *,
-    now_s: int | None,
+    now_s: int | npt.NDArray[np.int64] | None,
     config: ValidationConfig = DEFAULT_VALIDATION,
 ) -> npt.NDArray[np.uint8]:
     """Reason code per register read: unknown meter or register, bad time, negative value."""
@@ -188,7 +188,7 @@ def check_events(
     event_time: npt.NDArray[np.int64],
     event_code: npt.NDArray[np.uint32],
     *,
-    now_s: int | None,
+    now_s: int | npt.NDArray[np.int64] | None,
     config: ValidationConfig = DEFAULT_VALIDATION,
 ) -> npt.NDArray[np.uint8]:
     """Reason code per event: unknown meter, bad time, or an all-zero event code."""
