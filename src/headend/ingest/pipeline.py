@@ -417,11 +417,18 @@ class Ingestor:
     # ----------------------------------------------------------------- files
 
     def _ingest_frame_file(self, path: Path, pending: _PendingFrames) -> IngestResult:
-        result = IngestResult(files=1)
-        source = str(path)
         fh = path.open("rb")
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         pending.open_files.append((fh, mm))
+        result = self._collect_frames(memoryview(mm), str(path), pending, keep_last_file=True)
+        result.files = 1
+        return result
+
+    def _collect_frames(self, data: bytes | memoryview, source: str, pending: _PendingFrames,
+                        *, keep_last_file: bool = False) -> IngestResult:
+        """Decode the frames of ``data`` into ``pending`` (quarantining bad ones), storing
+        a batch whenever ``pending`` holds ``batch_reads`` reads."""
+        result = IngestResult()
         keys = pending.keys  # one key-store look-up per collector per ingest call
 
         def key_for(collector_id: int) -> bytes | None:
@@ -429,12 +436,12 @@ class Ingestor:
                 keys[collector_id] = self.data.keys.get(collector_id)
             return keys[collector_id]
 
-        for item in wf.iter_frames(memoryview(mm), key_for, source=source):
+        for item in wf.iter_frames(data, key_for, source=source):
             if isinstance(item, FrameError):
                 start, end = item.span  # type: ignore[attr-defined]
                 self._quarantine(
                     rj.make_rejects(source, "frame", item.reason, str(item),
-                                    payload=[bytes(mm[start:end])]),
+                                    payload=[bytes(data[start:end])]),
                     result,
                 )
                 continue
@@ -442,7 +449,7 @@ class Ingestor:
             pending.sources.add(source)
             pending.n_reads += item.header.n_interval
             if pending.n_reads >= self.config.batch_reads:
-                result.add(self._flush(pending, keep_last_file=True))
+                result.add(self._flush(pending, keep_last_file=keep_last_file))
         return result
 
     def _flush(self, pending: _PendingFrames, *, keep_last_file: bool = False) -> IngestResult:
@@ -450,7 +457,8 @@ class Ingestor:
         if pending.frames:
             sources = sorted(pending.sources)
             source = sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1})"
-            result = self._ingest_frame_group(pending.frames, source, True, pending.committer)
+            result = self._ingest_frame_group(pending.frames, source, pending.release,
+                                              pending.committer)
         pending.frames = []
         pending.sources = set()
         pending.n_reads = 0
@@ -480,25 +488,9 @@ class Ingestor:
 
     def _ingest_frames(self, data: bytes | memoryview, source: str, *, release: bool = True
                        ) -> IngestResult:
-        result = IngestResult()
-        group: list[wf.Frame] = []
-        n_reads = 0
-        for item in wf.iter_frames(data, self.data.keys.get, source=source):
-            if isinstance(item, FrameError):
-                start, end = item.span  # type: ignore[attr-defined]
-                self._quarantine(
-                    rj.make_rejects(source, "frame", item.reason, str(item),
-                                    payload=[bytes(data[start:end])]),
-                    result,
-                )
-                continue
-            group.append(item)
-            n_reads += item.header.n_interval
-            if n_reads >= self.config.batch_reads:
-                result.add(self._ingest_frame_group(group, source, release))
-                group, n_reads = [], 0
-        if group:
-            result.add(self._ingest_frame_group(group, source, release))
+        pending = _PendingFrames(release=release)
+        result = self._collect_frames(data, source, pending)
+        result.add(self._flush(pending))
         return result
 
     def _ingest_frame_group(self, frames: list[wf.Frame], source: str, release: bool,
@@ -683,6 +675,7 @@ class _PendingFrames:
     open_files: list[tuple[Any, mmap.mmap]] = field(default_factory=list)
     keys: dict[int, bytes | None] = field(default_factory=dict)
     committer: _Committer | None = None
+    release: bool = True  # loading registry rows releases what waited in quarantine
 
 
 class _Committer:
