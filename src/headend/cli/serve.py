@@ -1,5 +1,6 @@
 """Verbs ``serve`` (HTTP + MQTT uplinks, embedded by default), ``worker`` (one more ingest
-worker on a shared NATS bus) and the ``subscribers`` group (third-party access)."""
+worker on a shared NATS bus), ``rules-worker`` (one topology partition of the real-time
+rules on a shared NATS bus) and the ``subscribers`` group (third-party access)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,42 @@ def worker(
         service.close()
 
 
+def rules_worker(
+    partition: Annotated[int, typer.Option("--partition", help="This worker's partition K.")],
+    partitions: Annotated[int, typer.Option(
+        "--partitions", help="Rules partitions N (substations with index % N == K).")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    nats: NatsOpt = None,
+) -> None:
+    """Run the real-time rules for one set of substations, reading the shared NATS bus."""
+    if not 0 <= partition < partitions:
+        fail(f"--partition must be in [0, {partitions})")
+    cfg = _config(config, data=data, bus=nats)
+    if cfg.embedded:
+        fail("a rules worker needs a shared bus: set HEADEND_NATS_URL or --nats")
+    from headend.serve.rules_worker import RulesWorker
+    from headend.serve.service import open_service_bus
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        bus = open_service_bus(cfg)
+        rw = RulesWorker(bus, cfg.data, partition, partitions,
+                         allowed_lateness_s=cfg.rules_lateness_s, replicas=cfg.replicas)
+    except HeadendError as exc:
+        fail(str(exc))
+    typer.echo(f"headend rules worker {partition}/{partitions} on {cfg.bus.split('@')[-1]} "
+               f"(substations: {', '.join(rw.substations) or 'none yet'})", err=True)
+    thread = threading.Thread(target=rw.run, name="rules-worker", daemon=True)
+    thread.start()
+    try:
+        _wait_for_signal()
+    finally:
+        rw.stop()
+        thread.join(30)
+        bus.close()
+
+
 subscribers_app = typer.Typer(help="Third parties: credentials, scopes, broker config.",
                               no_args_is_help=True)
 
@@ -187,4 +224,5 @@ def sub_mosquitto_acl(
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("worker")(worker)
+    app.command("rules-worker")(rules_worker)
     app.add_typer(subscribers_app, name="subscribers")

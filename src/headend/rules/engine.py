@@ -99,11 +99,17 @@ class RuleEngine:
         Default: :class:`JsonlSink` on ``<root>/rules/alerts.jsonl`` (memory: none).
     pinger : Pinger, optional
         Default: :class:`EvidencePinger` answering from the data seen so far.
+    state_dir : Path, optional
+        Where the state lives instead of ``<root>/rules/`` (one engine per partition
+        sharing a data directory: ``headend.serve.rules_worker``).
     """
 
     def __init__(self, root: Path | None, registry: Any, config: RuleSet | None = None,
-                 sink: AlertSink | None = None, pinger: Pinger | None = None) -> None:
-        self.dir = Path(root) / RULES_DIR if root is not None else None
+                 sink: AlertSink | None = None, pinger: Pinger | None = None, *,
+                 state_dir: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else None
+        self.dir = (Path(state_dir) if state_dir is not None else
+                    Path(root) / RULES_DIR if root is not None else None)
         self.registry = registry
         if config is None:
             yml = self.dir / "rules.yaml" if self.dir is not None else None
@@ -135,9 +141,11 @@ class RuleEngine:
 
     @classmethod
     def open(cls, root: Path | str, registry: Any, config: RuleSet | None = None,
-             sink: AlertSink | None = None, pinger: Pinger | None = None) -> RuleEngine:
+             sink: AlertSink | None = None, pinger: Pinger | None = None, *,
+             state_dir: Path | str | None = None) -> RuleEngine:
         """Open the engine on a data directory (resuming from its checkpoint)."""
-        return cls(Path(root), registry, config, sink, pinger)
+        return cls(Path(root), registry, config, sink, pinger,
+                   state_dir=Path(state_dir) if state_dir is not None else None)
 
     # ------------------------------------------------------------------ listener
 
@@ -185,9 +193,9 @@ class RuleEngine:
         return self._topo
 
     def _ratings_now(self) -> dict[str, float]:
-        if self.dir is None:
+        if self.root is None:
             return {}
-        p = self.dir.parent / grid.RATINGS_FILE
+        p = self.root / grid.RATINGS_FILE
         mt = p.stat().st_mtime if p.exists() else 0.0
         if mt != self._ratings[0]:
             self._ratings = (mt, grid.load_ratings(p))

@@ -38,7 +38,7 @@ from headend.rules.alerts import Alert
 from headend.serve.subjects import MISSING, token
 from headend.serve.webhooks import sign
 
-__all__ = ["BusAlertSink", "OmsDelivery", "OmsEndpoint", "alert_subject", "alert_from_json"]
+__all__ = ["BusAlertSink", "OmsDelivery", "OmsEndpoint", "alert_from_json", "alert_subject"]
 
 log = logging.getLogger(__name__)
 
