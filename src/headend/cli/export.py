@@ -28,8 +28,8 @@ CHUNK_METERS = 20_000
 _RT_NAME_RANK = np.argsort(np.argsort([rt.name for rt in codes.READING_TYPES])).astype(np.uint8)
 
 
-def _meter_order(dd: object, meter_ids: list[str] | None) -> tuple[np.ndarray, pa.Array]:
-    """meter_idx values to export, in meter_id order, and their ids."""
+def _meter_order(dd: object, meter_ids: list[str] | None) -> np.ndarray:
+    """meter_idx values to export, in meter_id order."""
     reg = dd.registry  # type: ignore[attr-defined]
     table = reg.table()
     if meter_ids:
@@ -39,10 +39,10 @@ def _meter_order(dd: object, meter_ids: list[str] | None) -> tuple[np.ndarray, p
             fail(f"unknown meter: {unknown[0]}")
         unique_ids = sorted(set(meter_ids))
         idx = reg.idx_for_id(pa.array(unique_ids, pa.string()))
-        return np.asarray(idx), pa.array(unique_ids, pa.string())
+        return np.asarray(idx)
     order = pc.sort_indices(table.column("meter_id"))
     sorted_t = table.take(order)
-    return sorted_t.column("meter_idx").to_numpy(), sorted_t.column("meter_id").combine_chunks()
+    return np.asarray(sorted_t.column("meter_idx").to_numpy())
 
 
 def _chunks(idx: np.ndarray) -> list[np.ndarray]:
@@ -75,7 +75,7 @@ def export_reads(
             fail(f"unknown reading type: {exc.args[0]}")
     with DataDir.open(data) as dd:
         overlay = _vee_overlay(dd) if version == "current" else None
-        idx, _ids = _meter_order(dd, meter)
+        idx = _meter_order(dd, meter)
 
         def batches() -> Iterator[pa.RecordBatch]:
             for chunk in _chunks(idx):
@@ -166,7 +166,7 @@ def _export_simple(kind: Literal["events", "registers"], data: Path, meter: list
     second = "event_code" if kind == "events" else "register"
     writer = csvfmt.write_events_csv if kind == "events" else csvfmt.write_registers_csv
     with DataDir.open(data) as dd:
-        idx, _ = _meter_order(dd, meter)
+        idx = _meter_order(dd, meter)
         scan = dd.store.scan_events if kind == "events" else dd.store.scan_registers
         keys = [("meter_id", "ascending"), (time_col, "ascending"), (second, "ascending")]
         if kind == "registers":

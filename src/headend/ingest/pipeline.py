@@ -690,11 +690,11 @@ class _Committer:
         self._ingestor = ingestor
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headend-commit")
         self._future: Future[IngestResult] | None = None
+        self._done = IngestResult()  # counts of finished commits not yet handed out
 
     def submit(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
                evs: pa.Table | None) -> None:
-        pending = self.wait()
-        self._carry = pending
+        self._collect()  # one commit at a time, in order
         self._future = self._pool.submit(self._run, source, reads, regs, evs)
 
     def _run(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
@@ -703,15 +703,15 @@ class _Committer:
         self._ingestor._store(source, reads, regs, evs, result)
         return result
 
-    _carry: IngestResult | None = None
+    def _collect(self) -> None:
+        if self._future is not None:
+            fut, self._future = self._future, None
+            self._done.add(fut.result())
 
     def wait(self) -> IngestResult:
         """Counts of everything stored since the last ``wait`` (raises what the store raised)."""
-        out = self._carry or IngestResult()
-        self._carry = None
-        if self._future is not None:
-            fut, self._future = self._future, None
-            out.add(fut.result())
+        self._collect()
+        out, self._done = self._done, IngestResult()
         return out
 
     def close(self) -> IngestResult:

@@ -5,7 +5,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from headend.model import codes, reasons
+
+
+def _section(title: str, intro: Sequence[str], header: Sequence[str],
+             rows: Iterable[Sequence[object]]) -> list[str]:
+    """A ``##`` section: title, intro lines, then a Markdown table."""
+    out = ["", f"## {title}", ""]
+    if intro:
+        out += [*intro, ""]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("| " + " | ".join("---" for _ in header) + " |")
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
 
 
 def render() -> str:
@@ -14,68 +28,44 @@ def render() -> str:
         "",
         "Generated from `src/headend/model/codes.py` and `model/reasons.py` by",
         "`python -m headend.model.docs > docs/codes.md`; do not edit by hand.",
-        "",
-        "## Interval reading types",
-        "",
-        "ReadingType codes follow IEC 61968-9 Annex C (18 fields); the measuring-period field",
-        "(3rd) shown is for 15-minute data and is set from the meter's interval on export.",
-        "Values are stored as integers in the resolution shown.",
-        "",
-        "| code | name | IEC 61968-9 ReadingType | unit | resolution | commodity | physical limit per 15 min |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for rt in codes.READING_TYPES:
-        limit = f"{rt.min_value:g} .. {rt.max_value:g} {rt.unit}"
-        out.append(
-            f"| {rt.code} | `{rt.name}` | `{rt.cim}` | {rt.unit} | {rt.resolution:g} | "
-            f"{codes.COMMODITIES[rt.commodity]} | {limit} |"
-        )
-    out += [
-        "",
-        "## Register types (daily payload)",
-        "",
-        "| code | name | IEC 61968-9 ReadingType | unit | resolution |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for r in codes.REGISTER_TYPES:
-        out.append(f"| {r.code} | `{r.name}` | `{r.cim}` | {r.unit} | {r.resolution:g} |")
-    out += [
-        "",
-        "## Quality codes",
-        "",
-        "IEC 61968-9 ReadingQualityType codes, `system.category.index`. System 1: the meter;",
-        "2: headend's collection path; 3: headend acting as meter data management (VEE).",
-        "Categories: 0 valid, 1 diagnostics, 2 power quality, 3 tamper/revenue protection,",
-        "4 data collection, 6 failed validation (suspect), 7 edited, 8 estimated. Stored as a",
-        "`uint32` bit mask; in CSV, codes joined by `;`.",
-        "",
-        "| bit | code | name | meaning |",
-        "| --- | --- | --- | --- |",
-    ]
-    for q in codes.QUALITY_CODES:
-        out.append(f"| {q.bit} | `{q.code}` | {q.name} | {q.description} |")
-    out += [
-        "",
-        "## End-device event codes",
-        "",
-        "IEC 61968-9 EndDeviceEventType `type.domain.subdomain.eventOrAction`. Any well-formed",
-        "code (type <= 31, domain <= 127, subdomain and event <= 1023) is accepted and stored,",
-        "packed into a `uint32`; these are the ones headend knows and acts upon:",
-        "",
-        "| code | name | meaning |",
-        "| --- | --- | --- |",
-    ]
-    for e in codes.EVENT_TYPES:
-        out.append(f"| `{e.code}` | {e.name} | {e.description} |")
-    out += [
-        "",
-        "## Quarantine reasons",
-        "",
-        "| reason | meaning |",
-        "| --- | --- |",
-    ]
-    for name, meaning in reasons.REASONS.items():
-        out.append(f"| `{name}` | {meaning} |")
+    out += _section(
+        "Interval reading types",
+        ["ReadingType codes follow IEC 61968-9 Annex C (18 fields); the measuring-period field",
+         "(3rd) shown is for 15-minute data and is set from the meter's interval on export.",
+         "Values are stored as integers in the resolution shown."],
+        ["code", "name", "IEC 61968-9 ReadingType", "unit", "resolution", "commodity",
+         "physical limit per 15 min"],
+        ([rt.code, f"`{rt.name}`", f"`{rt.cim}`", rt.unit, f"{rt.resolution:g}",
+          codes.COMMODITIES[rt.commodity], f"{rt.min_value:g} .. {rt.max_value:g} {rt.unit}"]
+         for rt in codes.READING_TYPES),
+    )
+    out += _section(
+        "Register types (daily payload)", [],
+        ["code", "name", "IEC 61968-9 ReadingType", "unit", "resolution"],
+        ([r.code, f"`{r.name}`", f"`{r.cim}`", r.unit, f"{r.resolution:g}"]
+         for r in codes.REGISTER_TYPES),
+    )
+    out += _section(
+        "Quality codes",
+        ["IEC 61968-9 ReadingQualityType codes, `system.category.index`. System 1: the meter;",
+         "2: headend's collection path; 3: headend acting as meter data management (VEE).",
+         "Categories: 0 valid, 1 diagnostics, 2 power quality, 3 tamper/revenue protection,",
+         "4 data collection, 6 failed validation (suspect), 7 edited, 8 estimated. Stored as a",
+         "`uint32` bit mask; in CSV, codes joined by `;`."],
+        ["bit", "code", "name", "meaning"],
+        ([q.bit, f"`{q.code}`", q.name, q.description] for q in codes.QUALITY_CODES),
+    )
+    out += _section(
+        "End-device event codes",
+        ["IEC 61968-9 EndDeviceEventType `type.domain.subdomain.eventOrAction`. Any well-formed",
+         "code (type <= 31, domain <= 127, subdomain and event <= 1023) is accepted and stored,",
+         "packed into a `uint32`; these are the ones headend knows and acts upon:"],
+        ["code", "name", "meaning"],
+        ([f"`{e.code}`", e.name, e.description] for e in codes.EVENT_TYPES),
+    )
+    out += _section("Quarantine reasons", [], ["reason", "meaning"],
+                    ([f"`{n}`", m] for n, m in reasons.REASONS.items()))
     return "\n".join(out) + "\n"
 
 
