@@ -33,13 +33,11 @@ def _meter_order(dd: object, meter_ids: list[str] | None) -> np.ndarray:
     reg = dd.registry  # type: ignore[attr-defined]
     table = reg.table()
     if meter_ids:
-        idx = reg.idx_for_id(pa.array(meter_ids, pa.string()))
-        unknown = [m for m, i in zip(meter_ids, idx, strict=True) if i < 0]
-        if unknown:
-            fail(f"unknown meter: {unknown[0]}")
         unique_ids = sorted(set(meter_ids))
-        idx = reg.idx_for_id(pa.array(unique_ids, pa.string()))
-        return np.asarray(idx)
+        idx = np.asarray(reg.idx_for_id(pa.array(unique_ids, pa.string())))
+        if (idx < 0).any():
+            fail(f"unknown meter: {unique_ids[int(np.argmax(idx < 0))]}")
+        return idx
     order = pc.sort_indices(table.column("meter_id"))
     sorted_t = table.take(order)
     return np.asarray(sorted_t.column("meter_idx").to_numpy())
