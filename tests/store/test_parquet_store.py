@@ -21,7 +21,9 @@ ROOT_SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in (root / "reads").rglob("*") if p.is_file())
+    """Data files of the reads (not their daily rollup sidecars)."""
+    return sorted(str(p.relative_to(root)) for p in (root / "reads").rglob("*")
+                  if p.is_file() and not p.name.endswith(".daily"))
 
 
 def run_child(code: str, *args: str) -> subprocess.CompletedProcess[str]:

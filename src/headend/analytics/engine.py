@@ -1,7 +1,8 @@
-"""Analytics engines: one port, an embedded adapter (DuckDB + NumPy) and Spark.
+"""Analytics engines: one port, an embedded adapter (NumPy) and Spark.
 
-Both engines aggregate reads into hours with the same SQL (:func:`hourly_sql`) and
-compute each task with the same kernels (:mod:`headend.analytics.liu`), the embedded
+Both engines aggregate reads into hours by one definition (:func:`hourly_sql`; the
+embedded engine computes it with NumPy, :mod:`headend.analytics.hourly`, bit for bit)
+and compute each task with the same kernels (:mod:`headend.analytics.liu`), the embedded
 engine on the whole matrix, Spark per partition of households; the histogram and the
 anomaly task are native SQL on Spark. Results are the same tables
 (:mod:`headend.analytics.results`), equal up to floating-point rounding (<= 1e-9
@@ -12,7 +13,6 @@ Choose an engine by name with :func:`open_engine` (``duckdb`` or ``spark``).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from datetime import date
 from typing import Any, Protocol
@@ -20,18 +20,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from headend.analytics import liu
 from headend.analytics import results as R
-from headend.analytics.matrix import (
-    HourlyMatrix,
-    hour_span,
-    hourly_sql,
-    matrix_from_hourly,
-    reads_for_engines,
-    temperature_vector,
-)
+from headend.analytics.hourly import matrix_from_reads, matrix_from_store
+from headend.analytics.matrix import HourlyMatrix, matrix_from_hourly, temperature_vector
 from headend.errors import ConfigError
 
 __all__ = ["ENGINES", "EmbeddedEngine", "Engine", "day_number", "open_engine"]
@@ -62,24 +55,6 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def _meter_cuts(meter: npt.NDArray[np.int32], chunk: int) -> list[int] | None:
-    """Row offsets cutting meter-sorted reads into runs of about ``chunk`` rows at meter
-    boundaries; None when the reads are not sorted by meter or fit in one chunk."""
-    n = len(meter)
-    if n <= chunk or bool((meter[1:] < meter[:-1]).any()):
-        return None
-    cuts = [0]
-    while cuts[-1] < n:
-        nxt = cuts[-1] + chunk
-        if nxt >= n:
-            cuts.append(n)
-            break
-        cuts.append(int(np.searchsorted(meter, meter[nxt], side="left")) if
-                    meter[nxt] != meter[cuts[-1]] else
-                    int(np.searchsorted(meter, meter[nxt], side="right")))
-    return cuts
-
-
 def _fetch_arrow(cursor: Any) -> pa.Table:
     """Arrow result of a DuckDB cursor (``to_arrow_table`` in DuckDB 2, earlier names before)."""
     for name in ("to_arrow_table", "fetch_arrow_table"):
@@ -91,59 +66,40 @@ def _fetch_arrow(cursor: Any) -> pa.Table:
 
 
 class EmbeddedEngine:
-    """DuckDB for the hourly aggregation, NumPy kernels on the dense matrix."""
+    """The embedded engine: NumPy hourly matrix (:mod:`headend.analytics.hourly`) and
+    NumPy kernels on it. Named ``duckdb`` in :data:`ENGINES` (the CLI's
+    ``--engine duckdb``); DuckDB serves the shapes (:mod:`headend.analytics.shapes`)."""
 
     name = "duckdb"
 
     def __init__(self) -> None:
-        import duckdb
-
-        self._con = duckdb.connect()
         self.matrix = HourlyMatrix(np.empty(0, np.int32), 3600, np.empty((0, 0)))
         self.temp = np.empty(0)
 
     def load(self, reads: pa.Table, weather: pa.Table | None = None, *,
-             reading_type: int = 0, zone: str | None = None,
-             chunk_reads: int = 20_000_000) -> None:
-        """Sum ``reads`` into hours (DuckDB) and lay them out as the hourly matrix.
+             reading_type: int = 0, zone: str | None = None) -> None:
+        """Sum ``reads`` (any order) into the hourly matrix."""
+        self._set(matrix_from_reads(reads, reading_type=reading_type), weather, zone)
 
-        Reads sorted by meter (as every store scan returns them) are aggregated
-        ``chunk_reads`` at a time, cut at meter boundaries, so memory stays bounded by
-        one chunk's aggregation; unsorted reads in one query. The result is the same.
-        """
-        src = reads_for_engines(reads)
-        m = src.column("meter_idx").to_numpy()
-        cuts = _meter_cuts(m, chunk_reads)
-        if cuts is None:
-            self.load_hourly(self._hourly(src, reading_type), weather, zone=zone)
-            return
-        t = pc.filter(src.column("t"), pc.equal(src.column("reading_type"), reading_type))
-        if len(t) == 0:
-            self.load_hourly(self._hourly(src, reading_type), weather, zone=zone)
-            return
-        lo_hi = pc.min_max(t)
-        span = hour_span(-(-int(lo_hi["min"].as_py()) // 3600) * 3600,
-                         -(-int(lo_hi["max"].as_py()) // 3600) * 3600)
-        parts = [matrix_from_hourly(self._hourly(src.slice(a, b - a), reading_type), span)
-                 for a, b in itertools.pairwise(cuts)]
-        parts = [q for q in parts if len(q.meter_idx)]
-        if not parts:
-            self.load_hourly(self._hourly(src, reading_type), weather, zone=zone)
-            return
-        self._set(HourlyMatrix(np.concatenate([q.meter_idx for q in parts]), span[0],
-                               np.concatenate([q.kwh for q in parts])), weather, zone)
-
-    def _hourly(self, src: pa.Table, reading_type: int) -> pa.Table:
-        self._con.register("reads_src", src)
-        try:
-            return _fetch_arrow(self._con.sql(hourly_sql("reads_src", reading_type, "t")))
-        finally:
-            self._con.unregister("reads_src")
+    def load_store(self, store: Any, weather: pa.Table | None = None, *,
+                   reading_type: int = 0, zone: str | None = None,
+                   meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
+                   end: int | None = None, overlay: pa.Table | None = None) -> None:
+        """Stream a store's reads into the hourly matrix (:func:`matrix_from_store`):
+        the same matrix as ``load(store.scan_reads(...))``, without the scan's sort and
+        copies. ``overlay``: current VEE versions to apply (``VersionStore.latest``)."""
+        self._set(matrix_from_store(store, reading_type=reading_type, meters=meters,
+                                    start=start, end=end, overlay=overlay), weather, zone)
 
     def load_hourly(self, hourly: pa.Table, weather: pa.Table | None = None, *,
                     zone: str | None = None) -> None:
         """Load an :data:`~headend.analytics.matrix.HOURLY` table directly."""
         self._set(matrix_from_hourly(hourly), weather, zone)
+
+    def load_matrix(self, matrix: HourlyMatrix, weather: pa.Table | None = None, *,
+                    zone: str | None = None) -> None:
+        """Load a ready hourly matrix (not copied)."""
+        self._set(matrix, weather, zone)
 
     def _set(self, matrix: HourlyMatrix, weather: pa.Table | None, zone: str | None) -> None:
         self.matrix = matrix
@@ -177,7 +133,7 @@ class EmbeddedEngine:
         return R.anomaly_table(m.meter_idx, int(m.day_start[d]), total, mean, std, z, flag)
 
     def close(self) -> None:
-        self._con.close()
+        """Nothing to release (the matrix stays readable)."""
 
 
 def _spark() -> Engine:

@@ -43,11 +43,35 @@ TzOpt = Annotated[str, typer.Option("--tz", envvar="HEADEND_TZ", help="Utility t
 
 
 class _Loaded:
-    def __init__(self, reads: pa.Table, weather: pa.Table, registry: Any) -> None:
+    """What a verb reads: the reads (``reads``), or what ``compute`` made of the store."""
+
+    def __init__(self, reads: pa.Table | None, weather: pa.Table, registry: Any,
+                 computed: Any = None) -> None:
         self.reads, self.weather, self.registry = reads, weather, registry
+        self.computed = computed
+
+    @property
+    def matrix(self) -> Any:
+        return self.computed
 
 
-def _load(data: Path, from_: str | None, to: str | None, version: str) -> _Loaded:
+def _hourly_matrix(store: Any, overlay: pa.Table | None, start: int | None,
+                   end: int | None) -> Any:
+    from headend.analytics.hourly import matrix_from_store
+    from headend.model import codes
+
+    return matrix_from_store(store, reading_type=codes.READING_TYPE_BY_NAME["kwh_del"].code,
+                             start=start, end=end, overlay=overlay)
+
+
+def _load(data: Path, from_: str | None, to: str | None, version: str, *,
+          matrix: bool = False, compute: Any = None) -> _Loaded:
+    """Reads of ``kwh_del`` (current VEE versions unless ``original``) and the weather.
+
+    With ``matrix``, the hourly matrix streamed from the store instead of the reads;
+    with ``compute(store, overlay, start, end)``, its result (``overlay``: the current
+    VEE versions, None for ``original``).
+    """
     from headend.analytics.weather import WeatherStore
     from headend.model import codes
     from headend.store import DataDir
@@ -57,19 +81,32 @@ def _load(data: Path, from_: str | None, to: str | None, version: str) -> _Loade
     start = parse_time(from_, option="--from")
     end = parse_time(to, option="--to")
     rt = np.array([codes.READING_TYPE_BY_NAME["kwh_del"].code], np.uint8)
+    if matrix:
+        compute = _hourly_matrix
     try:
         with DataDir.open(data) as dd:
-            raw = dd.store.scan_reads(start=start, end=end, reading_types=rt)
-            if version == "current":
-                from headend.vee import current_reads
+            raw = got = None
+            if compute is not None:
+                overlay = None
+                if version == "current":
+                    from headend.vee import VersionStore
 
-                raw = current_reads(data, raw, dd.registry, start=start, end=end)
+                    overlay = VersionStore(data).latest(start=start, end=end, reading_types=rt)
+                got = compute(dd.store, overlay, start, end)
+            else:
+                raw = dd.store.scan_reads(start=start, end=end, reading_types=rt)
+                if version == "current":
+                    from headend.vee import current_reads
+
+                    raw = current_reads(data, raw, dd.registry, start=start, end=end)
             reg = dd.registry
             weather = WeatherStore(data).load(start=None if start is None else start - 86_400,
                                               end=None if end is None else end + 86_400)
-            return _Loaded(raw, weather, reg)
+            return _Loaded(raw, weather, reg, got)
     except StorageError as exc:
         fail(str(exc), EXIT_STORAGE)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _write(table: pa.Table, registry: Any, fmt: str, out: Path | None) -> None:
@@ -86,7 +123,7 @@ def _write(table: pa.Table, registry: Any, fmt: str, out: Path | None) -> None:
     t = pa.table(cols)
     if fmt not in ("csv", "json"):
         fail(f"--format must be csv or json, not {fmt!r}")
-    sink = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
+    sink = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout  # noqa: SIM115
     try:
         if fmt == "csv":
             w = csv.writer(sink, lineterminator="\n")
@@ -108,11 +145,26 @@ def _engine_task(task: str, data: Path, from_: str | None, to: str | None, engin
                  **kw: Any) -> None:
     from headend.analytics import open_engine
 
-    ld = _load(data, from_, to, version)
+    embedded = engine == "duckdb"
+    if embedded and task == "anomaly":  # days only: the daily rollups, not the hours
+        from headend.analytics.daily import anomaly_from_store
+
+        def daily(store: Any, overlay: Any, start: int | None, end: int | None) -> Any:
+            return anomaly_from_store(store, kw["day"], threshold=kw["threshold"],
+                                      start=start, end=end, overlay=overlay)
+
+        ld = _load(data, from_, to, version, compute=daily)
+        _write(ld.computed, ld.registry, fmt, out)
+        return
+    ld = _load(data, from_, to, version, matrix=embedded)
     try:
         eng = open_engine(engine)
         try:
-            eng.load(ld.reads, ld.weather if ld.weather.num_rows else None, zone=zone)
+            w = ld.weather if ld.weather.num_rows else None
+            if embedded:
+                eng.load_matrix(ld.matrix, w, zone=zone)  # type: ignore[attr-defined]
+            else:
+                eng.load(ld.reads, w, zone=zone)
             result = getattr(eng, task)(**kw)
         finally:
             eng.close()
@@ -183,8 +235,7 @@ def _matrix(ld: _Loaded) -> Any:
     from headend.analytics import EmbeddedEngine
 
     eng = EmbeddedEngine()
-    eng.load(ld.reads, ld.weather if ld.weather.num_rows else None)
-    eng.close()
+    eng.load_matrix(ld.matrix, ld.weather if ld.weather.num_rows else None)
     return eng
 
 
@@ -207,7 +258,7 @@ def profile(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToO
     Columns: meter_id|customer_class,[season,]hour,mean_kwh[,meters]."""
     from headend.analytics import shapes
 
-    ld = _load(data, from_, to, version)
+    ld = _load(data, from_, to, version, matrix=True)
     m = _matrix(ld).matrix
     try:
         shape = shapes.seasonal_shape(m, tz) if season else shapes.daily_shape(m, tz)
@@ -235,7 +286,7 @@ def loading(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToO
 
     if level not in ("transformer", "feeder"):
         fail(f"--level must be transformer or feeder, not {level!r}")
-    ld = _load(data, from_, to, version)
+    ld = _load(data, from_, to, version, matrix=True)
     m = _matrix(ld).matrix
     group = np.asarray(ld.registry.attribute(f"{level}_id", m.meter_idx).to_pylist(), dtype=object)
     group = np.where(group == None, "", group)
@@ -288,7 +339,7 @@ def forecast(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: To
     from headend.analytics.forecast import day_ahead_forecast
     from headend.analytics.matrix import temperature_vector
 
-    ld = _load(data, from_, to, version)
+    ld = _load(data, from_, to, version, matrix=True)
     m = _matrix(ld).matrix
     group = np.asarray(ld.registry.attribute("feeder_id", m.meter_idx).to_pylist(), dtype=object)
     group = np.where(group == None, "", group)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from headend.store import _fs
+from headend.store import _fs, _rollup
 from headend.store._keys import Kind
 from headend.store._layout import (
     FileEntry,
@@ -60,7 +60,7 @@ def parquet_options(kind: Kind, config: StoreConfig) -> dict[str, Any]:
         "compression_level": config.zstd_level,
         "use_dictionary": dict_cols,
         "column_encoding": enc,
-        "write_statistics": ["meter_idx"],
+        "write_statistics": ["meter_idx", kind.time_col],  # time: extents of planned scans
         "data_page_size": 1 << 20,
     }
 
@@ -84,7 +84,7 @@ def compact_dir(
     entries = list_dir(d, year)
     live, dead = split_live(entries)
     for f in dead:
-        f.path.unlink(missing_ok=True)
+        _rollup.unlink_data(f.path)
     if not days_only and not copies:  # copy-less merges would make them stale
         for f in entries:
             if f.is_copy:
@@ -111,7 +111,7 @@ def compact_dir(
         marked = copies and make_day_copies(
             kind, d, year, inputs, live, config=config, metas=metas, next_seq=next_seq)
         merge_files(kind, inputs, d / file_name("mon", mm, next_seq()), config, metas,
-                    marked=marked, part_rows=config.part_rows)
+                    marked=marked, part_rows=config.part_rows, rollups=True)
         written += 1
     if config.top_level != "year" or not year_closed:
         return written
@@ -121,7 +121,7 @@ def compact_dir(
         marked = copies and make_day_copies(
             kind, d, year, live, live, config=config, metas=metas, next_seq=next_seq)
         merge_files(kind, live, d / file_name("year", "", next_seq()), config, metas,
-                    marked=marked, part_rows=config.part_rows)
+                    marked=marked, part_rows=config.part_rows, rollups=True)
         written += 1
     return written
 
@@ -198,7 +198,7 @@ def _rows_and_range(f: FileEntry, metas: MetaCache, seg: dict[Path, pa.Table]
 
 def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreConfig,
                 metas: MetaCache, *, delete_inputs: bool = True, marked: bool = False,
-                part_rows: int = 0) -> None:
+                part_rows: int = 0, rollups: bool = False) -> None:
     """Merge sorted ``inputs`` (older first wins on a repeated key) into ``out``
     (published durably), then delete the inputs unless told not to.
 
@@ -206,7 +206,10 @@ def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreCon
     ``part_rows`` > 0: write ``ceil(rows / part_rows)`` parts split by meter range
     (:func:`~headend.store._layout.part_name`), committed together by one directory
     fsync after the last rename.
+    ``rollups`` (reads only): publish each file's daily rollup sidecar
+    (:mod:`~headend.store._rollup`) just before the file itself.
     """
+    rollups = rollups and kind.name == "reads"
     inputs = sorted(inputs, key=lambda f: f.seq)
     seg: dict[Path, pa.Table] = {}
     info = [_rows_and_range(f, metas, seg) for f in inputs]
@@ -219,32 +222,44 @@ def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreCon
     opts = parquet_options(kind, config)
     schema = kind.schema.with_metadata({COPIES_KEY: b"1"}) if marked else kind.schema
 
-    def writer(p_lo: int, p_hi: int) -> Callable[[Path], None]:
+    def writer(p_lo: int, p_hi: int, final: Path) -> Callable[[Path], None]:
         n_chunks = max(1, math.ceil(total / n_parts / config.merge_rows))
         edges = np.linspace(p_lo, p_hi + 1, n_chunks + 1).astype(np.int64)
 
         def write(tmp: Path) -> None:
+            days: list[pa.Table] = []
             with pq.ParquetWriter(str(tmp), schema, **opts) as w:
                 for a, b in zip(edges[:-1].tolist(), (edges[1:] - 1).tolist(), strict=True):
                     if b >= a:
                         t = _merged_range(kind, inputs, seg, metas, a, b)
                         if t is not None:
                             w.write_table(t, row_group_size=config.row_group_rows)
+                            if rollups:
+                                days.append(_rollup_of(t))
+            if rollups:  # before the file: a published file has its sidecar
+                _rollup.write_sidecar(final, days)
         return write
 
     if n_parts == 1:
-        _fs.publish_path(out, writer(lo, hi))
+        _fs.publish_path(out, writer(lo, hi, out))
     else:
         for k in range(n_parts):
             p_lo, p_hi = pedges[k], pedges[k + 1] - 1
-            _fs.publish_path(part_name(out, k, n_parts, p_lo, p_hi), writer(p_lo, p_hi),
-                             sync_dir=False)
+            pth = part_name(out, k, n_parts, p_lo, p_hi)
+            _fs.publish_path(pth, writer(p_lo, p_hi, pth), sync_dir=False)
         _fs.fsync_dir(out.parent)  # <- commit: the set is complete and durable
     if not delete_inputs:
         return
     for f in inputs:
-        f.path.unlink(missing_ok=True)
+        _rollup.unlink_data(f.path)
     _fs.fsync_dir(out.parent)
+
+
+def _rollup_of(t: pa.Table) -> pa.Table:
+    return _rollup.rollup(t.column("meter_idx").to_numpy(),
+                          t.column("reading_type").to_numpy(),
+                          t.column("interval_end").cast(pa.int64()).to_numpy(),
+                          t.column("value").to_numpy())
 
 
 def _merged_range(kind: Kind, inputs: list[FileEntry], seg: dict[Path, pa.Table],

@@ -20,6 +20,7 @@ import pyarrow as pa
 from headend.model import schema as S
 from headend.store._keys import EVENTS_KIND, READS_KIND, REGISTERS_KIND, Keys, Kind
 from headend.store._layout import DirCache, FileEntry, MetaCache, read_meter_range
+from headend.store._plan import ScanPlan, plan_chunks
 from headend.store.config import StoreConfig
 
 
@@ -110,19 +111,11 @@ class QueryMixin:
                 out = out.take(np.argsort(keys, kind="stable"))
         return out
 
-    def _collect_once(self, kind: Kind, lo: int | None, hi: int | None,
-                      meters: npt.NDArray[np.int32] | None, start: int | None,
-                      end: int | None, types: npt.NDArray[np.uint8] | None,
-                      columns: list[str] | None, schema: pa.Schema) -> list[pa.Table]:
-        pieces: list[pa.Table] = []
+    def _work(self, kind: Kind, lo: int | None, hi: int | None, start: int | None,
+              end: int | None) -> list[tuple[FileEntry, int, int]]:
+        """Live files that may hold meters [lo, hi] in [start, end), each with the
+        meter range it is asked for (its bucket's part of [lo, hi])."""
         bits = self.config.bucket_bits
-        read_cols = columns
-        if columns is not None:
-            need = set(columns) | {"meter_idx", kind.time_col}
-            if types is not None and kind.type_col:
-                need.add(kind.type_col)
-            read_cols = [c for c in kind.schema.names if c in need]
-        one_type = int(types[0]) if types is not None and len(types) == 1 else None
         work: list[tuple[FileEntry, int, int]] = []
         for b in self._buckets(kind, lo, hi):
             blo, bhi = b << bits, ((b + 1) << bits) - 1
@@ -130,39 +123,25 @@ class QueryMixin:
             qhi = bhi if hi is None else min(bhi, hi)
             work.extend((f, qlo, qhi) for f in self._files(kind, b, start, end)
                         if f.meter_hi >= qlo and f.meter_lo <= qhi)  # parts by name
+        return work
+
+    def _collect_once(self, kind: Kind, lo: int | None, hi: int | None,
+                      meters: npt.NDArray[np.int32] | None, start: int | None,
+                      end: int | None, types: npt.NDArray[np.uint8] | None,
+                      columns: list[str] | None, schema: pa.Schema) -> list[pa.Table]:
+        pieces: list[pa.Table] = []
+        read_cols = columns
+        if columns is not None:
+            need = set(columns) | {"meter_idx", kind.time_col}
+            if types is not None and kind.type_col:
+                need.add(kind.type_col)
+            read_cols = [c for c in kind.schema.names if c in need]
+        work = self._work(kind, lo, hi, start, end)
 
         def one(item: tuple[FileEntry, int, int]) -> pa.Table | None:
             f, qlo, qhi = item
             t = read_meter_range(f, self._metas, qlo, qhi, read_cols)
-            if t is None or len(t) == 0:
-                return None
-            m = _np(t.column("meter_idx"))
-            mask = None
-            if int(m[0]) < qlo or int(m[-1]) > qhi:  # sorted by meter
-                mask = (m >= qlo) & (m <= qhi)
-            if meters is not None:
-                mask = _and(mask, np.isin(m, meters))
-            ft0, ft1 = f.time_range()
-            if (start is not None and start > ft0) or (end is not None and end < ft1):
-                col = t.column(kind.time_col)
-                mult = _UNIT[col.type.unit]
-                tt = _np(col.cast(pa.int64()))
-                if start is not None and start > ft0:
-                    mask = _and(mask, tt >= start * mult)
-                if end is not None and end < ft1:
-                    mask = _and(mask, tt < end * mult)
-            if types is not None and kind.type_col:
-                ty = _np(t.column(kind.type_col))
-                mask = _and(mask, ty == one_type if one_type is not None
-                            else np.isin(ty, types))
-            if mask is not None:
-                if not mask.any():
-                    return None
-                if not mask.all():
-                    t = t.filter(pa.array(mask))
-            if columns is not None:
-                t = t.select(columns)
-            return t if t.schema.equals(schema) else t.cast(schema)
+            return _refine(kind, t, f, qlo, qhi, meters, start, end, types, columns, schema)
 
         # files decode in parallel (pyarrow and NumPy release the GIL)
         got = (list(self._readers.map(one, work)) if len(work) > 2
@@ -178,6 +157,27 @@ class QueryMixin:
         lo, hi, ms = _meter_bounds(meters)
         return self._collect(READS_KIND, lo=lo, hi=hi, meters=ms, start=start, end=end,
                              types=reading_types)
+
+    def plan_reads(
+        self, *, meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
+        end: int | None = None, reading_types: npt.NDArray[np.uint8] | None = None,
+        chunk_rows: int = 4_000_000,
+    ) -> ScanPlan:
+        """The rows ``scan_reads`` would return, as a :class:`ScanPlan` of pinned chunks
+        to stream through a function in parallel (unsorted, bounded memory)."""
+        lo, hi, ms = _meter_bounds(meters)
+        kind = READS_KIND
+        for attempt in range(3):
+            try:
+                work = self._work(kind, lo, hi, start, end)
+                chunks = plan_chunks(kind, work, self._metas, chunk_rows)
+                break
+            except (FileNotFoundError, pa.ArrowIOError):  # compacted away under us: retry
+                if attempt == 2:
+                    raise
+                self._dirs = DirCache()
+        return ScanPlan(kind, chunks, self._readers, meters=ms, start=start, end=end,
+                        types=reading_types)
 
     def scan_registers(
         self, *, meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
@@ -304,6 +304,41 @@ def _np(col: pa.ChunkedArray | pa.Array) -> npt.NDArray[Any]:
 def _edge(t: pa.Table, col: str, i: int) -> int:
     """Value of row ``i`` of a timestamp column as an integer."""
     return int(_np(t.column(col).slice(i, 1).cast(pa.int64()))[0])
+
+
+def _refine(kind: Kind, t: pa.Table | None, f: FileEntry, qlo: int, qhi: int,
+            meters: npt.NDArray[np.int32] | None, start: int | None, end: int | None,
+            types: npt.NDArray[np.uint8] | None, columns: list[str] | None,
+            schema: pa.Schema) -> pa.Table | None:
+    """The rows of ``t`` (read from ``f``, sorted by meter) that a query asked for."""
+    if t is None or len(t) == 0:
+        return None
+    m = _np(t.column("meter_idx"))
+    mask = None
+    if int(m[0]) < qlo or int(m[-1]) > qhi:  # sorted by meter
+        mask = (m >= qlo) & (m <= qhi)
+    if meters is not None:
+        mask = _and(mask, np.isin(m, meters))
+    ft0, ft1 = f.time_range()
+    if (start is not None and start > ft0) or (end is not None and end < ft1):
+        col = t.column(kind.time_col)
+        mult = _UNIT[col.type.unit]
+        tt = _np(col.cast(pa.int64()))
+        if start is not None and start > ft0:
+            mask = _and(mask, tt >= start * mult)
+        if end is not None and end < ft1:
+            mask = _and(mask, tt < end * mult)
+    if types is not None and kind.type_col:
+        ty = _np(t.column(kind.type_col))
+        mask = _and(mask, ty == int(types[0]) if len(types) == 1 else np.isin(ty, types))
+    if mask is not None:
+        if not mask.any():
+            return None
+        if not mask.all():
+            t = t.filter(pa.array(mask))
+    if columns is not None:
+        t = t.select(columns)
+    return t if t.schema.equals(schema) else t.cast(schema)
 
 
 def _and(a: npt.NDArray[np.bool_] | None, b: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:

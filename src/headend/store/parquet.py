@@ -107,7 +107,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from headend.errors import StorageError
-from headend.store import _fs
+from headend.store import _fs, _rollup
 from headend.store._compact import compact_dir, merge_files
 from headend.store._keys import (
     EVENTS_KIND,
@@ -211,7 +211,8 @@ class ParquetStore(QueryMixin):
         n = _fs.remove_temp_files(ydir, only_dead=False)
         _, dead = split_live(list_dir(ydir, year))
         for f in dead:
-            f.path.unlink(missing_ok=True)
+            _rollup.unlink_data(f.path)
+        n += _rollup.remove_orphans(ydir)
         if n or dead:
             _fs.fsync_dir(ydir)
             self._dirs.invalidate(ydir)
@@ -390,7 +391,7 @@ class ParquetStore(QueryMixin):
         merge_files(kind, inputs, out, self.config, self._metas, delete_inputs=False)
         with self._mutex:
             for f in inputs:
-                f.path.unlink(missing_ok=True)
+                _rollup.unlink_data(f.path)
             _fs.fsync_dir(d)
             self._dirs.invalidate(d)
 
@@ -463,6 +464,9 @@ class ParquetStore(QueryMixin):
                             s += cp.size
                     for f in live:
                         s += f.size
+                        side = _rollup.sidecar_of(f.path)
+                        if not f.is_segment and side.exists():
+                            s += side.stat().st_size  # daily rollups count too
                         if f.is_segment:
                             g += 1
                             with pa.memory_map(str(f.path)) as src:

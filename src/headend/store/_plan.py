@@ -1,0 +1,270 @@
+"""Planned scans: every piece of a query's rows, streamed to a callback in parallel.
+
+``scan_reads`` returns one table sorted by key: right for exports and small queries,
+but a whole-store analytic pass pays for the concatenation and the sort and holds every
+row at once. A :class:`ScanPlan` instead
+
+* lists the live files once and **pins** them (Parquet files are memory-mapped, Arrow
+  segments opened) before anything is read, so a compaction that replaces files while
+  the scan runs cannot make it miss or repeat rows (an unlinked file stays readable);
+* tells the **extent** of the rows (meter and time bounds) from the Parquet row-group
+  statistics without reading data;
+* cuts each file into **chunks of row groups** (``chunk_rows``) decoded in parallel on
+  the store's reader threads, each with its own reader, and hands each chunk, filtered
+  exactly as ``scan_reads`` filters, to the caller's function. Chunks are sorted by key
+  within; their order and the thread calling the function are unspecified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from headend.store._keys import Kind
+from headend.store._layout import FileEntry, MetaCache
+
+__all__ = ["Extent", "ScanPlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """Bounds of a scan's rows (a superset: row-group statistics cover every type).
+
+    ``meter_lo``/``meter_hi`` inclusive; ``t_lo``/``t_hi`` inclusive, Unix seconds.
+    ``rows`` counts the rows of the chunks before filtering.
+    """
+
+    meter_lo: int
+    meter_hi: int
+    t_lo: int
+    t_hi: int
+    rows: int
+
+
+@dataclass(slots=True)
+class _Chunk:
+    file: FileEntry
+    source: Any  # pq.ParquetFile (own reader) or pa.Table (an opened segment)
+    row_groups: list[int]
+    qlo: int
+    qhi: int
+    meter_lo: int
+    meter_hi: int
+    t_lo: int
+    t_hi: int
+    rows: int
+
+
+class ScanPlan:
+    """The pinned files and chunks of one query (see the module docstring).
+
+    Build it with ``ParquetStore.plan_reads``; then read :attr:`extent` and call
+    :meth:`run` once.
+    """
+
+    def __init__(self, kind: Kind, chunks: list[_Chunk], readers: ThreadPoolExecutor, *,
+                 meters: npt.NDArray[np.int32] | None, start: int | None, end: int | None,
+                 types: npt.NDArray[np.uint8] | None) -> None:
+        self.kind = kind
+        self._chunks = chunks
+        self._readers = readers
+        self._meters, self._start, self._end, self._types = meters, start, end, types
+
+    @property
+    def files(self) -> int:
+        return len({c.file.path for c in self._chunks})
+
+    @property
+    def extent(self) -> Extent | None:
+        """Meter and time bounds of the rows, None when there are no chunks."""
+        if not self._chunks:
+            return None
+        lo = max(min(c.meter_lo for c in self._chunks), min(c.qlo for c in self._chunks))
+        hi = min(max(c.meter_hi for c in self._chunks), max(c.qhi for c in self._chunks))
+        t_lo = min(c.t_lo for c in self._chunks)
+        t_hi = max(c.t_hi for c in self._chunks)
+        if self._start is not None:
+            t_lo = max(t_lo, self._start)
+        if self._end is not None:
+            t_hi = min(t_hi, self._end - 1)
+        return Extent(lo, hi, t_lo, t_hi, sum(c.rows for c in self._chunks))
+
+    def run(self, fn: Callable[[pa.Table], None], columns: list[str] | None = None) -> int:
+        """Call ``fn`` on every non-empty filtered chunk (``columns`` only); returns
+        the number of rows handed over. The first exception of any call is raised
+        after the running calls finished."""
+        from headend.store._query import _refine
+
+        kind = self.kind
+        schema = kind.schema if columns is None else pa.schema(
+            [kind.schema.field(c) for c in columns])
+        read_cols = None
+        if columns is not None:
+            need = set(columns) | {"meter_idx", kind.time_col}
+            if self._types is not None and kind.type_col:
+                need.add(kind.type_col)
+            read_cols = [c for c in kind.schema.names if c in need]
+
+        def one(c: _Chunk) -> int:
+            if isinstance(c.source, pa.Table):
+                t = c.source if read_cols is None else c.source.select(read_cols)
+            else:
+                t = c.source.read_row_groups(c.row_groups, columns=read_cols, use_threads=False)
+            t = _refine(kind, t, c.file, c.qlo, c.qhi, self._meters, self._start, self._end,
+                        self._types, columns, schema)
+            if t is None:
+                return 0
+            fn(t)
+            return int(t.num_rows)
+
+        if len(self._chunks) <= 1:
+            return sum(one(c) for c in self._chunks)
+        return sum(int(n) for n in self._readers.map(one, self._chunks))
+
+
+    def run_days(self, fn: Callable[[pa.Table], None]) -> int:
+        """Call ``fn`` with the daily rollup (:data:`~headend.store._rollup.DAILY`) of
+        every chunk, read from the file's rollup sidecar where it has one and the
+        query's window covers the file (else rolled up from the chunk's rows); returns
+        the rollup rows handed over. Rows of one (meter, type, day) may come in several
+        calls (a day split between files): the caller sums ``value`` and ``reads`` and
+        ORs ``hours``."""
+        from headend.store import _rollup
+
+        by_file: dict[Any, list[_Chunk]] = {}
+        for c in self._chunks:
+            by_file.setdefault(c.file.path, []).append(c)
+        work: list[tuple[_Chunk, bool]] = []
+        for chunks in by_file.values():
+            f = chunks[0].file
+            t0, t1 = f.time_range()
+            whole = ((self._start is None or self._start <= t0)
+                     and (self._end is None or self._end >= t1))
+            if whole and not f.is_segment and _rollup.sidecar_of(f.path).exists():
+                work.append((chunks[0], True))
+            else:
+                work.extend((c, False) for c in chunks)
+        cols = ["meter_idx", "reading_type", "interval_end", "value"]
+
+        def one(item: tuple[_Chunk, bool]) -> int:
+            c, side = item
+            if side:
+                d = _rollup.read_sidecar(c.file.path)
+                if d is not None:
+                    d = _filter_days(d, c, self._meters, self._types)
+                    if d.num_rows:
+                        fn(d)
+                    return int(d.num_rows)
+                chunks = by_file[c.file.path]  # sidecar gone: roll up the rows
+                return sum(one((x, False)) for x in chunks)
+            got: list[pa.Table] = []
+            self._run_one(c, got.append, cols)
+            if not got:
+                return 0
+            t = got[0]
+            d = _rollup.rollup(_np(t.column("meter_idx")), _np(t.column("reading_type")),
+                               _np(t.column("interval_end").cast(pa.int64())),
+                               _np(t.column("value")))
+            fn(d)
+            return int(d.num_rows)
+
+        return sum(int(n) for n in self._readers.map(one, work))
+
+    def _run_one(self, c: _Chunk, fn: Callable[[pa.Table], None], columns: list[str]) -> None:
+        from headend.store._query import _refine
+
+        kind = self.kind
+        schema = pa.schema([kind.schema.field(x) for x in columns])
+        if isinstance(c.source, pa.Table):
+            t = c.source.select(columns)
+        else:
+            t = c.source.read_row_groups(c.row_groups, columns=columns, use_threads=False)
+        t = _refine(kind, t, c.file, c.qlo, c.qhi, self._meters, self._start, self._end,
+                    self._types, columns, schema)
+        if t is not None:
+            fn(t)
+
+
+def _filter_days(d: pa.Table, c: _Chunk, meters: npt.NDArray[np.int32] | None,
+                 types: npt.NDArray[np.uint8] | None) -> pa.Table:
+    m = _np(d.column("meter_idx"))
+    if len(m) == 0:
+        return d
+    mask = None
+    if int(m[0]) < c.qlo or int(m[-1]) > c.qhi:
+        mask = (m >= c.qlo) & (m <= c.qhi)
+    if meters is not None:
+        mk = np.isin(m, meters)
+        mask = mk if mask is None else mask & mk
+    if types is not None:
+        tk = np.isin(_np(d.column("reading_type")), types)
+        mask = tk if mask is None else mask & tk
+    if mask is None or mask.all():
+        return d
+    return d.filter(pa.array(mask))
+
+
+def _np(col: pa.ChunkedArray | pa.Array) -> npt.NDArray[Any]:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+
+
+def plan_chunks(kind: Kind, files: list[tuple[FileEntry, int, int]], metas: MetaCache,
+                chunk_rows: int) -> list[_Chunk]:
+    """Open (pin) ``files`` and cut them into chunks of about ``chunk_rows`` rows."""
+    out: list[_Chunk] = []
+    tcol = kind.time_col
+    for f, qlo, qhi in files:
+        if f.is_segment:
+            with pa.memory_map(str(f.path)) as src:
+                t = pa.ipc.open_file(src).read_all()
+            if t.num_rows == 0:
+                continue
+            m = t.column("meter_idx")
+            tt = t.column(tcol).cast(pa.int64())
+            mult = _unit(t.schema.field(tcol).type)
+            mm, tm = pc.min_max(m), pc.min_max(tt)
+            out.append(_Chunk(f, t, [], qlo, qhi, mm["min"].as_py(), mm["max"].as_py(),
+                              tm["min"].as_py() // mult, tm["max"].as_py() // mult, t.num_rows))
+            continue
+        meta = metas.get(f)
+        rgs = meta.row_groups(qlo, qhi)
+        if not rgs:
+            continue
+        md = meta.file.metadata
+        ti = meta.file.schema_arrow.get_field_index(tcol)
+        mult = _unit(meta.file.schema_arrow.field(tcol).type)
+        ft0, ft1 = f.time_range()
+        reader = pq.ParquetFile(f.path, memory_map=True, metadata=md)
+        group: list[int] = []
+        rows = 0
+        for i in [*rgs, None]:
+            n = md.row_group(i).num_rows if i is not None else 0
+            if group and (i is None or rows + n > chunk_rows):
+                t_lo, t_hi = ft0, ft1 - 1
+                st = [md.row_group(g).column(ti).statistics for g in group]
+                if all(s is not None and s.has_min_max for s in st):
+                    t_lo = min(int(s.min_raw) for s in st) // mult
+                    t_hi = max(int(s.max_raw) for s in st) // mult
+                out.append(_Chunk(f, reader, group, qlo, qhi,
+                                  int(meta.rg_lo[group].min()), int(meta.rg_hi[group].max()),
+                                  t_lo, t_hi, rows))
+                reader = pq.ParquetFile(f.path, memory_map=True, metadata=md)
+                group, rows = [], 0
+            if i is not None:
+                group.append(i)
+                rows += n
+    return out
+
+
+def _unit(t: pa.DataType) -> int:
+    return {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[t.unit]
