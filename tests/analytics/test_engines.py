@@ -89,17 +89,3 @@ def test_spark_matches_embedded_on_every_task(embedded, spark):
             assert_same(run(embedded, task), run(s, task))
     finally:
         s.close()
-
-
-def test_embedded_load_in_meter_chunks_gives_the_same_matrix():
-    from headend.analytics import EmbeddedEngine
-
-    reads, weather = utility(households=4, days=21)
-    reads = reads.sort_by([("meter_idx", "ascending"), ("interval_end", "ascending")])
-    whole, chunked = EmbeddedEngine(), EmbeddedEngine()
-    whole.load(reads, weather)
-    chunked.load(reads, weather, chunk_reads=reads.num_rows // 3)  # cut at meters
-    np.testing.assert_array_equal(chunked.matrix.meter_idx, whole.matrix.meter_idx)
-    assert chunked.matrix.t0 == whole.matrix.t0
-    np.testing.assert_array_equal(chunked.matrix.kwh, whole.matrix.kwh)
-    np.testing.assert_array_equal(chunked.temp, whole.temp)
