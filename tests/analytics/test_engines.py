@@ -89,3 +89,21 @@ def test_spark_matches_embedded_on_every_task(embedded, spark):
             assert_same(run(embedded, task), run(s, task))
     finally:
         s.close()
+
+
+
+
+@pytest.mark.slow
+def test_spark_engines_sharing_a_session_keep_their_own_data(embedded, spark):
+    from headend.analytics.spark import SparkEngine
+
+    reads, weather = utility()
+    a, b = SparkEngine(spark, partitions=2), SparkEngine(spark, partitions=2)
+    try:
+        a.load(reads, weather)
+        b.load(utility(households=3, seed=5)[0], weather)
+        assert_same(run(embedded, "histogram"), run(a, "histogram"))
+        assert_same(run(embedded, "anomaly"), run(a, "anomaly"))
+    finally:
+        a.close()
+        b.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,7 +96,28 @@ class ScanPlan:
             t_lo = max(t_lo, self._start)
         if self._end is not None:
             t_hi = min(t_hi, self._end - 1)
+        if lo > hi or t_lo > t_hi:  # the files' bounds miss the query's: no row
+            return None
         return Extent(lo, hi, t_lo, t_hi, sum(c.rows for c in self._chunks))
+
+    def paths(self) -> list[Path]:
+        """The pinned live Parquet files of the plan (not the segments), in order."""
+        return list(dict.fromkeys(c.file.path for c in self._chunks
+                                  if not isinstance(c.source, pa.Table)))
+
+    def segments(self) -> list[pa.Table]:
+        """The rows of the plan's segments (recent, uncompacted appends), each filtered
+        as ``scan_reads`` filters; empty ones left out."""
+        from headend.store._query import _refine
+
+        out = []
+        for c in self._chunks:
+            if isinstance(c.source, pa.Table):
+                t = _refine(self.kind, c.source, c.file, c.qlo, c.qhi, self._meters,
+                            self._start, self._end, self._types, None, self.kind.schema)
+                if t is not None:
+                    out.append(t)
+        return out
 
     def run(self, fn: Callable[[pa.Table], None], columns: list[str] | None = None) -> int:
         """Call ``fn`` on every non-empty filtered chunk (``columns`` only); returns
