@@ -99,3 +99,28 @@ def test_report_writes_html_pngs_and_csvs(tmp_path):
     # T1: 0.5 + 0.25 kWh per quarter hour = 3 kW against 2.5 kVA -> 120 %
     assert loading[1] == "T1,2,3,2024-01-01T01:00:00Z,2.5,120,24"
     assert loading[2] == "T2,1,1,2024-01-01T01:00:00Z,10,10,0"
+
+
+def test_report_tables_as_parquet_equal_the_csvs(tmp_path):
+    pytest.importorskip("matplotlib")
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from headend.errors import ConfigError
+    from headend.report import build_report
+
+    with DataDir.open(tmp_path) as dd:
+        dd.registry.upsert(registry())
+        dd.store.append_reads(reads(0, T0 + 900 * np.arange(1, 97), np.full(96, 500)))
+    out = tmp_path / "report"
+    res = build_report(tmp_path, out, table_formats=("csv", "parquet"))
+    assert "feeder_load.parquet" in res.files and "completeness.csv" in res.files
+    for name in ("feeder_load", "completeness", "vee_statistics"):  # no outages here
+        pt = pq.read_table(out / f"{name}.parquet")
+        ct = pacsv.read_csv(out / f"{name}.csv")
+        assert pt.column_names == ct.column_names and pt.num_rows == ct.num_rows
+    fl = pq.read_table(out / "feeder_load.parquet")  # 0.5 kWh per quarter hour: 2 kW
+    assert fl.num_rows == 24 and set(fl.column("kw").to_pylist()) == {2.0}
+    assert pa.types.is_timestamp(fl.schema.field("hour_end").type)
+    with pytest.raises(ConfigError):
+        build_report(tmp_path, tmp_path / "r2", table_formats=("xlsx",))

@@ -27,10 +27,11 @@ def report(
     to: Annotated[str | None, typer.Option("--to", help="Report to this time (exclusive).")] = None,
     tz: Annotated[str, typer.Option("--tz", envvar="HEADEND_TZ", help="Utility time zone.")] = "UTC",
     transformers: Annotated[Path | None, typer.Option("--transformers", help="transformers.csv with kva ratings.")] = None,
+    tables: Annotated[str, typer.Option("--tables", help="Table files: csv, parquet or csv,parquet.")] = "csv",
 ) -> None:
     """Write index.html with feeder load curves, most loaded transformers, VEE statistics,
     data completeness per collector and technology, and outages with customer-minutes
-    lost; every table also as CSV."""
+    lost; every table also as CSV and/or Parquet (--tables)."""
     from headend.report import build_report
 
     start = parse_time(from_, option="--from")
@@ -47,7 +48,8 @@ def report(
         except (OSError, KeyError, ValueError) as exc:
             fail(f"{transformers}: {exc}")
     try:
-        res = build_report(data, out, start=start, end=end, tz=tz, ratings_kva=ratings)
+        res = build_report(data, out, start=start, end=end, tz=tz, ratings_kva=ratings,
+                           table_formats=tuple(x.strip() for x in tables.split(",") if x.strip()))
     except ConfigError as exc:
         fail(str(exc))
     except StorageError as exc:

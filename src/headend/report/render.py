@@ -70,9 +70,12 @@ def _plots() -> Any:
     return plt
 
 
+TABLE_FORMATS = ("csv", "parquet")
+
+
 def build_report(root: Path, out: Path, *, start: int | None = None, end: int | None = None,
                  tz: str = "UTC", ratings_kva: dict[str, float] | None = None,
-                 top: int = 15) -> ReportResult:
+                 top: int = 15, table_formats: tuple[str, ...] = ("csv",)) -> ReportResult:
     """Write the report for ``[start, end)`` into ``out``.
 
     Parameters
@@ -85,7 +88,16 @@ def build_report(root: Path, out: Path, *, start: int | None = None, end: int | 
         Window [Unix s]; default the span of the stored reads.
     ratings_kva : dict, optional
         Transformer ratings [kVA] by transformer id.
+    table_formats : tuple of str
+        Files written for every table: ``csv`` and/or ``parquet`` (the Arrow types:
+        timestamps stay timestamps).
     """
+    bad = [f for f in table_formats if f not in TABLE_FORMATS]
+    if bad or not table_formats:
+        from headend.errors import ConfigError
+
+        raise ConfigError(f"table formats must be among {', '.join(TABLE_FORMATS)}, not "
+                          f"{', '.join(bad) or 'none'}")
     from headend.model import codes
     from headend.store import DataDir
     from headend.vee import current_reads
@@ -115,8 +127,14 @@ def build_report(root: Path, out: Path, *, start: int | None = None, end: int | 
     sections: list[str] = []
 
     def save(name: str, table: pa.Table) -> None:
-        _csv(out / f"{name}.csv", table)
-        res.files.append(f"{name}.csv")
+        if "csv" in table_formats:
+            _csv(out / f"{name}.csv", table)
+            res.files.append(f"{name}.csv")
+        if "parquet" in table_formats:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, out / f"{name}.parquet", compression="zstd")
+            res.files.append(f"{name}.parquet")
 
     def figure(name: str) -> str:
         plt.tight_layout()
