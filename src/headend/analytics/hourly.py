@@ -244,7 +244,7 @@ class _Overlay:
 def matrix_from_store(store: Any, *, reading_type: int = 0,
                       meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
                       end: int | None = None, overlay: pa.Table | None = None,
-                      chunk_rows: int = 4_000_000) -> HourlyMatrix:
+                      chunk_rows: int = 2_000_000) -> HourlyMatrix:
     """The hourly matrix of one reading type of a store (see the module docstring).
 
     Parameters

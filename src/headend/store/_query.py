@@ -161,7 +161,7 @@ class QueryMixin:
     def plan_reads(
         self, *, meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
         end: int | None = None, reading_types: npt.NDArray[np.uint8] | None = None,
-        chunk_rows: int = 4_000_000,
+        chunk_rows: int = 2_000_000,
     ) -> ScanPlan:
         """The rows ``scan_reads`` would return, as a :class:`ScanPlan` of pinned chunks
         to stream through a function in parallel (unsorted, bounded memory)."""
