@@ -96,3 +96,16 @@ def test_similarity_projected_method_gives_the_exact_rows(root):
     assert [r[:3] for r in proj] == [r[:3] for r in exact]
     np.testing.assert_allclose([float(r[3]) for r in proj[1:]],
                                [float(r[3]) for r in exact[1:]], rtol=1e-14)
+
+
+def test_histogram_is_the_same_streamed_from_compacted_files(root, tmp_path):
+    import shutil
+
+    compacted = tmp_path / "compacted"
+    shutil.copytree(root, compacted)
+    with DataDir.open(compacted) as dd:
+        dd.store.compact()  # year files: the streamed path
+        assert dd.store.plan_reads().meters_in_one_file
+    with DataDir.open(root) as dd:
+        assert not dd.store.plan_reads().meters_in_one_file  # the matrix path
+    assert invoke(compacted, "histogram") == invoke(root, "histogram")

@@ -156,6 +156,23 @@ def _engine_task(task: str, data: Path, from_: str | None, to: str | None, engin
         ld = _load(data, from_, to, version, compute=daily)
         _write(ld.computed, ld.registry, fmt, out)
         return
+    if embedded and task == "histogram":  # streamed when no VEE version and no meter
+        from headend.analytics import EmbeddedEngine  # spans files; else the matrix
+        from headend.analytics.stream import histogram_from_store
+
+        def hist(store: Any, overlay: Any, start: int | None, end: int | None) -> Any:
+            if overlay is None or overlay.num_rows == 0:
+                try:
+                    return histogram_from_store(store, start=start, end=end)
+                except ValueError:
+                    pass
+            e = EmbeddedEngine()
+            e.load_matrix(_hourly_matrix(store, overlay, start, end))
+            return e.histogram()
+
+        ld = _load(data, from_, to, version, compute=hist)
+        _write(ld.computed, ld.registry, fmt, out)
+        return
     ld = _load(data, from_, to, version, matrix=embedded)
     try:
         eng = open_engine(engine)

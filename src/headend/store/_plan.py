@@ -17,6 +17,7 @@ row at once. A :class:`ScanPlan` instead
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -150,6 +151,54 @@ class ScanPlan:
         if len(self._chunks) <= 1:
             return sum(one(c) for c in self._chunks)
         return sum(int(n) for n in self._readers.map(one, self._chunks))
+
+    @property
+    def meters_in_one_file(self) -> bool:
+        """Whether every meter's rows are in one file of the plan (the files' meter
+        ranges, from their statistics, do not overlap): then a meter's rows reach
+        :meth:`run_files` in one file's calls, in key order."""
+        spans: dict[Any, tuple[int, int]] = {}
+        for c in self._chunks:
+            lo, hi = spans.get(c.file.path, (c.meter_lo, c.meter_hi))
+            spans[c.file.path] = (min(lo, c.meter_lo), max(hi, c.meter_hi))
+        ranges = sorted(spans.values())
+        return all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
+
+    def run_files(self, fn: Callable[[int, pa.Table | None], None],
+                  columns: list[str] | None = None) -> None:
+        """Like :meth:`run`, but each file's chunks go to ``fn(file_no, table)`` in file
+        order (sorted by key) from one thread, then ``fn(file_no, None)`` once the file
+        is done; files run in parallel."""
+        from headend.store._query import _refine
+
+        kind = self.kind
+        schema = kind.schema if columns is None else pa.schema(
+            [kind.schema.field(c) for c in columns])
+        read_cols = None
+        if columns is not None:
+            need = set(columns) | {"meter_idx", kind.time_col}
+            if self._types is not None and kind.type_col:
+                need.add(kind.type_col)
+            read_cols = [c for c in kind.schema.names if c in need]
+        files: dict[Any, list[_Chunk]] = {}
+        for c in self._chunks:
+            files.setdefault(c.file.path, []).append(c)
+
+        def one(item: tuple[int, list[_Chunk]]) -> None:
+            no, chunks = item
+            for c in chunks:
+                if isinstance(c.source, pa.Table):
+                    t = c.source if read_cols is None else c.source.select(read_cols)
+                else:
+                    t = c.source.read_row_groups(c.row_groups, columns=read_cols,
+                                                 use_threads=False)
+                t = _refine(kind, t, c.file, c.qlo, c.qhi, self._meters, self._start,
+                            self._end, self._types, columns, schema)
+                if t is not None:
+                    fn(no, t)
+            fn(no, None)
+
+        list(self._readers.map(one, enumerate(files.values())))
 
 
     def run_days(self, fn: Callable[[pa.Table], None]) -> int:
