@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import report  # noqa: E402
+from _common import report
 
 
 def simulate_into(n_meters: int, interval_s: int, work: Path, spool: Path) -> None:

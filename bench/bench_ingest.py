@@ -27,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pg_baseline  # noqa: E402
-from _common import dir_bytes, peak_rss_mb, report  # noqa: E402
+import pg_baseline
+from _common import dir_bytes, peak_rss_mb, report
 
-from headend.ingest.pipeline import Ingestor  # noqa: E402
-from headend.sim import build_utility  # noqa: E402
-from headend.sim.writers import simulate  # noqa: E402
+from headend.ingest.pipeline import Ingestor
+from headend.sim import build_utility
+from headend.sim.writers import simulate
 
 
 def ingest_once(root: Path, static: list[Path], files: list[Path]) -> tuple[float, float, int]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
-from headend.bus import Bus, StreamSpec, subject_matches
+from headend.bus import Bus, StreamSpec, ack_all, fetch_each, fetch_first, subject_matches
 
 
 def _stream(bus: Bus, uniq: str, *, work_queue: bool = False) -> str:
@@ -163,3 +164,69 @@ def test_publish_to_no_stream_raises(bus: Bus, uniq: str) -> None:
         bus.publish_retry_s = 0.5  # type: ignore[attr-defined]
     with pytest.raises(PublishError):
         bus.publish(f"nostream{uniq}.x", b"1")
+
+
+def test_stored_at_is_the_stream_time(bus: Bus, uniq: str) -> None:
+    name = _stream(bus, uniq)
+    try:
+        before = time.time()
+        bus.publish(f"t{uniq}.a", b"x")
+        after = time.time()
+        c = bus.consumer(name, None, filter_subject=f"t{uniq}.>")
+        (m,) = c.fetch(1, 2.0)
+        # the server's clock and ours may differ by a little on one machine
+        assert before - 1.0 <= m.stored_at <= after + 1.0
+        c.close()
+    finally:
+        _cleanup(bus, name)
+
+
+def test_fetch_first_returns_the_partition_that_has_messages(bus: Bus, uniq: str) -> None:
+    name = _stream(bus, uniq, work_queue=True)
+    try:
+        cs = [bus.consumer(name, f"p{i}", filter_subject=f"t{uniq}.{i}") for i in range(3)]
+        assert fetch_first(cs, 0.3) == []
+        bus.publish(f"t{uniq}.2", b"a")
+        bus.publish(f"t{uniq}.2", b"b")
+        got = fetch_first(cs, 5.0)
+        assert [m.data for m in got] == [b"a"]
+        # the rest of the partition comes with the next fetch, in order
+        rest = [r for r in fetch_each([(c, 10) for c in cs], 1.0) if isinstance(r, list)]
+        assert [[m.data for m in r] for r in rest] == [[], [], [b"b"]]
+        ack_all(got + rest[2])
+        for c in cs:
+            c.close()
+    finally:
+        _cleanup(bus, name)
+
+
+def test_fetch_first_wakes_on_a_late_message_and_loses_none(bus: Bus, uniq: str) -> None:
+    """A message published while fetch_first waits is returned at once; messages that
+    pull requests of an earlier fetch_first received are returned by later fetches,
+    never dropped (all 40 come back before ack_wait)."""
+    name = _stream(bus, uniq, work_queue=True)
+    try:
+        cs = [bus.consumer(name, f"p{i}", filter_subject=f"t{uniq}.{i}", ack_wait_s=30.0)
+              for i in range(4)]
+        threading.Timer(0.3, bus.publish, (f"t{uniq}.1", b"late")).start()
+        t0 = time.monotonic()
+        got = fetch_first(cs, 30.0)
+        # returned when the message came, not at the end of the wait
+        assert [m.data for m in got] == [b"late"] and time.monotonic() - t0 < 20.0
+        ack_all(got)
+        sent = {f"{i}-{k}".encode() for i in range(4) for k in range(10)}
+        for d in sorted(sent):
+            bus.publish(f"t{uniq}.{d.decode()[0]}", d)
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while len(seen) < len(sent) and time.monotonic() < deadline:
+            first = fetch_first(cs, 0.05)
+            more = [m for r in fetch_each([(c, 3) for c in cs], 0.01)
+                    if isinstance(r, list) for m in r]
+            seen.extend(m.data for m in first + more)
+            ack_all(first + more)
+        assert sorted(seen) == sorted(sent)
+        for c in cs:
+            c.close()
+    finally:
+        _cleanup(bus, name)

@@ -17,6 +17,8 @@ from headend.bus.base import (
     Message,
     StreamSpec,
     ack_all,
+    fetch_each,
+    fetch_first,
     subject_matches,
 )
 from headend.errors import ConfigError
@@ -29,6 +31,8 @@ __all__ = [
     "Message",
     "StreamSpec",
     "ack_all",
+    "fetch_each",
+    "fetch_first",
     "open_bus",
     "subject_matches",
 ]

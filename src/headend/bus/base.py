@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Bus",
@@ -33,6 +33,9 @@ __all__ = [
     "KeyValue",
     "Message",
     "StreamSpec",
+    "ack_all",
+    "fetch_each",
+    "fetch_first",
     "subject_matches",
 ]
 
@@ -68,7 +71,8 @@ class StreamSpec:
 
 @dataclass(slots=True)
 class Message:
-    """A delivered message. ``seq`` is its stream sequence (1-based)."""
+    """A delivered message. ``seq`` is its stream sequence (1-based); ``stored_at`` the
+    wall-clock time the stream stored it [Unix s] (0.0 if the adapter does not know)."""
 
     subject: str
     data: bytes
@@ -77,6 +81,7 @@ class Message:
     num_delivered: int = 1
     _ack: object = None  # adapter handle
     _raw: object = None  # adapter's own message
+    stored_at: float = 0.0
 
     def ack(self) -> None:
         """Acknowledge: the consumer will not deliver it again. Blocking."""
@@ -106,6 +111,53 @@ def ack_all(messages: list[Message]) -> None:
         else:
             for m in msgs:
                 m.ack()
+
+
+def fetch_first(consumers: Sequence[Consumer], timeout_s: float) -> list[Message]:
+    """Wait at most ``timeout_s`` [s] for a message on **any** of ``consumers``; returns
+    as soon as one has some (at least one message, possibly a few from several
+    consumers), or ``[]``. Adapters that can wait on several consumers at once offer
+    ``fetch_first_of`` on their consumer class (NATS: one pull request each, answered
+    by the first message); otherwise the consumers are asked in turn, each waiting
+    ``timeout_s / len(consumers)``. Messages are returned in each consumer's order and
+    are owed an acknowledgement like any fetched message."""
+    if not consumers:
+        return []
+    native = _native(consumers, "fetch_first_of")
+    if native is not None:
+        return native(consumers, timeout_s)  # type: ignore[no-any-return]
+    wait = timeout_s / len(consumers)
+    for c in consumers:
+        got = c.fetch(1, wait)
+        if got:
+            return got
+    return []
+
+
+def fetch_each(requests: Sequence[tuple[Consumer, int]], timeout_s: float
+               ) -> list[list[Message] | Exception]:
+    """Fetch from several consumers at once: up to ``n`` messages from each
+    ``(consumer, n)``, each waiting at most ``timeout_s`` [s]. Returns, per request,
+    its messages or the exception its fetch raised (the others are not affected).
+    Adapters offer ``fetch_each_of`` to run the requests concurrently (one round trip
+    for all); otherwise they run in turn."""
+    native = _native([c for c, _ in requests], "fetch_each_of")
+    if native is not None:
+        return native(requests, timeout_s)  # type: ignore[no-any-return]
+    out: list[list[Message] | Exception] = []
+    for c, n in requests:
+        try:
+            out.append(c.fetch(n, timeout_s))
+        except Exception as exc:  # noqa: BLE001 - reported per request, as documented
+            out.append(exc)
+    return out
+
+
+def _native(consumers: Sequence[object], name: str) -> Any:
+    kinds = {type(c) for c in consumers}
+    if len(kinds) != 1:
+        return None
+    return getattr(kinds.pop(), name, None)
 
 
 @runtime_checkable

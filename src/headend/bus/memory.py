@@ -26,6 +26,7 @@ class _Entry:
     data: bytes
     headers: dict[str, str]
     at: float
+    wall: float  # Unix s, for Message.stored_at
 
 
 @dataclass(slots=True)
@@ -84,7 +85,8 @@ class _MemoryConsumer:
                     del st.in_flight[seq]
                     continue
                 st.in_flight[seq] = (now + st.ack_wait_s, n + 1)
-                out.append(Message(entry.subject, entry.data, dict(entry.headers), seq, n + 1, self))
+                out.append(Message(entry.subject, entry.data, dict(entry.headers), seq, n + 1, self,
+                                   stored_at=entry.wall))
         while len(out) < max_messages and st.next_seq <= stream.last_seq:
             seq = st.next_seq
             st.next_seq += 1
@@ -92,7 +94,8 @@ class _MemoryConsumer:
             if entry is None or not subject_matches(st.filter_subject, entry.subject):
                 continue
             st.in_flight[seq] = (now + st.ack_wait_s, 1)
-            out.append(Message(entry.subject, entry.data, dict(entry.headers), seq, 1, self))
+            out.append(Message(entry.subject, entry.data, dict(entry.headers), seq, 1, self,
+                               stored_at=entry.wall))
         return out
 
     def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
@@ -106,6 +109,27 @@ class _MemoryConsumer:
                 if out or left <= 0:
                     return out
                 self._bus._cond.wait(min(left, 0.05))
+
+    @staticmethod
+    def fetch_first_of(consumers: Sequence[_MemoryConsumer], timeout_s: float
+                       ) -> list[Message]:
+        """:func:`headend.bus.base.fetch_first`: one wait on the bus for all of them."""
+        bus = consumers[0]._bus
+        if any(c._bus is not bus for c in consumers):
+            raise ValueError("consumers of different buses")
+        deadline = time.monotonic() + timeout_s
+        with bus._cond:
+            while True:
+                if bus._closed:
+                    raise PublishError("bus closed")
+                for c in consumers:
+                    out = c._take(1)
+                    if out:
+                        return out
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                bus._cond.wait(min(left, 0.05))
 
     def pending(self) -> int:
         with self._bus._cond:
@@ -214,8 +238,8 @@ class MemoryBus:
             st = self._stream_for(subject)
             st.last_seq += 1
             st.entries[st.last_seq] = _Entry(
-                st.last_seq, subject, bytes(data), dict(headers or {}), self._clock()
-            )
+                st.last_seq, subject, bytes(data), dict(headers or {}), self._clock(),
+                time.time())
             self._trim(st)
             self._cond.notify_all()
             return st.last_seq

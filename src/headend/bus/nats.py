@@ -32,6 +32,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the NATS bus needs nats-py: pip install 'headend[nats]'"
     ) from exc
 
+from headend.bus._natsio import AckBatch as _AckBatch
+from headend.bus._natsio import first_message as _first_message
+from headend.bus._natsio import pub_ack as _pub_ack
+from headend.bus._natsio import translate as _translate
+
 __all__ = ["NatsBus"]
 
 log = logging.getLogger(__name__)
@@ -77,47 +82,6 @@ class _Loop:
             self.loop.close()
 
 
-class _AckBatch:
-    """Publish acknowledgements of one :meth:`NatsBus.publish_many` attempt."""
-
-    def __init__(self, batch_id: str, prefix: str, n: int) -> None:
-        self.id = batch_id
-        self.prefix = f"{prefix}.{batch_id}."
-        self.results: list[Any] = [None] * n
-        self.left = n
-        self.done = asyncio.Event()
-        if n == 0:
-            self.done.set()
-
-    def reply(self, k: int) -> str:
-        return self.prefix + str(k)
-
-    def set(self, k: int, msg: Any) -> None:
-        if 0 <= k < len(self.results) and self.results[k] is None:
-            self.results[k] = msg
-            self.left -= 1
-            if self.left == 0:
-                self.done.set()
-
-
-def _pub_ack(msg: Any) -> Any:
-    """A JetStream publish answer as a PubAck, or the exception it stands for."""
-    if msg is None:
-        return TimeoutError()
-    if msg.headers and msg.headers.get("Status") == "503":
-        return nats.js.errors.NoStreamResponseError()
-    try:
-        resp = json.loads(msg.data)
-    except ValueError as exc:
-        return exc
-    if "error" in resp:
-        try:
-            nats.js.errors.APIError.from_error(resp["error"])  # raises the typed error
-        except nats.js.errors.APIError as exc:
-            return exc
-    return api.PubAck.from_response(resp)
-
-
 class _NatsConsumer:
     def __init__(self, bus: NatsBus, psub: Any, ephemeral: bool) -> None:
         self._bus = bus
@@ -144,20 +108,90 @@ class _NatsConsumer:
         raw: Any = msg._raw
         self._bus._loop.run(raw.nak())
 
-    def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
-        async def go() -> list[Any]:
-            try:
-                return list(await self._psub.fetch(max_messages, timeout=timeout_s))
-            except (TimeoutError, nats.errors.TimeoutError):
-                return []
+    async def _fetch_raw(self, max_messages: int, timeout_s: float) -> list[Any]:
+        try:
+            return list(await self._psub.fetch(max_messages, timeout=timeout_s))
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
 
-        raws = self._bus._loop.run(go(), timeout=timeout_s + DEFAULT_TIMEOUT_S)
+    def _wrap(self, raws: Sequence[Any]) -> list[Message]:
         out = []
         for r in raws:
             md = r.metadata
             out.append(Message(r.subject, r.data, dict(r.headers or {}), md.sequence.stream,
-                               md.num_delivered, self, r))
+                               md.num_delivered, self, r, md.timestamp.timestamp()))
         return out
+
+    def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
+        raws = self._bus._loop.run(self._fetch_raw(max_messages, timeout_s),
+                                   timeout=timeout_s + DEFAULT_TIMEOUT_S)
+        return self._wrap(raws)
+
+    @staticmethod
+    def fetch_each_of(requests: Sequence[tuple[_NatsConsumer, int]], timeout_s: float
+                      ) -> list[list[Message] | Exception]:
+        """:func:`headend.bus.base.fetch_each`: the pull requests of all consumers go
+        out together and are awaited together (each fetch runs to its end: nothing
+        is cancelled, so no delivered message can be dropped on the client)."""
+        if not requests:
+            return []
+
+        async def go() -> list[Any]:
+            res: list[Any] = await asyncio.gather(
+                *(c._fetch_raw(n, timeout_s) for c, n in requests), return_exceptions=True)
+            return res
+
+        res = requests[0][0]._bus._loop.run(go(), timeout=timeout_s + DEFAULT_TIMEOUT_S)
+        out: list[list[Message] | Exception] = []
+        for (c, _), r in zip(requests, res, strict=True):
+            out.append(_translate(r) if isinstance(r, BaseException) else c._wrap(r))
+        return out
+
+    @staticmethod
+    def fetch_first_of(consumers: Sequence[_NatsConsumer], timeout_s: float
+                       ) -> list[Message]:
+        """:func:`headend.bus.base.fetch_first`: messages already received are
+        returned at once; otherwise one pull request for one message (expiring after
+        ``timeout_s``) goes to each consumer and the first message to arrive on any of
+        them is returned. Requests that are still open may deliver one message each
+        later: it waits in that consumer's client queue and is returned by its next
+        fetch (or handed back by :meth:`close`)."""
+        if not consumers:
+            return []
+
+        async def go() -> list[tuple[_NatsConsumer, Any]]:
+            for c in consumers:  # what earlier pull requests left in the queues
+                raw = c._queued()
+                if raw is not None:
+                    return [(c, raw)]
+            expires = max(int(timeout_s * 1e9) - 100_000, 1_000_000)
+            request = json.dumps({"batch": 1, "expires": expires}).encode()
+            for c in consumers:
+                await c._bus.nc.publish(c._psub._nms, request, c._psub._deliver)
+            return await _first_message(consumers, timeout_s)
+
+        got = consumers[0]._bus._loop.run(go(), timeout=timeout_s + DEFAULT_TIMEOUT_S)
+        return [m for c, raw in got for m in c._wrap([raw])]
+
+    def _queued(self) -> Any:
+        """The next message already in this client's queue (statuses skipped), or None."""
+        q = self._psub._sub._pending_queue
+        while not q.empty():
+            raw = self._taken(q.get_nowait())
+            if raw is not None:
+                return raw
+        return None
+
+    def _taken(self, raw: Any) -> Any:
+        """Book a message taken off the client queue; None for a status message (a
+        pull request that expired or found nothing, a heartbeat)."""
+        sub = self._psub._sub
+        sub._pending_size -= len(raw.data)
+        status = raw.headers.get("Status") if raw.headers else None
+        if status:
+            log.debug("pull status %s: %s", status, raw.headers.get("Description", ""))
+            return None
+        return raw
 
     def pending(self) -> int:
         info = self._bus._loop.run(self._psub.consumer_info())
@@ -349,7 +383,7 @@ class NatsBus:
                             raise r
                         failed.append(i)
                     else:
-                        seqs[i] = int(r.seq)
+                        seqs[i] = r
                 if not failed:
                     return [int(x) for x in seqs if x is not None]
                 if self._loop.loop.time() >= deadline:
@@ -418,6 +452,16 @@ class NatsBus:
                                                       history=1, replicas=replicas)
 
         return _NatsKV(self, self._loop.run(go()))
+
+    def stream_messages(self, name: str) -> int:
+        """Messages a stream holds now (a work queue: those not yet acknowledged).
+        Monitoring and benchmarks; not part of the bus port."""
+
+        async def go() -> int:
+            info = await self.js.stream_info(name)
+            return int(info.state.messages)
+
+        return self._loop.run(go())
 
     def delete_stream(self, name: str) -> None:
         """Delete a stream if it exists (tests, re-deployments)."""

@@ -20,8 +20,10 @@ Headers: ``Content-Type``, ``Headend-Rows`` (rows in the message), ``Headend-Sou
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
@@ -38,14 +40,16 @@ from headend.model.codes import (
     RT_RESOLUTION,
     event_code_str,
 )
+from headend.serve.jsonlines import iso_text, meter_heads, read_lines, register_lines
 from headend.serve.subjects import OUT_SUBJECTS, PREFIX, event_token, token
 
 __all__ = ["OUT_STREAM", "StreamPublisher", "Topology", "encode_groups", "out_stream_spec"]
 
+log = logging.getLogger(__name__)
+
 OUT_STREAM: Final = "HEADEND_OUT"
 JSONL: Final = "application/x-ndjson"
 GROUPINGS: Final = ("meter", "transformer", "feeder")
-_ISO: Final = "%Y-%m-%dT%H:%M:%SZ"
 #: largest third-party payload [bytes]; bigger groups are cut (NATS max_payload is
 #: 1 MiB by default)
 MAX_PAYLOAD: Final = 512 * 1024
@@ -82,8 +86,9 @@ class Topology:
         self.prefix = prefix
         self.meter_id = ids
         self.size = n
-        #: JSON-quoted meter ids per meter_idx (taken per batch, never rebuilt per read)
-        self.quoted_id = _json_str(pa.array(ids, type=pa.string())) if n else \
+        #: ``{"meter":"<id>","type":"`` per meter_idx (the head of each JSON line;
+        #: taken per batch, never rebuilt per read)
+        self.line_head = meter_heads(pa.array(ids, type=pa.string())) if n else \
             pa.array([], pa.string())
         # coarser groups: the tokens below the group become "~" (one message per group
         # and type; finer filtering is then done by the consumer or server-side)
@@ -113,25 +118,6 @@ def _coarse(prefix: npt.NDArray[Any], cut: int
     return inv.astype(np.int64), uniq.astype(object)
 
 
-def _iso(col: pa.ChunkedArray | pa.Array) -> Any:
-    """ISO 8601 UTC text of a timestamp column. A batch holds few distinct times (one
-    per interval end), so each distinct value is formatted once and taken per row."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if arr.null_count or len(arr) < 64:
-        return pc.strftime(arr, format=_ISO)
-    enc = pc.dictionary_encode(arr.cast(pa.int64()))  # hashing: O(rows)
-    if len(enc.dictionary) * 4 > len(arr):
-        return pc.strftime(arr, format=_ISO)
-    text = pc.strftime(enc.dictionary.cast(arr.type), format=_ISO)
-    return text.take(enc.indices)
-
-
-def _json_str(arr: Any) -> Any:
-    """Quote strings for JSON (ids are escaped for ``\\`` and ``"``)."""
-    esc = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
-    return pc.binary_join_element_wise('"', esc, '"', "")
-
-
 _READING_NAMES: Final = np.array([rt.name for rt in READING_TYPES], dtype=object)
 _REGISTER_NAMES: Final = np.array([r.name for r in REGISTER_TYPES], dtype=object)
 
@@ -139,10 +125,6 @@ _REGISTER_NAMES: Final = np.array([r.name for r in REGISTER_TYPES], dtype=object
 def _type_names(names: npt.NDArray[Any], t: npt.NDArray[np.int64]) -> pa.Array:
     """Per-row names by index: one Arrow take, no per-row Python objects."""
     return pa.array(names.tolist(), pa.string()).take(pa.array(t))
-
-
-def _lines(parts: Sequence[Any]) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, "")
 
 
 def encode_groups(
@@ -290,6 +272,7 @@ class StreamPublisher:
     # -------------------------------------------------------------- Listener
 
     def on_stored(self, batch: Any) -> None:
+        started = time.monotonic()
         msgs: list[tuple[str, bytes, dict[str, str] | None]] = []
         for family, table in (("reads", batch.reads), ("registers", batch.registers),
                               ("events", batch.events)):
@@ -299,7 +282,11 @@ class StreamPublisher:
                 if self._on_published is not None:
                     self._on_published(family, len(part), table.num_rows)
         if msgs:
+            built = time.monotonic()
             self.bus.publish_many(msgs)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("published %d messages; built %.4f s, published %.4f s", len(msgs),
+                          built - started, time.monotonic() - built)
 
     def on_watermark(self, event_time_s: int) -> None:
         return None
@@ -341,26 +328,18 @@ class StreamPublisher:
         if order is not None:
             perm = pa.array(order)
             table, idx, t, key = table.take(perm), idx[order], t[order], key[order]
-        ids = topo.quoted_id.take(pa.array(idx))
+        heads = topo.line_head
         if family == "reads":
-            value = pc.multiply(table.column("value").cast(pa.float64()),
-                                pa.array(RT_RESOLUTION[t]))
-            parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
-                     '","end":"', _iso(table.column("interval_end")), '","value":',
-                     pc.cast(pc.round(value, 6), pa.string()), ',"quality":',
-                     pc.cast(table.column("quality"), pa.string()), "}\n"]
+            lines = read_lines(heads, idx, pa.array(type_tok.tolist(), pa.string()), t,
+                               RT_RESOLUTION, table)
         elif family == "registers":
-            value = pc.multiply(table.column("value").cast(pa.float64()),
-                                pa.array(REG_RESOLUTION[t]))
-            parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
-                     '","time":"', _iso(table.column("read_time")), '","value":',
-                     pc.cast(pc.round(value, 6), pa.string()), "}\n"]
+            lines = register_lines(heads, idx, pa.array(type_tok.tolist(), pa.string()), t,
+                                   REG_RESOLUTION, table)
         else:
-            parts = ['{"meter":', ids, ',"type":"', _type_names(type_tok, t),
-                     '","code":"', _type_names(dotted, t), '","time":"',
-                     _iso(table.column("event_time")), '"}\n']
-        lines = _lines([pa.scalar(p, pa.string()) if isinstance(p, str) else p
-                        for p in parts])
+            lines = pc.binary_join_element_wise(
+                heads.take(pa.array(idx)), _type_names(type_tok, t), '","code":"',
+                _type_names(dotted, t), '","time":"', iso_text(table.column("event_time")),
+                '"}\n', "")
         uniq_keys, payloads, counts = encode_groups(key, lines, MAX_PAYLOAD, presorted=True)
         m = uniq_keys // n_types
         ty = uniq_keys % n_types

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final
 
-from headend.bus import Bus, Consumer, Message, StreamSpec, ack_all
+from headend.bus import Bus, Consumer, Message, StreamSpec, ack_all, fetch_each, fetch_first
+from headend.serve.leases import PartitionLeases
 from headend.serve.subjects import INGEST_PREFIX, RESULT_PREFIX, ingest_subject
 
 __all__ = [
@@ -52,6 +51,13 @@ H_SOURCE: Final = "Headend-Source"
 H_CT: Final = "Content-Type"
 #: fetch wait of a partition once the round already has messages [s]
 _BUSY_WAIT_S: Final = 0.001
+#: assumed size of a partition's messages before one was seen [bytes]
+_FIRST_SIZE_GUESS: Final = 64 * 1024
+
+
+def _partition_of(subject: str) -> int:
+    tail = subject.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 def ensure_streams(bus: Bus, replicas: int = 1) -> None:
@@ -78,6 +84,13 @@ class WorkerConfig:
     batch : int
         Most messages fetched per round, over all owned partitions (ingested as one
         batch).
+    batch_bytes : int
+        Most payload bytes asked for per round [bytes] (pull requests are sized from
+        the largest message seen in each partition). Keeps a round's ingest short
+        (well within ``ack_wait_s``) and the data in flight to this client below the
+        server's per-client limit: nats-server closes a connection whose unsent data
+        exceeds ``max_pending`` (64 MiB by default) as a *slow consumer*, and every
+        message in flight on it then waits ``ack_wait_s`` to be redelivered.
     idle_fetch_s : float
         Total time a round waits for messages when everything is idle [s]; bounds the
         added latency of the first message after a quiet spell.
@@ -94,6 +107,7 @@ class WorkerConfig:
     lease_ttl_s: float = 6.0
     ack_wait_s: float = 30.0
     batch: int = 512
+    batch_bytes: int = 16 * 1024 * 1024
     idle_fetch_s: float = 0.04
     replicas: int = 1
     linger_s: float = 0.0
@@ -141,57 +155,68 @@ class IngestWorker:
         self._lock = lock or nullcontext()
         self._on_result = on_result
         ensure_streams(bus, config.replicas)
-        self.leases = bus.kv(LEASE_BUCKET, ttl_s=config.lease_ttl_s, replicas=config.replicas)
+        self.leases = PartitionLeases(
+            bus.kv(LEASE_BUCKET, ttl_s=config.lease_ttl_s, replicas=config.replicas),
+            self.worker_id, config.partitions)
         self.registry_kv = bus.kv(REGISTRY_BUCKET, ttl_s=0, replicas=config.replicas)
-        self.owned: dict[int, int] = {}  # partition -> lease revision
-        self._consumers: dict[int, Consumer] = {}
-        self._hb_rev: int | None = None
+        self._consumers: dict[int, Consumer] = {}  # touched by the work loop only
         self._last_lease = 0.0
+        self._keeper: threading.Thread | None = None
+        self._registry_changed = threading.Event()
         self._registry_rev: int | None = None
-        self._rr = 0
+        self._msg_size: dict[int, int] = {}  # partition -> largest message seen [bytes]
         self._stop = threading.Event()
         rv = self.registry_kv.get("version")
         self._registry_rev = None if rv is None else rv[1]
 
     # ----------------------------------------------------------------- leases
 
+    @property
+    def owned(self) -> set[int]:
+        """Partitions whose lease this worker holds."""
+        return self.leases.owned
+
     def _lease_round(self) -> None:
-        kv, me = self.leases, self.worker_id.encode()
-        hb = f"w.{self.worker_id}"
-        rev = None if self._hb_rev is None else kv.update(hb, me, self._hb_rev)
-        self._hb_rev = rev if rev is not None else kv.create(hb, me)
-        workers = [k for k in kv.keys() if k.startswith("w.")]  # noqa: SIM118 - KV, not a dict
-        target = math.ceil(self.config.partitions / max(len(workers), 1))
-        lost = False
-        for p, rev in list(self.owned.items()):
-            new = kv.update(f"p.{p}", me, rev)
-            if new is None:
-                log.warning("worker %s lost the lease of partition %d", self.worker_id, p)
+        """Key-value work of one lease period (the keeper thread, or inline)."""
+        self.leases.round()
+        rv = self.registry_kv.get("version")
+        rev = None if rv is None else rv[1]
+        if rev != self._registry_rev:
+            self._registry_rev = rev
+            self._registry_changed.set()
+
+    def _keep_leases(self) -> None:
+        """The keeper thread: a lease round every ``lease_ttl_s / 3``."""
+        while not self._stop.wait(self.config.lease_ttl_s / 3):
+            try:
+                self._lease_round()
+            except Exception as exc:  # noqa: BLE001 - the next period tries again
+                log.warning("worker %s: lease round failed (%s)", self.worker_id, exc)
+
+    def _apply_leases(self) -> None:
+        """Between rounds: stop fetching partitions lost or to be given back, hand the
+        store's bucket locks back before anyone may take them, give the leases up,
+        bind newly taken partitions, reload the registry if it changed."""
+        if self._keeper is None and \
+                time.monotonic() - self._last_lease >= self.config.lease_ttl_s / 3:
+            self._last_lease = time.monotonic()  # no keeper thread (step() driven alone)
+            self._lease_round()
+        if self._registry_changed.is_set():
+            self._registry_changed.clear()
+            with self._lock:
+                self.refresh()
+        lost, leaving = self.leases.changes()
+        if lost or leaving:
+            for p in lost | leaving:
                 self._drop(p)
-                lost = True
-            else:
-                self.owned[p] = new
-        extra = sorted(self.owned)[target:] if len(self.owned) > target else []
-        for p in extra:
-            self._drop(p)
-        if lost or extra:
-            # give the store's bucket locks back before anyone may take the partition
             with self._lock:
                 self.on_release()
-        for p in extra:
-            kv.delete(f"p.{p}")
-        if len(self.owned) < target:
-            start = zlib.crc32(me) % self.config.partitions
-            for i in range(self.config.partitions):
-                p = (start + i) % self.config.partitions
-                if p in self.owned:
-                    continue
-                got = kv.create(f"p.{p}", me)
-                if got is not None:
-                    self.owned[p] = got
-                    self._bind(p)
-                    if len(self.owned) >= target:
-                        break
+            self.leases.give_back(leaving)
+        for p in self.leases.owned - set(self._consumers):
+            try:
+                self._bind(p)
+            except Exception as exc:  # noqa: BLE001 - next round tries again
+                log.debug("partition %d: bind failed: %s", p, exc)
 
     def _bind(self, p: int) -> None:
         old = self._consumers.pop(p, None)
@@ -202,32 +227,21 @@ class IngestWorker:
             ack_wait_s=self.config.ack_wait_s)
 
     def _drop(self, p: int) -> None:
-        self.owned.pop(p, None)
         c = self._consumers.pop(p, None)
         if c is not None:
             c.close()
 
     def release_all(self) -> None:
         """Give every lease back at once (clean shutdown: others take over now)."""
-        owned = list(self.owned)
+        owned = set(self._consumers) | self.leases.owned
         for p in owned:
             self._drop(p)
         if owned:
             with self._lock:
                 self.on_release()
-        for p in owned:
-            self.leases.delete(f"p.{p}")
-        self.leases.delete(f"w.{self.worker_id}")
+        self.leases.release_all()
 
     # ----------------------------------------------------------------- work
-
-    def _check_registry(self) -> None:
-        rv = self.registry_kv.get("version")
-        rev = None if rv is None else rv[1]
-        if rev != self._registry_rev:
-            self._registry_rev = rev
-            with self._lock:
-                self.refresh()
 
     def step(self) -> int:
         """One round: leases (every lease_ttl/3), registry check, fetch and ingest.
@@ -235,61 +249,90 @@ class IngestWorker:
         Every owned partition is fetched; what the round got is ingested as **one
         batch** (frames concatenated: one decode, one store append per bucket, one
         third-party publish), then acknowledged at once. While everything is empty the
-        round waits ``idle_fetch_s`` in all, spread over the partitions, for a first
-        message (returned as soon as it arrives); then every partition is asked for
-        what it holds without waiting.
+        round waits at most ``idle_fetch_s`` for a first message on all partitions at
+        once (:func:`~headend.bus.base.fetch_first`: returned as soon as it arrives);
+        then every partition is asked, all at once, for what it holds without waiting
+        (within ``batch`` messages and ``batch_bytes``).
 
         Returns the number of messages acknowledged.
         """
-        now = time.monotonic()
-        if now - self._last_lease >= self.config.lease_ttl_s / 3:
-            self._lease_round()
-            self._check_registry()
-            self._last_lease = now
+        self._apply_leases()
         if not self._consumers:
             time.sleep(self.config.idle_fetch_s)
             return 0
-        idle_wait = max(self.config.idle_fetch_s / len(self._consumers), 0.002)
-        # probe: ask each partition for one message until one has some (a pull for
-        # one message returns as soon as it arrives); then collect what every owned
-        # partition holds without waiting
-        msgs = self._fetch_round(idle_wait, 1, probe=True)
+        # wait for a first message on any owned partition (returns as soon as one
+        # arrives); then collect what every owned partition holds without waiting
+        started = time.monotonic()
+        msgs = self._fetch_first()
+        waited = time.monotonic() - started
         if msgs:
             end = time.monotonic() + self.config.linger_s
-            while True:
-                got = self._fetch_round(_BUSY_WAIT_S, self.config.batch - len(msgs))
+            size = sum(len(m.data) for m in msgs)
+            while len(msgs) < self.config.batch and size < self.config.batch_bytes:
+                got = self._fetch_each(self.config.batch - len(msgs),
+                                       self.config.batch_bytes - size)
                 msgs.extend(got)
-                if not got or len(msgs) >= self.config.batch or time.monotonic() >= end:
+                size += sum(len(m.data) for m in got)
+                if not got or time.monotonic() >= end:
                     break
-        for p in set(self.owned) - set(self._consumers):
-            try:
-                self._bind(p)
-            except Exception as exc:  # noqa: BLE001 - next round tries again
-                log.debug("partition %d: bind failed: %s", p, exc)
-        return self._process(msgs) if msgs else 0
+        if not msgs:
+            return 0
+        fetched = time.monotonic()
+        done = self._process(msgs)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("round: %d messages, %d bytes; waited %.4f s, fetched %.4f s, "
+                      "processed %.4f s", len(msgs), size, waited, fetched - started - waited,
+                      time.monotonic() - fetched)
+        return done
 
-    def _fetch_round(self, wait: float, room: int, *, probe: bool = False) -> list[Message]:
-        """Fetch up to ``room`` messages from the owned partitions, each waiting at most
-        ``wait`` [s]; a probe stops at the first partition that had a message. The
-        starting partition rotates each round (no partition starves under backlog)."""
-        out: list[Message] = []
+    def _fetch_first(self) -> list[Message]:
+        """Messages of the first owned partition that has some, waiting at most
+        ``idle_fetch_s`` on all of them at once."""
         items = list(self._consumers.items())
-        self._rr = (self._rr + 1) % max(len(items), 1)
-        for p, consumer in items[self._rr:] + items[:self._rr]:
-            if room - len(out) <= 0 or (probe and out):
-                break
-            try:
-                got = consumer.fetch(room - len(out), wait)
-            except Exception as exc:  # noqa: BLE001 - e.g. consumer offline after a node loss
-                log.warning("partition %d: fetch failed (%s); re-binding its consumer", p, exc)
-                try:
-                    self._bind(p)
-                except Exception:  # noqa: BLE001 - next round tries again
-                    self._consumers.pop(p, None)
-                    self._last_lease = 0.0
+        try:
+            got = fetch_first([c for _, c in items], self.config.idle_fetch_s)
+        except Exception as exc:  # noqa: BLE001 - e.g. a consumer offline after a node loss
+            log.warning("fetch failed (%s); re-binding the consumers", exc)
+            for p, _ in items:
+                self._rebind(p)
+            return []
+        self._note_sizes(got)
+        return got
+
+    def _fetch_each(self, room: int, room_bytes: int) -> list[Message]:
+        """Up to ``room`` messages and about ``room_bytes`` bytes from the owned
+        partitions, asked all at once without waiting (each partition gets an equal
+        share, judged by the largest message it had; the caller asks again while the
+        round has room)."""
+        items = list(self._consumers.items())
+        if not items:
+            return []
+        share = max(room_bytes // len(items), 1)
+        want = [min(room, max(share // self._msg_size.get(p, _FIRST_SIZE_GUESS), 1))
+                for p, _ in items]
+        out: list[Message] = []
+        for (p, _), got in zip(items, fetch_each([(c, n) for (_, c), n in zip(items, want,
+                                                                               strict=True)],
+                                                 _BUSY_WAIT_S), strict=True):
+            if isinstance(got, Exception):
+                log.warning("partition %d: fetch failed (%s); re-binding its consumer", p, got)
+                self._rebind(p)
                 continue
             out.extend(got)
+        self._note_sizes(out)
         return out
+
+    def _note_sizes(self, msgs: list[Message]) -> None:
+        """Remember the largest message size per partition (decaying) [bytes]."""
+        for m in msgs:
+            p = _partition_of(m.subject)
+            self._msg_size[p] = max(len(m.data), self._msg_size.get(p, 0) * 7 // 8, 1)
+
+    def _rebind(self, p: int) -> None:
+        try:
+            self._bind(p)
+        except Exception:  # noqa: BLE001 - the next round binds it again
+            self._consumers.pop(p, None)
 
     def _process(self, msgs: list[Message]) -> int:
         redelivered = sum(1 for m in msgs if m.num_delivered > 1)
@@ -300,10 +343,14 @@ class IngestWorker:
         try:
             if frames:  # frames concatenate: one ingest, one store append per bucket;
                 # the batch carries the source of its oldest upload
+                started = time.monotonic()
                 res = self._ingest(b"".join(m.data for m in frames),
                                    frames[0].headers.get(H_SOURCE, "uplink"),
                                    "application/octet-stream")
+                ingested = time.monotonic()
                 ack_all(frames)  # after the append returned: durable
+                log.debug("ingested %.4f s, acknowledged %.4f s", ingested - started,
+                          time.monotonic() - ingested)
                 self._report(res, len(frames), redelivered)
             for m in others:
                 res = self._ingest(m.data, m.headers.get(H_SOURCE, "uplink"),
@@ -339,6 +386,13 @@ class IngestWorker:
     def run(self) -> None:
         """Work until :meth:`stop`; then give the leases back."""
         try:
+            self._lease_round()
+        except Exception as exc:  # noqa: BLE001 - the keeper tries again
+            log.warning("worker %s: lease round failed (%s)", self.worker_id, exc)
+        self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
+                                        name=f"leases-{self.worker_id}")
+        self._keeper.start()
+        try:
             while not self._stop.is_set():
                 try:
                     self.step()
@@ -346,6 +400,8 @@ class IngestWorker:
                     log.exception("worker %s round failed; retrying", self.worker_id)
                     self._stop.wait(0.5)
         finally:
+            self._stop.set()
+            self._keeper.join(self.config.lease_ttl_s)
             try:
                 self.release_all()
             except Exception:  # noqa: BLE001 - the bus may be gone; leases then expire

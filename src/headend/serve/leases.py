@@ -1,0 +1,119 @@
+"""Partition leases of one ingest worker, kept in a key-value bucket.
+
+A lease is the key ``p.<p>`` (value: the worker id) in the bucket ``headend_leases``,
+whose TTL is the lease time; it is refreshed every TTL/3 with compare-and-set on its
+revision. Workers heartbeat ``w.<id>``, count the living and each aims at
+``ceil(P / workers)`` partitions (docs/scaling.md).
+
+:class:`PartitionLeases` does the key-value work only (heartbeat, refresh, take, decide
+what to give back) and is thread-safe, so it can run on its own thread: a refresh that
+takes a while (a slow round trip, a leader election) then never holds up the fetch and
+ingest loop. The loop asks :meth:`PartitionLeases.changes` between rounds what to stop
+fetching, and calls :meth:`PartitionLeases.give_back` once it has finished and
+acknowledged its batch and handed the store's bucket locks back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import zlib
+
+from headend.bus import KeyValue
+
+__all__ = ["PartitionLeases"]
+
+log = logging.getLogger(__name__)
+
+
+class PartitionLeases:
+    """The leases one worker holds.
+
+    Parameters
+    ----------
+    kv : KeyValue
+        The lease bucket (TTL = lease time).
+    worker_id : str
+    partitions : int
+        Ingest partitions P.
+    """
+
+    def __init__(self, kv: KeyValue, worker_id: str, partitions: int) -> None:
+        self.kv = kv
+        self.worker_id = worker_id
+        self.partitions = partitions
+        self._me = worker_id.encode()
+        self._mutex = threading.Lock()
+        self._owned: dict[int, int] = {}  # partition -> lease revision
+        self._lost: set[int] = set()  # a refresh failed: stop fetching, release
+        self._leaving: set[int] = set()  # to give back once the loop let go of it
+        self._hb_rev: int | None = None
+
+    @property
+    def owned(self) -> set[int]:
+        """Partitions held now (including those about to be given back)."""
+        with self._mutex:
+            return set(self._owned)
+
+    def round(self) -> None:
+        """Heartbeat, refresh the held leases, mark the surplus for giving back, take
+        free partitions up to the target. Key-value calls only (blocking)."""
+        kv, me = self.kv, self._me
+        hb = f"w.{self.worker_id}"
+        rev = None if self._hb_rev is None else kv.update(hb, me, self._hb_rev)
+        self._hb_rev = rev if rev is not None else kv.create(hb, me)
+        workers = [k for k in kv.keys() if k.startswith("w.")]  # noqa: SIM118 - KV, not a dict
+        target = math.ceil(self.partitions / max(len(workers), 1))
+        with self._mutex:
+            held = dict(self._owned)
+        for p, rev in held.items():
+            new = kv.update(f"p.{p}", me, rev)
+            with self._mutex:
+                if p not in self._owned:  # given back meanwhile
+                    continue
+                if new is None:
+                    log.warning("worker %s lost the lease of partition %d", self.worker_id, p)
+                    del self._owned[p]
+                    self._leaving.discard(p)
+                    self._lost.add(p)
+                else:
+                    self._owned[p] = new
+        with self._mutex:
+            staying = sorted(p for p in self._owned if p not in self._leaving)
+            self._leaving.update(staying[target:])
+            room = target - len(staying[:target])
+        start = zlib.crc32(me) % self.partitions
+        for i in range(self.partitions):
+            if room <= 0:
+                break
+            p = (start + i) % self.partitions
+            with self._mutex:
+                if p in self._owned:
+                    continue
+            got = kv.create(f"p.{p}", me)
+            if got is not None:
+                with self._mutex:
+                    self._owned[p] = got
+                room -= 1
+
+    def changes(self) -> tuple[set[int], set[int]]:
+        """``(lost, leaving)``: partitions to stop fetching now. Lost ones are no longer
+        held; leaving ones are held until :meth:`give_back`."""
+        with self._mutex:
+            lost, self._lost = self._lost, set()
+            return lost, set(self._leaving)
+
+    def give_back(self, partitions: set[int]) -> None:
+        """Delete the leases of ``partitions`` (the loop let go of them)."""
+        for p in sorted(partitions):
+            with self._mutex:
+                held = self._owned.pop(p, None) is not None
+                self._leaving.discard(p)
+            if held:
+                self.kv.delete(f"p.{p}")
+
+    def release_all(self) -> None:
+        """Give every lease and the heartbeat back (clean shutdown)."""
+        self.give_back(self.owned)
+        self.kv.delete(f"w.{self.worker_id}")
