@@ -288,3 +288,53 @@ def test_feeder_grouping_payload_cap_and_row_order() -> None:
     for top in (50, 70_000, 2**40):
         k = np.random.default_rng(1).integers(0, top, 5_000)
         assert np.array_equal(_stable_order(k), np.argsort(k, kind="stable"))
+
+
+def test_scopes_finer_than_the_grouping_get_their_own_subjects(tmp_path: Path) -> None:
+    """Under transformer/feeder grouping, meters (and transformers) a subscriber is
+    scoped to are published on their own finer subjects: the scoped filter matches
+    exactly their rows, and every row is in exactly one message for broader filters."""
+    import pyarrow as pa
+
+    from headend.bus import open_bus
+    from headend.bus.base import subject_matches
+    from headend.model import schema
+    from headend.serve.streams import StreamPublisher
+    from headend.serve.subjects import scope_filter
+    from headend.serve.subscribers import SubscriberStore
+
+    meters = pa.table({
+        "meter_idx": pa.array([0, 1, 2, 3], pa.int32()), "meter_id": ["a", "b.1", "c", "d"],
+        "commodity": pa.array([0, 0, 0, 0], pa.uint8()), "substation_id": ["S"] * 4,
+        "feeder_id": ["F"] * 4, "transformer_id": ["T1", "T1", "T2", "T2"]})
+    reads = pa.table([pa.array([0, 1, 2, 3], pa.int32()), pa.array([0] * 4, pa.uint8()),
+                      pa.array([900] * 4).cast(schema.TS), pa.array([1, 2, 3, 4], pa.int32()),
+                      pa.array([0] * 4, pa.uint32())], schema=schema.READS)
+    subs = SubscriberStore(tmp_path)
+    assert subs.fine_scopes() == (frozenset(), frozenset())
+    subs.add("cust", {"meter": "b.1"})
+    subs.add("eng", {"transformer": "T2"})
+    assert subs.fine_scopes() == (frozenset({"b.1"}), frozenset({"T2"}))
+
+    def rows_seen(msgs, flt):
+        return sorted(json.loads(line)["meter"] for s, body, _ in msgs
+                      if subject_matches(flt, s) for line in body.splitlines())
+
+    for group_by, coarse in (("transformer", 1), ("feeder", 2)):
+        pub = StreamPublisher(open_bus(), lambda: meters, group_by=group_by,
+                              fine=subs.fine_scopes)
+        msgs = pub.messages("reads", reads)
+        assert rows_seen(msgs, "headend.>") == ["a", "b.1", "c", "d"]  # each row once
+        assert rows_seen(msgs, scope_filter({"meter": "b.1"})) == ["b.1"]
+        # T1: nobody is scoped to it, so under feeder grouping only b.1 (on its own
+        # subject) matches a T1 filter; under transformer grouping its group does too
+        assert rows_seen(msgs, scope_filter({"transformer": "T1"})) == (
+            ["a", "b.1"] if coarse == 1 else ["b.1"])
+        assert rows_seen(msgs, scope_filter({"meter": "a"})) == []  # nobody asked
+        assert rows_seen(msgs, scope_filter({"transformer": "T2"})) == ["c", "d"]
+        subjects = {s for s, _, _ in msgs}
+        assert "headend.reads.raw.electric.S.F.T1.b~2E1.kwh_del" in subjects
+        if coarse == 2:
+            assert "headend.reads.raw.electric.S.F.T2.~.kwh_del" in subjects
+    subs.remove("cust")
+    assert subs.fine_scopes() == (frozenset(), frozenset({"T2"}))

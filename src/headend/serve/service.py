@@ -102,7 +102,8 @@ class Service:
         self.publisher = StreamPublisher(self.bus, self._meters, replicas=cfg.replicas,
                                          max_msgs=EMBEDDED_OUT_MSGS if cfg.embedded else -1,
                                          group_by=cfg.stream_group,
-                                         on_published=self.metrics.on_published)
+                                         on_published=self.metrics.on_published,
+                                         fine=self.subscribers.fine_scopes)
         listeners: list[Listener] = [self.publisher]
         self.rules: Any = None
         if cfg.run_rules:

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 OUT_STREAM: Final = "HEADEND_OUT"
 JSONL: Final = "application/x-ndjson"
 GROUPINGS: Final = ("meter", "transformer", "feeder")
+#: (meter ids, transformer ids) subscribers are scoped to (see ``Topology.groups``)
+Fine = tuple[frozenset[str], frozenset[str]]
 #: largest third-party payload [bytes]; bigger groups are cut (NATS max_payload is
 #: 1 MiB by default)
 MAX_PAYLOAD: Final = 512 * 1024
@@ -94,17 +96,53 @@ class Topology:
         # and type; finer filtering is then done by the consumer or server-side)
         self.transformer_group, self.transformer_prefix = _coarse(prefix, 1)
         self.feeder_group, self.feeder_prefix = _coarse(prefix, 2)
+        self._fine_cache: dict[Any, tuple[npt.NDArray[np.int64], npt.NDArray[Any]]] = {}
 
     def ids_for(self, meter_idx: npt.NDArray[np.int32]) -> pa.Array:
         return pa.array(self.meter_id[meter_idx], type=pa.string())
 
-    def groups(self, group_by: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
-        """``(group of each meter_idx, subject prefix of each group)``."""
+    def groups(self, group_by: str, fine: Fine = (frozenset(), frozenset())
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+        """``(group of each meter_idx, subject prefix of each group)``.
+
+        ``fine`` = (meter ids, transformer ids) some subscriber is scoped to: under a
+        coarser grouping those meters get their own group on their full subject (and
+        under ``feeder``, the meters of those transformers a transformer-level one),
+        so a scope finer than the grouping still matches exactly its rows, and every
+        row is in exactly one message.
+        """
         if group_by == "meter":
             return np.arange(self.size, dtype=np.int64), self.prefix
-        if group_by == "transformer":
-            return self.transformer_group, self.transformer_prefix
-        return self.feeder_group, self.feeder_prefix
+        base = (self.transformer_group, self.transformer_prefix) if group_by == "transformer" \
+            else (self.feeder_group, self.feeder_prefix)
+        if not (fine[0] or fine[1]) or not self.size:
+            return base
+        key = (group_by, fine)
+        hit = self._fine_cache.get(key)
+        if hit is None:
+            hit = self._fine_groups(group_by, fine, *base)
+            self._fine_cache = {key: hit}  # one scope set at a time
+        return hit
+
+    def _fine_groups(self, group_by: str, fine: Fine, group: npt.NDArray[np.int64],
+                     prefix: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64],
+                                                        npt.NDArray[Any]]:
+        meters = {token(m) for m in fine[0]}
+        trafos = {token(t) for t in fine[1]} if group_by == "feeder" else set()
+        toks = [p.split(".") for p in self.prefix]  # per meter, per scope change
+        own = np.array([t[4] in meters for t in toks], bool)
+        via_t = np.array([t[3] in trafos for t in toks], bool) & ~own
+        group = group.copy()
+        extra: list[Any] = []
+        for i in np.flatnonzero(own):
+            group[i] = len(prefix) + len(extra)
+            extra.append(self.prefix[i])
+        if via_t.any():
+            tg = self.transformer_group[via_t]
+            uniq, inv = np.unique(tg, return_inverse=True)
+            group[via_t] = len(prefix) + len(extra) + inv
+            extra.extend(self.transformer_prefix[uniq])
+        return group, np.concatenate([prefix, np.array(extra, dtype=object)])
 
 
 def _coarse(prefix: npt.NDArray[Any], cut: int
@@ -231,6 +269,10 @@ class StreamPublisher:
         broker-side filtering down to the feeder).
     on_published : callable, optional
         ``(family, messages, rows)`` after each publish (metrics).
+    fine : callable, optional
+        Returns the (meter ids, transformer ids) subscribers are scoped to; under a
+        coarse ``group_by`` their rows go on their own finer subjects
+        (:meth:`Topology.groups`). The serve process passes its subscribers' scopes.
     """
 
     def __init__(
@@ -242,6 +284,7 @@ class StreamPublisher:
         max_msgs: int = -1,
         group_by: str = "meter",
         on_published: Callable[[str, int, int], None] | None = None,
+        fine: Callable[[], Fine] | None = None,
     ) -> None:
         if group_by not in GROUPINGS:
             raise ValueError(f"group_by must be one of {GROUPINGS}")
@@ -252,6 +295,7 @@ class StreamPublisher:
         self._source: pa.Table | None = None
         self._lock = threading.Lock()
         self._on_published = on_published
+        self._fine = fine
         bus.ensure_stream(out_stream_spec(replicas, max_msgs=max_msgs))
 
     def topology(self, need: int = 0) -> Topology:
@@ -320,7 +364,9 @@ class StreamPublisher:
         else:
             raise ValueError(f"unknown family {family!r}")
         n_types = max(len(type_tok), 1)
-        group_of, prefixes = topo.groups(self.group_by)
+        fine = self._fine() if self._fine is not None and self.group_by != "meter" else \
+            (frozenset(), frozenset())
+        group_of, prefixes = topo.groups(self.group_by, fine)
         key = group_of[idx] * n_types + t
         # rows sorted by subject once, on the integer key (radix sort); the numeric
         # columns are permuted, so the JSON lines come out already grouped

@@ -73,6 +73,7 @@ class SubscriberStore:
     def __init__(self, root: Path | str) -> None:
         self.path = Path(root) / "subscribers.json"
         self._lock = threading.Lock()
+        self._fine: tuple[Any, tuple[frozenset[str], frozenset[str]]] | None = None
 
     def _load(self) -> dict[str, Subscriber]:
         if not self.path.exists():
@@ -89,6 +90,25 @@ class SubscriberStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+
+    def fine_scopes(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(meter ids, transformer ids) some subscriber is scoped to, for
+        :class:`~headend.serve.streams.StreamPublisher` ``fine``; re-read only when the
+        file changed."""
+        try:
+            st = self.path.stat()
+            mt = (st.st_ino, st.st_mtime_ns)  # replaced on each write: a new inode
+        except FileNotFoundError:
+            return frozenset(), frozenset()
+        with self._lock:
+            if self._fine is None or self._fine[0] != mt:
+                subs = self._load().values()
+                self._fine = (mt, (frozenset(s.scope["meter"] for s in subs
+                                             if "meter" in s.scope),
+                                   frozenset(s.scope["transformer"] for s in subs
+                                             if "transformer" in s.scope
+                                             and "meter" not in s.scope)))
+            return self._fine[1]
 
     def add(self, name: str, scope: dict[str, str], *, webhook: str | None = None,
             max_attempts: int = 8) -> Subscriber:
