@@ -287,3 +287,31 @@ def test_failing_listener_gets_the_batch_later_from_the_outbox(root: Path,
         assert r.outboxed == {}
         assert got == [4, 2]  # the kept batch first, in order
         assert ing.outbox.count("flaky") == 0
+
+
+def test_a_redelivered_upload_is_published_again(root: Path, files: dict[str, Path]) -> None:
+    """A worker that died after storing an upload and before its listeners took it: the
+    bus delivers the upload again, the store counts duplicates, and listeners that must
+    not miss a row (``republish_on_redelivery``) get all of them; others get none."""
+    got: dict[str, list[int]] = {"stream": [], "rules": []}
+
+    class Spy:
+        def __init__(self, name: str, again: bool) -> None:
+            self.name, self.republish_on_redelivery = name, again
+
+        def on_stored(self, batch):  # type: ignore[no-untyped-def]
+            got[self.name].append(batch.reads.num_rows)
+
+        def on_watermark(self, t: int) -> None:
+            pass
+
+    frame = interval_frame([M1], 4)
+    with Ingestor.open(root) as ing:  # the worker that died: stored, never published
+        ing.ingest_paths([files["meters.csv"], files["collectors.csv"]])
+        assert ing.ingest_bytes(frame, source="a").accepted == 4
+    with Ingestor.open(root, listeners=[Spy("stream", True), Spy("rules", False)]) as ing:
+        r = ing.ingest_bytes(frame, source="a", redelivery=True)
+        assert (r.accepted, r.duplicate) == (0, 4)
+        assert got == {"stream": [4], "rules": []}
+        r = ing.ingest_bytes(frame, source="a")  # a plain retransmission: nothing new
+        assert r.duplicate == 4 and got == {"stream": [4], "rules": []}

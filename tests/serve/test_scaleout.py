@@ -88,6 +88,30 @@ def _wait_rows(data: Path, n: int, timeout_s: float) -> np.ndarray:
     return keys
 
 
+def _published(svc: Service, timeout_s: float = 30) -> set[tuple[str, str]]:
+    """(meter, end) of every read on the third-party stream (HEADEND_OUT)."""
+    import json
+
+    from headend.serve.streams import OUT_STREAM
+
+    c = svc.bus.consumer(OUT_STREAM, None, filter_subject="headend.reads.*.*.*.*.*.*.*")
+    seen: set[tuple[str, str]] = set()
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout_s:
+            msgs = c.fetch(500, 1.0)
+            for m in msgs:
+                for line in m.data.splitlines():
+                    row = json.loads(line)
+                    seen.add((row["meter"], row["end"]))
+                m.ack()
+            if not msgs and len(seen) >= 8000:
+                break
+    finally:
+        c.close()
+    return seen
+
+
 def test_kill_9_worker_mid_stream(nats_server: NatsServer, data_dir: Path, fleet: Fleet,
                                   tmp_path: Path) -> None:
     svc = _uplink_service(data_dir, nats_server.url)
@@ -118,6 +142,9 @@ def test_kill_9_worker_mid_stream(nats_server: NatsServer, data_dir: Path, fleet
         ends = 1_767_225_600 + 900 * (np.arange(40) + 1)
         expected = np.sort((expected_idx[:, None] * 10**10 + ends[None, :]).ravel())
         assert np.array_equal(np.sort(keys), expected)
+        # third parties got every stored row (at least once): what the dead worker had
+        # stored without publishing was published again on the redelivery
+        assert len(_published(svc)) == 8000
         # the survivor owns every partition now
         owners = _wait_owners(svc, 1, 10)
         assert len(set(owners.values())) == 1 and len(owners) == PARTITIONS

@@ -66,3 +66,37 @@ def test_leases_shared_out_given_back_and_taken_over_after_expiry() -> None:
     b.round()  # b finds out: its partitions are lost (stop fetching, release)
     lost, _ = b.changes()
     assert len(lost) == 2 and b.owned.isdisjoint(lost) and b.owned == set()
+
+
+def test_a_redelivered_message_is_ingested_as_a_redelivery() -> None:
+    """A message whose first ingest did not end in an acknowledgement (the worker died
+    or failed after the append, maybe before publishing) comes back after ack_wait and
+    is ingested with ``redelivery=True``, so its rows are published again."""
+    clock = Clock()
+    bus = MemoryBus(clock=clock)
+    calls: list[tuple[bytes, bool]] = []
+    fail = [True]
+
+    def ingest(data: bytes, source: str, content_type: str | None, *,
+               redelivery: bool = False) -> Any:
+        calls.append((data, redelivery))
+        if fail[0]:
+            fail[0] = False
+            raise OSError("died after the append")
+        return {"accepted": 1}
+
+    w = IngestWorker(bus, ingest, config=WorkerConfig(partitions=1, idle_fetch_s=0.01,
+                                                      ack_wait_s=5.0))
+    bus.publish(ingest_subject(0), b"frame-1", {H_CT: "application/octet-stream",
+                                                H_SOURCE: "t"})
+    assert w.step() == 0  # ingest failed: not acknowledged
+    clock.t += 6.0  # past ack_wait: delivered again
+    bus.publish(ingest_subject(0), b"frame-2", {H_CT: "application/octet-stream",
+                                                H_SOURCE: "t"})
+    acked = 0
+    for _ in range(5):
+        acked += w.step()
+    assert acked == 2
+    # the fresh frame and the redelivered one are ingested apart, flagged accordingly
+    assert sorted(calls[1:]) == [(b"frame-1", True), (b"frame-2", False)]
+    w.release_all()

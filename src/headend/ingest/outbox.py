@@ -6,8 +6,9 @@ the listener: the ingest is acknowledged (the data *is* durable), and the batch 
 ``<data>/outbox/<listener>/<seq>/`` (one Arrow IPC file per table, published atomically),
 to be handed to the listener again, in order, before its next batch. Delivery to
 listeners is therefore at least once across listener failures; a crash between the
-durable append and the listener call is the one window this does not cover (see
-``docs/ingest.md``).
+durable append and the listener call is covered on the bus by the redelivery of the
+unacknowledged upload (``Ingestor.ingest_bytes(redelivery=True)``), not in the
+embedded default (see ``docs/ingest.md``).
 """
 
 from __future__ import annotations

@@ -61,7 +61,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class StoredBatch:
-    """Rows that one append made durable for the first time (tables in model.schema)."""
+    """Rows that one append made durable for the first time (tables in model.schema);
+    for a listener with ``republish_on_redelivery``, every valid row of an upload the
+    bus delivered again (``Ingestor.ingest_bytes(redelivery=True)``)."""
 
     source: str
     reads: pa.Table
@@ -187,6 +189,7 @@ class Ingestor:
     ) -> None:
         self.data = data
         self.listeners = list(listeners)
+        self._redelivery = False
         self.config = config or IngestConfig()
         self.clock = clock
         self.outbox = Outbox(data.root)
@@ -278,14 +281,29 @@ class Ingestor:
                 progress(p, p.stat().st_size)
 
     def ingest_bytes(
-        self, data: bytes | memoryview, *, source: str, content_type: str | None = None
+        self, data: bytes | memoryview, *, source: str, content_type: str | None = None,
+        redelivery: bool = False,
     ) -> IngestResult:
         """Ingest one upload held in memory: binary frame(s) or canonical CSV.
 
         ``content_type`` (``application/octet-stream`` or ``text/csv``) is checked
         against the content; without it the content decides (frame magic or CSV header).
         Returns once everything accepted or quarantined is durable.
+
+        ``redelivery``: the bus delivers this upload again (its first worker may have
+        died after storing it and before its listeners took it). Listeners with
+        ``republish_on_redelivery`` then get every valid row of the upload, stored now
+        or before, instead of only the new ones: at least once for them, never lost.
         """
+        self._redelivery = redelivery
+        try:
+            return self._ingest_bytes(data, source=source, content_type=content_type)
+        finally:
+            self._redelivery = False
+
+    def _ingest_bytes(
+        self, data: bytes | memoryview, *, source: str, content_type: str | None
+    ) -> IngestResult:
         started = time.perf_counter()
         result = IngestResult(files=1)
         is_frame = wf.is_frame(data)
@@ -624,10 +642,18 @@ class Ingestor:
                 mx = pa.compute.max(t.column(col).cast(pa.int64())).as_py()
                 if self._max_event_time is None or mx > self._max_event_time:
                     self._max_event_time = mx
-        if self.listeners and (new_reads.num_rows or new_regs.num_rows or new_evs.num_rows):
-            batch = StoredBatch(source, new_reads, new_regs, new_evs)
-            for listener in self.listeners:
-                self._deliver(listener, batch, result)
+        if not self.listeners:
+            return
+        batch = StoredBatch(source, new_reads, new_regs, new_evs)
+        again = None
+        if self._redelivery:  # every valid row, for listeners that must not miss one
+            again = StoredBatch(source, *(t if t is not None else e for t, e in (
+                (reads, new_reads), (regs, new_regs), (evs, new_evs))))
+        for listener in self.listeners:
+            b = again if again is not None and getattr(
+                listener, "republish_on_redelivery", False) else batch
+            if b.reads.num_rows or b.registers.num_rows or b.events.num_rows:
+                self._deliver(listener, b, result)
 
     def _deliver(self, listener: Listener, batch: StoredBatch, result: IngestResult) -> None:
         """Hand ``batch`` to ``listener`` after what it missed before; if it fails, keep

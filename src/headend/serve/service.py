@@ -61,9 +61,11 @@ class IngestHost:
     def data(self) -> DataDir:
         return self.ingestor.data
 
-    def ingest(self, data: bytes, source: str, content_type: str | None) -> IngestResult:
+    def ingest(self, data: bytes, source: str, content_type: str | None, *,
+               redelivery: bool = False) -> IngestResult:
         with self.lock:
-            return self.ingestor.ingest_bytes(data, source=source, content_type=content_type)
+            return self.ingestor.ingest_bytes(data, source=source, content_type=content_type,
+                                              redelivery=redelivery)
 
     def reopen(self) -> None:
         with self.lock:

@@ -251,6 +251,9 @@ def _cap(offsets: npt.NDArray[np.int32], starts: npt.NDArray[Any], counts: npt.N
 class StreamPublisher:
     """Ingest listener publishing new reads, registers and events for third parties.
 
+    ``republish_on_redelivery``: the rows of an upload the bus delivers again are
+    published again (its first worker may have died between storing and publishing).
+
     Parameters
     ----------
     bus : Bus
@@ -274,6 +277,8 @@ class StreamPublisher:
         coarse ``group_by`` their rows go on their own finer subjects
         (:meth:`Topology.groups`). The serve process passes its subscribers' scopes.
     """
+
+    republish_on_redelivery = True
 
     def __init__(
         self,

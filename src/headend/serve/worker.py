@@ -120,7 +120,9 @@ class IngestWorker:
     ----------
     bus : Bus
     ingest : callable
-        ``(data, source, content_type) -> IngestResult``; returns once durable.
+        ``(data, source, content_type) -> IngestResult``; returns once durable. For a
+        message the bus delivers again it is called with ``redelivery=True`` too
+        (:meth:`Ingestor.ingest_bytes <headend.ingest.pipeline.Ingestor.ingest_bytes>`).
     refresh : callable
         Reload the registry (meters or collector keys were loaded elsewhere).
     on_release : callable
@@ -137,7 +139,7 @@ class IngestWorker:
     def __init__(
         self,
         bus: Bus,
-        ingest: Callable[[bytes, str, str | None], Any],
+        ingest: Callable[..., Any],
         *,
         refresh: Callable[[], None] = lambda: None,
         on_release: Callable[[], None] = lambda: None,
@@ -335,31 +337,36 @@ class IngestWorker:
             self._consumers.pop(p, None)
 
     def _process(self, msgs: list[Message]) -> int:
-        redelivered = sum(1 for m in msgs if m.num_delivered > 1)
         replies = [m for m in msgs if H_REPLY in m.headers]
         frames = [m for m in msgs if H_REPLY not in m.headers
                   and m.headers.get(H_CT, "").startswith("application/octet-stream")]
         others = [m for m in msgs if H_REPLY not in m.headers and m not in frames]
         try:
-            if frames:  # frames concatenate: one ingest, one store append per bucket;
-                # the batch carries the source of its oldest upload
+            # frames concatenate: one ingest, one store append per bucket; the batch
+            # carries the source of its oldest upload. Redelivered frames go apart: a
+            # worker may have died after storing them and before publishing them, so
+            # their rows are published again (at least once, never lost)
+            for part, again in (([m for m in frames if m.num_delivered <= 1], False),
+                                ([m for m in frames if m.num_delivered > 1], True)):
+                if not part:
+                    continue
                 started = time.monotonic()
-                res = self._ingest(b"".join(m.data for m in frames),
-                                   frames[0].headers.get(H_SOURCE, "uplink"),
-                                   "application/octet-stream")
+                res = self._ingest(b"".join(m.data for m in part),
+                                   part[0].headers.get(H_SOURCE, "uplink"),
+                                   "application/octet-stream", again)
                 ingested = time.monotonic()
-                ack_all(frames)  # after the append returned: durable
+                ack_all(part)  # after the append returned: durable
                 log.debug("ingested %.4f s, acknowledged %.4f s", ingested - started,
                           time.monotonic() - ingested)
-                self._report(res, len(frames), redelivered)
+                self._report(res, len(part), len(part) if again else 0)
             for m in others:
                 res = self._ingest(m.data, m.headers.get(H_SOURCE, "uplink"),
-                                   m.headers.get(H_CT))
+                                   m.headers.get(H_CT), m.num_delivered > 1)
                 m.ack()
                 self._report(res, 1, 0)
             for m in replies:
                 res = self._ingest(m.data, m.headers.get(H_SOURCE, "upload"),
-                                   m.headers.get(H_CT))
+                                   m.headers.get(H_CT), m.num_delivered > 1)
                 body = json.dumps(res.to_dict() if hasattr(res, "to_dict") else res).encode()
                 # result first, then ack: a lost ack costs a redelivery (counted as
                 # duplicates, the waiter already has its answer), never a lost answer
@@ -371,8 +378,11 @@ class IngestWorker:
             return 0
         return len(msgs)
 
-    def _ingest(self, data: bytes, source: str, content_type: str | None) -> Any:
+    def _ingest(self, data: bytes, source: str, content_type: str | None,
+                redelivery: bool = False) -> Any:
         with self._lock:
+            if redelivery:  # ingest callables take it as a keyword when it matters
+                return self.ingest(data, source, content_type, redelivery=True)
             return self.ingest(data, source, content_type)
 
     def _report(self, res: Any, n: int, redelivered: int) -> None:
