@@ -146,3 +146,27 @@ def test_from_store_with_vee_versions_equals_current_reads(store):
                                                               reading_types=rt),
                                            start=start, end=end))
             assert_same(got, want)
+
+
+def test_sparse_meter_ids_get_one_row_each(tmp_path):
+    """Meter indices far apart (no matrix row per index in between)."""
+    reads = messy_reads()
+    m = reads.column("meter_idx").to_numpy().copy()
+    m[m == 42] = 20_000_000  # far away
+    reads = reads.set_column(0, READS.field("meter_idx"), pa.array(m, pa.int32()))
+    got = matrix_from_reads(reads)
+    assert got.kwh.shape[0] == 7
+    assert_same(got, reference(reads))
+    with ParquetStore(tmp_path, config=StoreConfig(bucket_bits=25)) as s:
+        s.append_reads(reads)
+        s.compact()
+        kw = {"meters": np.array([3, 20_000_000], np.int32)}
+        want = reference(s.scan_reads(reading_types=np.array([0], np.uint8), **kw))
+        got = matrix_from_store(s, **kw)
+        assert got.kwh.shape[0] == 2
+        assert_same(got, want)
+        from headend.analytics.daily import daily_from_store
+
+        dm = daily_from_store(s, **kw)
+        np.testing.assert_array_equal(dm.meter_idx, [3, 20_000_000])
+        np.testing.assert_allclose(dm.kwh, got.daily(), rtol=1e-12)

@@ -63,13 +63,21 @@ def daily_from_store(store: Any, *, reading_type: int = 0,
     if ext is None:
         return DailyMatrix(np.empty(0, np.int32), 0, np.empty((0, 0)))
     lo, d0 = ext.meter_lo, _day_of(ext.t_lo)
-    shape = (ext.meter_hi - lo + 1, _day_of(ext.t_hi) - d0 + 1)
+    wanted = None  # sparse meters: one row each, found by search
+    if meters is not None:
+        u = np.unique(np.asarray(meters, np.int64))
+        u = u[(u >= lo) & (u <= ext.meter_hi)]
+        if len(u) * 2 < ext.meter_hi - lo + 1:
+            wanted = u
+    shape = (len(wanted) if wanted is not None else ext.meter_hi - lo + 1,
+             _day_of(ext.t_hi) - d0 + 1)
     sums = np.zeros(shape)
     hours = np.zeros(shape, np.uint32)
     lock = threading.Lock()
 
     def add(d: pa.Table) -> None:
-        r = d.column("meter_idx").to_numpy().astype(np.int64) - lo
+        m = d.column("meter_idx").to_numpy().astype(np.int64)
+        r = m - lo if wanted is None else np.searchsorted(wanted, m)
         c = d.column("day").to_numpy().astype(np.int64) - d0
         if r.min() < 0 or r.max() >= shape[0] or c.min() < 0 or c.max() >= shape[1]:
             raise ValueError("rollup rows outside the plan's extent")
@@ -88,7 +96,7 @@ def daily_from_store(store: Any, *, reading_type: int = 0,
     x = np.where(hours == _FULL, sums * res, np.nan)
     seen = hours != 0
     rows = np.flatnonzero(seen.any(axis=1))
-    meter_idx = (rows + lo).astype(np.int32)
+    meter_idx = (rows + lo if wanted is None else wanted[rows]).astype(np.int32)
     days = np.flatnonzero(seen[rows].any(axis=0)) if len(rows) else np.empty(0, np.int64)
     if len(days) == 0:
         return DailyMatrix(np.empty(0, np.int32), 0, np.empty((0, 0)))

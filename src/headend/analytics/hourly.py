@@ -58,12 +58,17 @@ class HourlyAccumulator:
         Interval ends the rows may hold [Unix s] (inclusive).
     track_span : bool
         Keep each meter's first and last interval end (for VEE overlays).
+    meters : ndarray, optional
+        The only meters the rows may hold (sorted, unique): one matrix row each, for
+        sparse meter sets (else one row per index in ``meter_lo..meter_hi``).
     """
 
     def __init__(self, meter_lo: int, meter_hi: int, t_lo: int, t_hi: int, *,
-                 track_span: bool = False) -> None:
+                 track_span: bool = False, meters: npt.NDArray[Any] | None = None) -> None:
         self.lo = int(meter_lo)
-        nrows = max(int(meter_hi) - self.lo + 1, 0)
+        self.meters = None if meters is None else np.asarray(meters, np.int64)
+        nrows = (len(self.meters) if self.meters is not None
+                 else max(int(meter_hi) - self.lo + 1, 0))
         self.t0, self.ncol = hour_span(-(-int(t_lo) // 3600) * 3600,
                                        -(-int(t_hi) // 3600) * 3600)
         self.sums = np.zeros((nrows, self.ncol))
@@ -77,7 +82,7 @@ class HourlyAccumulator:
         """Add interval ``value``\\ s (integers in the resolution) ending at ``t``."""
         if len(meter) == 0:
             return
-        r = meter.astype(np.int64) - self.lo
+        r = self.row_of(meter)
         if self.first is None and bool((t % 3600 == 0).all()):
             self._add_hourly(r, t, value)
             return
@@ -105,6 +110,21 @@ class HourlyAccumulator:
                 np.add.at(self.sums.reshape(-1), flat, value.astype(np.float64))
                 self.seen.reshape(-1)[flat] = True
                 self._span(span)
+
+    def row_of(self, meter: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+        """Matrix row of each meter index (-1 for a meter outside ``meters``)."""
+        if self.meters is None:
+            out: npt.NDArray[np.int64] = meter.astype(np.int64) - self.lo
+            return out
+        m = meter.astype(np.int64)
+        pos = np.clip(np.searchsorted(self.meters, m), 0, max(len(self.meters) - 1, 0))
+        return np.where(self.meters[pos] == m, pos, -1) if len(self.meters) else \
+            np.full(len(m), -1, np.int64)
+
+    def meter_of(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        out: npt.NDArray[np.int64] = (rows + self.lo if self.meters is None
+                                      else self.meters[rows])
+        return out
 
     def _add_hourly(self, r: npt.NDArray[np.int64], t: npt.NDArray[np.int64],
                     value: npt.NDArray[Any]) -> None:
@@ -154,7 +174,7 @@ class HourlyAccumulator:
             seen = seen[rows, d0 * 24:d1 * 24]
         _scale(x, seen, resolution)
         self.sums = self.seen = np.empty((0, 0))
-        return HourlyMatrix((rows + self.lo).astype(np.int32), self.t0 + d0 * 86_400, x)
+        return HourlyMatrix(self.meter_of(rows).astype(np.int32), self.t0 + d0 * 86_400, x)
 
 
 def _scale(x: npt.NDArray[np.float64], seen: npt.NDArray[np.bool_], resolution: float) -> None:
@@ -219,7 +239,7 @@ class _Overlay:
     def apply(self, acc: HourlyAccumulator, windowed: bool) -> None:
         """Replace the matched raw values and add the estimated keys (see module doc)."""
         h = self.hit
-        rows = self.meter.astype(np.int64) - acc.lo
+        rows = acc.row_of(self.meter)
         keep = ~h & (rows >= 0) & (rows < len(acc.seen))
         if keep.any():
             r = rows[keep]
@@ -272,8 +292,14 @@ def matrix_from_store(store: Any, *, reading_type: int = 0,
         return HourlyMatrix(np.empty(0, np.int32), 3600, np.empty((0, 0)))
     ov = _Overlay(overlay) if overlay is not None and overlay.num_rows else None
     windowed = start is not None or end is not None
+    wanted = None
+    if meters is not None:  # one row per wanted meter when they are sparse
+        u = np.unique(np.asarray(meters, np.int64))
+        u = u[(u >= ext.meter_lo) & (u <= ext.meter_hi)]
+        if len(u) * 2 < ext.meter_hi - ext.meter_lo + 1:
+            wanted = u
     acc = HourlyAccumulator(ext.meter_lo, ext.meter_hi, ext.t_lo, ext.t_hi,
-                            track_span=ov is not None and not windowed)
+                            track_span=ov is not None and not windowed, meters=wanted)
 
     def add(t: pa.Table) -> None:
         m = _np(t.column("meter_idx"))
@@ -302,7 +328,11 @@ def matrix_from_reads(reads: pa.Table, *, reading_type: int = 0,
     v = _np(reads.column("value"))
     if not sel.all():
         m, t, v = m[sel], t[sel], v[sel]
-    acc = HourlyAccumulator(int(m.min()), int(m.max()), int(t.min()), int(t.max()))
+    lo, hi = int(m.min()), int(m.max())
+    wanted = None
+    if hi - lo + 1 > 4 * len(m) + 1024:  # sparse ids: one row per meter present
+        wanted = np.unique(m)
+    acc = HourlyAccumulator(lo, hi, int(t.min()), int(t.max()), meters=wanted)
     if len(m) > chunk_rows and not bool((m[1:] < m[:-1]).any()):
         # sorted by meter (store scans): blocks of rows, cut at meter boundaries
         cuts = np.unique(np.searchsorted(m, m[::chunk_rows], side="left"))
