@@ -40,9 +40,11 @@ def test_upload_registry_then_frames(service: Service, client: httpx.Client, fle
     r = client.post("/v1/uploads", content=fleet.collectors_csv(),
                     headers={"Content-Type": "text/csv"})
     assert r.status_code == 200, r.text
+    assert r.json()["collectors_loaded"] > 0 and r.json()["meters_loaded"] == 0
     r = client.post("/v1/uploads", content=fleet.meters_csv(),
                     headers={"Content-Type": "text/csv"})
     assert r.status_code == 200, r.text
+    assert r.json()["meters_loaded"] == 200  # the registry upload says what it loaded
     body = b"".join(fleet.frames(range(3)))
     r = client.post("/v1/uploads", content=body,
                     headers={"Content-Type": "application/octet-stream"})

@@ -6,7 +6,7 @@ Routes stay thin: parse, call the service, serialise.
     Body: one or more binary frames (``Content-Type: application/octet-stream``) or
     canonical CSV (``text/csv``). The reply is the acknowledgement, sent only once the
     data is durable: ``200 {"accepted": n, "duplicate": n, "quarantined": n,
-    "by_reason": {...}, "parts": n}``. ``400`` if the body does not match its content
+    "by_reason": {...}, "parts": n, "meters_loaded": n, "collectors_loaded": n}``. ``400`` if the body does not match its content
     type, ``415`` for another content type, ``503`` if no worker stored it in time (it
     is queued durably; retrying is harmless: duplicates are counted, not stored).
 ``GET /v1/stream``

@@ -48,11 +48,14 @@ class UploadAck:
     quarantined: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
     parts: int = 0
+    meters_loaded: int = 0
+    collectors_loaded: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicate": self.duplicate,
                 "quarantined": self.quarantined, "by_reason": dict(sorted(self.by_reason.items())),
-                "parts": self.parts}
+                "parts": self.parts, "meters_loaded": self.meters_loaded,
+                "collectors_loaded": self.collectors_loaded}
 
 
 @dataclass(slots=True)
@@ -127,6 +130,8 @@ class Uplink:
                         w.ack.duplicate += int(res["duplicate"])
                         w.ack.quarantined += int(res["quarantined"])
                         w.ack.by_reason.update(res.get("by_reason", {}))
+                        w.ack.meters_loaded += int(res.get("meters_loaded", 0))
+                        w.ack.collectors_loaded += int(res.get("collectors_loaded", 0))
                         if len(w.seen) >= w.parts:
                             w.done.set()
                 m.ack()
@@ -161,9 +166,9 @@ class Uplink:
             with self._local_lock:
                 res = self.local_ingest(body, source, content_type)
                 self._bump_registry()
-            ack = UploadAck(res.accepted, res.duplicate, res.quarantined,
-                            Counter(res.by_reason), 0)
-            return ack
+            return UploadAck(res.accepted, res.duplicate, res.quarantined,
+                             Counter(res.by_reason), 0, res.meters_loaded,
+                             res.collectors_loaded)
         upload = uuid.uuid4().hex
         ack = UploadAck(parts=len(parts))
         waiter = _Waiter(len(parts), ack, threading.Event(), set())
