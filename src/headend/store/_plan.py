@@ -109,40 +109,41 @@ class ScanPlan:
     def segments(self) -> list[pa.Table]:
         """The rows of the plan's segments (recent, uncompacted appends), each filtered
         as ``scan_reads`` filters; empty ones left out."""
+        got = (self._read(c, None) for c in self._chunks if isinstance(c.source, pa.Table))
+        return [t for t in got if t is not None]
+
+    def _read(self, c: _Chunk, columns: list[str] | None) -> pa.Table | None:
+        """One chunk's rows filtered as ``scan_reads`` filters (``columns`` only)."""
         from headend.store._query import _refine
 
-        out = []
+        kind = self.kind
+        read_cols, schema = None, kind.schema
+        if columns is not None:
+            schema = pa.schema([kind.schema.field(x) for x in columns])
+            need = set(columns) | {"meter_idx", kind.time_col}
+            if self._types is not None and kind.type_col:
+                need.add(kind.type_col)
+            read_cols = [x for x in kind.schema.names if x in need]
+        if isinstance(c.source, pa.Table):
+            t = c.source if read_cols is None else c.source.select(read_cols)
+        else:
+            t = c.source.read_row_groups(c.row_groups, columns=read_cols, use_threads=False)
+        return _refine(kind, t, c.file, c.qlo, c.qhi, self._meters, self._start, self._end,
+                       self._types, columns, schema)
+
+    def _by_file(self) -> dict[Any, list[_Chunk]]:
+        files: dict[Any, list[_Chunk]] = {}
         for c in self._chunks:
-            if isinstance(c.source, pa.Table):
-                t = _refine(self.kind, c.source, c.file, c.qlo, c.qhi, self._meters,
-                            self._start, self._end, self._types, None, self.kind.schema)
-                if t is not None:
-                    out.append(t)
-        return out
+            files.setdefault(c.file.path, []).append(c)
+        return files
 
     def run(self, fn: Callable[[pa.Table], None], columns: list[str] | None = None) -> int:
         """Call ``fn`` on every non-empty filtered chunk (``columns`` only); returns
         the number of rows handed over. The first exception of any call is raised
         after the running calls finished."""
-        from headend.store._query import _refine
-
-        kind = self.kind
-        schema = kind.schema if columns is None else pa.schema(
-            [kind.schema.field(c) for c in columns])
-        read_cols = None
-        if columns is not None:
-            need = set(columns) | {"meter_idx", kind.time_col}
-            if self._types is not None and kind.type_col:
-                need.add(kind.type_col)
-            read_cols = [c for c in kind.schema.names if c in need]
 
         def one(c: _Chunk) -> int:
-            if isinstance(c.source, pa.Table):
-                t = c.source if read_cols is None else c.source.select(read_cols)
-            else:
-                t = c.source.read_row_groups(c.row_groups, columns=read_cols, use_threads=False)
-            t = _refine(kind, t, c.file, c.qlo, c.qhi, self._meters, self._start, self._end,
-                        self._types, columns, schema)
+            t = self._read(c, columns)
             if t is None:
                 return 0
             fn(t)
@@ -157,11 +158,8 @@ class ScanPlan:
         """Whether every meter's rows are in one file of the plan (the files' meter
         ranges, from their statistics, do not overlap): then a meter's rows reach
         :meth:`run_files` in one file's calls, in key order."""
-        spans: dict[Any, tuple[int, int]] = {}
-        for c in self._chunks:
-            lo, hi = spans.get(c.file.path, (c.meter_lo, c.meter_hi))
-            spans[c.file.path] = (min(lo, c.meter_lo), max(hi, c.meter_hi))
-        ranges = sorted(spans.values())
+        ranges = sorted((min(c.meter_lo for c in cs), max(c.meter_hi for c in cs))
+                        for cs in self._by_file().values())
         return all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
 
     def run_files(self, fn: Callable[[int, pa.Table | None], None],
@@ -169,37 +167,16 @@ class ScanPlan:
         """Like :meth:`run`, but each file's chunks go to ``fn(file_no, table)`` in file
         order (sorted by key) from one thread, then ``fn(file_no, None)`` once the file
         is done; files run in parallel."""
-        from headend.store._query import _refine
-
-        kind = self.kind
-        schema = kind.schema if columns is None else pa.schema(
-            [kind.schema.field(c) for c in columns])
-        read_cols = None
-        if columns is not None:
-            need = set(columns) | {"meter_idx", kind.time_col}
-            if self._types is not None and kind.type_col:
-                need.add(kind.type_col)
-            read_cols = [c for c in kind.schema.names if c in need]
-        files: dict[Any, list[_Chunk]] = {}
-        for c in self._chunks:
-            files.setdefault(c.file.path, []).append(c)
 
         def one(item: tuple[int, list[_Chunk]]) -> None:
             no, chunks = item
             for c in chunks:
-                if isinstance(c.source, pa.Table):
-                    t = c.source if read_cols is None else c.source.select(read_cols)
-                else:
-                    t = c.source.read_row_groups(c.row_groups, columns=read_cols,
-                                                 use_threads=False)
-                t = _refine(kind, t, c.file, c.qlo, c.qhi, self._meters, self._start,
-                            self._end, self._types, columns, schema)
+                t = self._read(c, columns)
                 if t is not None:
                     fn(no, t)
             fn(no, None)
 
-        list(self._readers.map(one, enumerate(files.values())))
-
+        list(self._readers.map(one, enumerate(self._by_file().values())))
 
     def run_days(self, fn: Callable[[pa.Table], None]) -> int:
         """Call ``fn`` with the daily rollup (:data:`~headend.store._rollup.DAILY`) of
@@ -209,10 +186,9 @@ class ScanPlan:
         calls (a day split between files): the caller sums ``value`` and ``reads`` and
         ORs ``hours``."""
         from headend.store import _rollup
+        from headend.store._query import _np
 
-        by_file: dict[Any, list[_Chunk]] = {}
-        for c in self._chunks:
-            by_file.setdefault(c.file.path, []).append(c)
+        by_file = self._by_file()
         work: list[tuple[_Chunk, bool]] = []
         for chunks in by_file.values():
             f = chunks[0].file
@@ -236,11 +212,9 @@ class ScanPlan:
                     return int(d.num_rows)
                 chunks = by_file[c.file.path]  # sidecar gone: roll up the rows
                 return sum(one((x, False)) for x in chunks)
-            got: list[pa.Table] = []
-            self._run_one(c, got.append, cols)
-            if not got:
+            t = self._read(c, cols)
+            if t is None:
                 return 0
-            t = got[0]
             d = _rollup.rollup(_np(t.column("meter_idx")), _np(t.column("reading_type")),
                                _np(t.column("interval_end").cast(pa.int64())),
                                _np(t.column("value")))
@@ -249,24 +223,10 @@ class ScanPlan:
 
         return sum(int(n) for n in self._readers.map(one, work))
 
-    def _run_one(self, c: _Chunk, fn: Callable[[pa.Table], None], columns: list[str]) -> None:
-        from headend.store._query import _refine
-
-        kind = self.kind
-        schema = pa.schema([kind.schema.field(x) for x in columns])
-        if isinstance(c.source, pa.Table):
-            t = c.source.select(columns)
-        else:
-            t = c.source.read_row_groups(c.row_groups, columns=columns, use_threads=False)
-        t = _refine(kind, t, c.file, c.qlo, c.qhi, self._meters, self._start, self._end,
-                    self._types, columns, schema)
-        if t is not None:
-            fn(t)
-
 
 def _filter_days(d: pa.Table, c: _Chunk, meters: npt.NDArray[np.int32] | None,
                  types: npt.NDArray[np.uint8] | None) -> pa.Table:
-    m = _np(d.column("meter_idx"))
+    m = d.column("meter_idx").to_numpy()
     if len(m) == 0:
         return d
     mask = None
@@ -276,17 +236,11 @@ def _filter_days(d: pa.Table, c: _Chunk, meters: npt.NDArray[np.int32] | None,
         mk = np.isin(m, meters)
         mask = mk if mask is None else mask & mk
     if types is not None:
-        tk = np.isin(_np(d.column("reading_type")), types)
+        tk = np.isin(d.column("reading_type").to_numpy(), types)
         mask = tk if mask is None else mask & tk
     if mask is None or mask.all():
         return d
     return d.filter(pa.array(mask))
-
-
-def _np(col: pa.ChunkedArray | pa.Array) -> npt.NDArray[Any]:
-    if isinstance(col, pa.ChunkedArray):
-        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return col.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
 def plan_chunks(kind: Kind, files: list[tuple[FileEntry, int, int]], metas: MetaCache,
