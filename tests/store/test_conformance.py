@@ -37,6 +37,18 @@ def test_dedup_within_batch_first_wins(store: Any) -> None:
         (5, 0, T0 + 900, 10, 0), (5, 1, T0 + 900, 13, 0), (6, 0, T0 + 900, 12, 0)]
 
 
+def test_new_rows_in_key_order(store: Any) -> None:
+    """``AppendResult.order``: the stored rows' input positions, sorted by key, across
+    buckets and days, without the duplicates (listeners rely on it: no second sort)."""
+    store.append_reads(reads([7], [0], [T0 + 900], [1]))
+    m = [9, 7, 7, 3, 9, 3, 7]
+    t = [T0 + 2 * DAY + 900, T0 + 900, T0 + 1800, T0 + 900, T0 + 900, T0 + 900, T0 + DAY]
+    r = store.append_reads(reads(m, [0, 0, 0, 0, 0, 2, 0], t, [1, 2, 3, 4, 5, 6, 7]))
+    assert r.new.tolist() == [True, False, True, True, True, True, True]
+    assert r.order.tolist() == [3, 5, 2, 6, 4, 0]
+    assert store.append_reads(reads([7], [0], [T0 + 900], [1])).order.tolist() == []
+
+
 def test_dedup_across_batches_compaction_and_reopen(store: Any) -> None:
     assert store.append_reads(reads([1, 2], [0, 0], [T0 + 900, T0 + 900], [1, 2])).new.tolist() \
         == [True, True]

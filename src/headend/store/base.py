@@ -16,7 +16,7 @@ Contract shared by every adapter (checked by ``tests/store/test_conformance.py``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -27,9 +27,12 @@ import pyarrow as pa
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     """What an append did. ``new`` marks which input rows were stored (True) and which
-    were duplicates (False), in input order."""
+    were duplicates (False), in input order. ``order`` lists the input positions of the
+    stored rows in key order (meter, type, time for reads; every adapter fills it), so
+    that listeners get the new rows sorted without sorting them again."""
 
     new: npt.NDArray[np.bool_]
+    order: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
 
     @property
     def accepted(self) -> int:

@@ -51,7 +51,7 @@ class _Table:
         allk = np.concatenate([self.keys, ks])
         order = np.argsort(allk, kind="stable")
         self.table, self.keys = merged.take(order), allk[order]
-        return AppendResult(new)
+        return AppendResult(new, rows)
 
     def scan(self, meters: npt.NDArray[np.int32] | None, start: int | None, end: int | None,
              types: npt.NDArray[np.uint8] | None) -> pa.Table:

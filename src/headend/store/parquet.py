@@ -351,7 +351,7 @@ class ParquetStore(QueryMixin):
                     self._enqueue((kind.name, d, year, mmdd))
                 else:
                     self._compact_dir(kind, d, year, days_only=True)
-        return AppendResult(new_mask)
+        return AppendResult(new_mask, rows[new_mask[rows]])
 
     # ------------------------------------------------------------------ background
 
