@@ -69,6 +69,21 @@ def test_ingest_json_summary_and_export_sorted(data: Path) -> None:
     assert res.stdout.splitlines() == ["meter_id,reading_type,interval_end,value,quality"]
 
 
+def test_ingest_json_seconds_by_stage(data: Path) -> None:
+    """``seconds_by_stage`` names decode, store, vee and rules (0 for a stage that did
+    not run) and adds up to no more than the stages could have taken."""
+    code, summary = ingest(data, data.parent / "meters.csv", data.parent / "reads.csv", vee=True)
+    assert code == 0
+    stages = summary["seconds_by_stage"]
+    assert isinstance(stages, dict) and set(stages) == {"decode", "store", "vee", "rules"}
+    assert all(isinstance(v, float) and v >= 0 for v in stages.values()), stages
+    assert stages["decode"] + stages["store"] > 0
+    code, summary = ingest(data.parent / "other", data.parent / "meters.csv",
+                           data.parent / "reads.csv", vee=False)
+    stages = summary["seconds_by_stage"]
+    assert isinstance(stages, dict) and stages["vee"] == 0.0 and stages["rules"] > 0
+
+
 def test_partial_acceptance_exits_0_and_quarantine_lists_and_releases(data: Path) -> None:
     code, summary = ingest(data, data.parent / "reads.csv")  # no meters yet
     assert code == 0 and summary["accepted"] == 0 and summary["quarantined"] == 6

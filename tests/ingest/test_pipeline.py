@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from headend.ingest.pipeline import Ingestor
 from headend.model import codes
@@ -315,3 +316,50 @@ def test_a_redelivered_upload_is_published_again(root: Path, files: dict[str, Pa
         assert got == {"stream": [4], "rules": []}
         r = ing.ingest_bytes(frame, source="a")  # a plain retransmission: nothing new
         assert r.duplicate == 4 and got == {"stream": [4], "rules": []}
+
+
+def test_csv_blocks_are_stored_as_few_large_appends(
+        root: Path, files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV decoded in many small blocks is appended in batches of ``batch_reads``
+    rows, not once per block; every row is stored once and listeners get each batch's
+    new rows in key order."""
+    import functools
+
+    from headend.ingest import pipeline
+    from headend.ingest.pipeline import IngestConfig, StoredBatch
+    from headend.wire.csvfmt import decode_csv
+
+    monkeypatch.setattr(pipeline, "decode_csv", functools.partial(decode_csv, block_size=4096))
+    t = T0 + 900 * np.arange(1, 501)
+    lines = [f"{m},kwh_del,{np.datetime_as_string(np.datetime64(int(s), 's'))}Z,0.5,"
+             for s in t for m in (M2, M1)]  # time-major, as exports are
+    reads_csv = tmp_path / "reads.csv"
+    reads_csv.write_text("meter_id,reading_type,interval_end,value,quality\n"
+                         + "\n".join(lines + lines[:10]) + "\n")  # 10 duplicates
+    batches: list[pa.Table] = []
+
+    class Spy:
+        def on_stored(self, batch: StoredBatch) -> None:
+            batches.append(batch.reads)
+
+        def on_watermark(self, event_time_s: int) -> None:
+            pass
+
+    ing = Ingestor.open(root, listeners=[Spy()], config=IngestConfig(batch_reads=600))
+    appends: list[int] = []
+    real = ing.data.store.append_reads
+    monkeypatch.setattr(ing.data.store, "append_reads",
+                        lambda tb: appends.append(len(tb)) or real(tb))
+    with ing:
+        ing.ingest_paths([files["meters.csv"]])
+        r = ing.ingest_paths([reads_csv])
+        assert (r.accepted, r.duplicate) == (1000, 10)
+        assert reads_csv.stat().st_size > 10 * 4096  # many blocks ...
+        assert 2 <= len(appends) <= 3 and all(n >= 600 for n in appends[:-1])  # ... few appends
+        assert sum(b.num_rows for b in batches) == 1000
+        for b in batches:
+            m = b.column("meter_idx").to_numpy().astype(np.int64)
+            tt = b.column("interval_end").cast(pa.int64()).to_numpy()
+            assert np.all(np.diff(m * 2**33 + tt) > 0)  # key order
+        assert len(stored_keys(ing)) == 1000

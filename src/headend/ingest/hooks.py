@@ -21,15 +21,23 @@ def _rules(data: DataDir) -> Listener:
     return RuleEngine.open(data.root, data.registry)
 
 
+def _intervals(data: DataDir) -> Listener:
+    from headend.vee.intervals import IntervalLearner
+
+    return IntervalLearner(data.registry, data.root)
+
+
 def _vee(data: DataDir) -> Listener:
     from headend.vee import VeeListener
 
     return VeeListener(data.root)
 
 
-#: name -> factory. ``rules`` runs the real-time rule engine in event time; ``vee``
-#: validates and estimates what an ingest call stored, when the call ends.
+#: name -> factory. ``intervals`` learns undeclared meter intervals from every batch
+#: (always on, first, so that VEE sees them); ``rules`` runs the real-time rule engine
+#: in event time; ``vee`` validates and estimates what an ingest call stored.
 LISTENERS: dict[str, Callable[[DataDir], Listener]] = {
+    "intervals": _intervals,
     "rules": _rules,
     "vee": _vee,
 }
@@ -47,8 +55,9 @@ def open_ingestor(
     """Open an :class:`Ingestor` on ``root`` with the standard listeners."""
     data = DataDir.open(Path(root), config=store_config)
     listeners: list[Listener] = []
-    names = [n for n, on in (("rules", rules), ("vee", vee)) if on]
+    names = [n for n, on in (("intervals", True), ("rules", rules), ("vee", vee)) if on]
     for name in names:
         listeners.append(LISTENERS[name](data))
     listeners.extend(extra)
-    return Ingestor(data, listeners=listeners, config=config)
+    # stage names in seconds_by_stage; the extras are named by their outbox name
+    return Ingestor(data, listeners=listeners, config=config, stages=names)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import mmap
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,9 +66,9 @@ class StoredBatch:
     bus delivered again (``Ingestor.ingest_bytes(redelivery=True)``)."""
 
     source: str
-    reads: pa.Table
-    registers: pa.Table
-    events: pa.Table
+    reads: pa.Table  #: new reads in key order (meter, type, interval end)
+    registers: pa.Table  #: new registers in key order (meter, register, read time)
+    events: pa.Table  #: new events in key order (meter, event time, code)
 
 
 class Listener(Protocol):
@@ -128,6 +128,11 @@ class IngestResult:
     #: batches a listener failed to take, kept in the outbox for it, by listener
     outboxed: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    #: time spent per stage [s]: decode (decoding and validation), store (dedup and
+    #: durable append), and each listener's stage (vee, rules, ...); stages on the
+    #: committer thread overlap with decoding, so their sum may exceed ``seconds``
+    seconds_by_stage: defaultdict[str, float] = field(
+        default_factory=lambda: defaultdict(float))
 
     def add(self, other: IngestResult) -> None:
         self.accepted += other.accepted
@@ -143,6 +148,8 @@ class IngestResult:
         self.files += other.files
         self.unusable.extend(other.unusable)
         self.outboxed.update(other.outboxed)
+        for stage, s in other.seconds_by_stage.items():
+            self.seconds_by_stage[stage] += s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,8 +167,14 @@ class IngestResult:
             "unusable": list(self.unusable),
             "outboxed": dict(sorted(self.outboxed.items())),
             "seconds": round(self.seconds, 3),
+            "seconds_by_stage": {k: round(self.seconds_by_stage.get(k, 0.0), 3)
+                                 for k in sorted(set(STAGES) | set(self.seconds_by_stage))},
         }
 
+
+#: stages always present in ``seconds_by_stage`` (0 when a stage did not run); other
+#: listeners add their own
+STAGES: Final = ("decode", "store", "vee", "rules")
 
 # order in which file kinds are ingested when several are given at once
 _KIND_ORDER = {"collectors": 0, "meters": 1, "transformers": 2, "customers": 2, "weather": 2,
@@ -186,9 +199,13 @@ class Ingestor:
         listeners: Sequence[Listener] = (),
         config: IngestConfig | None = None,
         clock: Callable[[], int] = _now,
+        stages: Sequence[str] = (),
     ) -> None:
         self.data = data
         self.listeners = list(listeners)
+        #: stage name of each listener in ``seconds_by_stage`` (default: its outbox name)
+        self.stages = [stages[i] if i < len(stages) else _listener_name(li)
+                       for i, li in enumerate(self.listeners)]
         self._redelivery = False
         self.config = config or IngestConfig()
         self.clock = clock
@@ -273,7 +290,7 @@ class Ingestor:
             else:
                 total.add(self._flush(pending))
                 total.add(pending.committer.wait())  # type: ignore[union-attr]
-                res = self._ingest_csv(p, str(p))
+                res = self._ingest_csv(p, str(p), committer=pending.committer)
                 res.files = 1
                 total.add(res)
                 pending.keys.clear()  # the file may have brought collector keys
@@ -365,17 +382,21 @@ class Ingestor:
             result.weather_loaded += decoded.weather.num_rows
         now = self.clock() if now_s is None else now_s
         reads = regs = evs = None
+        started = time.perf_counter()
         if decoded.reads is not None and len(decoded.reads):
             reads = self._validate_reads(decoded.reads, now, decoded.source, result)
         if decoded.registers is not None and len(decoded.registers):
             regs = self._validate_registers(decoded.registers, now, decoded.source, result)
         if decoded.events is not None and len(decoded.events):
             evs = self._validate_events(decoded.events, now, decoded.source, result)
+        result.seconds_by_stage["decode"] += time.perf_counter() - started
         if committer is not None:
             committer.submit(decoded.source, reads, regs, evs)
         else:
             self._store(decoded.source, reads, regs, evs, result)
         if registry_changed and release and self.config.release_on_registry_change:
+            if committer is not None:  # what waits in the committer is stored first
+                result.add(committer.wait())
             result.add(self.release_quarantine(reasons.RETRYABLE))
         return result
 
@@ -454,7 +475,13 @@ class Ingestor:
                 keys[collector_id] = self.data.keys.get(collector_id)
             return keys[collector_id]
 
-        for item in wf.iter_frames(data, key_for, source=source):
+        it = iter(wf.iter_frames(data, key_for, source=source))
+        while True:
+            started = time.perf_counter()
+            item = next(it, None)
+            result.seconds_by_stage["decode"] += time.perf_counter() - started
+            if item is None:
+                break
             if isinstance(item, FrameError):
                 start, end = item.span  # type: ignore[attr-defined]
                 self._quarantine(
@@ -490,18 +517,32 @@ class Ingestor:
         pending.open_files = keep
         return result
 
-    def _ingest_csv(self, data: bytes | Path, source: str, *, release: bool = True) -> IngestResult:
+    def _ingest_csv(self, data: bytes | Path, source: str, *, release: bool = True,
+                    committer: _Committer | None = None) -> IngestResult:
+        """Decode ``data`` block by block; validated blocks are gathered into batches of
+        about ``batch_reads`` rows and stored on the committer's thread while the next
+        blocks decode (the caller waits on ``committer``; without one, this call does)."""
         result = IngestResult()
+        own = committer is None
+        commit = _Committer(self) if committer is None else committer
         try:
-            it = decode_csv(data, source=source)
-            for decoded in it:
-                result.add(self.ingest_decoded(decoded, release=release))
+            it = iter(decode_csv(data, source=source))
+            while True:
+                started = time.perf_counter()
+                decoded = next(it, None)
+                result.seconds_by_stage["decode"] += time.perf_counter() - started
+                if decoded is None:
+                    break
+                result.add(self.ingest_decoded(decoded, release=release, committer=commit))
         except DecodeError as err:
             # the whole input is unusable (e.g. unknown header): quarantine it whole
             raw = data.read_bytes() if isinstance(data, Path) else data
             self._quarantine(rj.make_rejects(source, "file", err.reason, str(err),
                                              payload=[raw]), result)
             result.unusable.append(f"{source}: {err}")
+        finally:
+            if own:
+                result.add(commit.close())
         return result
 
     def _ingest_frames(self, data: bytes | memoryview, source: str, *, release: bool = True
@@ -619,24 +660,23 @@ class Ingestor:
     def _store(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
                evs: pa.Table | None, result: IngestResult) -> None:
         store = self.data.store
-        new_reads = schema.READS.empty_table()
-        new_regs = schema.REGISTERS.empty_table()
-        new_evs = schema.EVENTS.empty_table()
-        if reads is not None:
-            r = store.append_reads(reads)
+        started = time.perf_counter()
+        new = {"reads": schema.READS.empty_table(), "registers": schema.REGISTERS.empty_table(),
+               "events": schema.EVENTS.empty_table()}
+        for name, table, append in (("reads", reads, store.append_reads),
+                                    ("registers", regs, store.append_registers),
+                                    ("events", evs, store.append_events)):
+            if table is None:
+                continue
+            r = append(table)
             result.accepted += r.accepted
             result.duplicate += r.duplicate
-            new_reads = reads.filter(pa.array(r.new)) if r.duplicate else reads
-        if regs is not None:
-            r = store.append_registers(regs)
-            result.accepted += r.accepted
-            result.duplicate += r.duplicate
-            new_regs = regs.filter(pa.array(r.new)) if r.duplicate else regs
-        if evs is not None:
-            r = store.append_events(evs)
-            result.accepted += r.accepted
-            result.duplicate += r.duplicate
-            new_evs = evs.filter(pa.array(r.new)) if r.duplicate else evs
+            if r.accepted:  # listeners get the new rows in key order (the store's sort)
+                o = r.order
+                in_order = len(o) == len(table) and bool(np.all(o[1:] > o[:-1]))
+                new[name] = table if in_order else table.take(pa.array(o))
+        new_reads, new_regs, new_evs = new["reads"], new["registers"], new["events"]
+        result.seconds_by_stage["store"] += time.perf_counter() - started
         for t, col in ((new_reads, "interval_end"), (new_evs, "event_time")):
             if t.num_rows:
                 mx = pa.compute.max(t.column(col).cast(pa.int64())).as_py()
@@ -649,11 +689,13 @@ class Ingestor:
         if self._redelivery:  # every valid row, for listeners that must not miss one
             again = StoredBatch(source, *(t if t is not None else e for t, e in (
                 (reads, new_reads), (regs, new_regs), (evs, new_evs))))
-        for listener in self.listeners:
+        for listener, stage in zip(self.listeners, self.stages, strict=True):
             b = again if again is not None and getattr(
                 listener, "republish_on_redelivery", False) else batch
             if b.reads.num_rows or b.registers.num_rows or b.events.num_rows:
+                started = time.perf_counter()
                 self._deliver(listener, b, result)
+                result.seconds_by_stage[stage] += time.perf_counter() - started
 
     def _deliver(self, listener: Listener, batch: StoredBatch, result: IngestResult) -> None:
         """Hand ``batch`` to ``listener`` after what it missed before; if it fails, keep
@@ -687,8 +729,10 @@ class Ingestor:
 
     def _finish(self, result: IngestResult) -> None:
         if self._max_event_time is not None:
-            for listener in self.listeners:
+            for listener, stage in zip(self.listeners, self.stages, strict=True):
+                started = time.perf_counter()
                 listener.on_watermark(self._max_event_time)
+                result.seconds_by_stage[stage] += time.perf_counter() - started
 
 
 @dataclass(slots=True)
@@ -714,12 +758,35 @@ class _Committer:
 
     def __init__(self, ingestor: Ingestor) -> None:
         self._ingestor = ingestor
+        self._batch_rows = ingestor.config.batch_reads
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headend-commit")
         self._future: Future[IngestResult] | None = None
         self._done = IngestResult()  # counts of finished commits not yet handed out
+        self._parts: list[tuple[str, pa.Table | None, pa.Table | None, pa.Table | None]] = []
+        self._rows = 0
 
     def submit(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
                evs: pa.Table | None) -> None:
+        """Queue validated rows; they are stored, in order, once about ``batch_reads``
+        rows are queued (few large appends from many small blocks) or on ``wait``."""
+        self._parts.append((source, reads, regs, evs))
+        self._rows += sum(len(t) for t in (reads, regs, evs) if t is not None)
+        if self._rows >= self._batch_rows:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        if not self._parts:
+            return
+        parts, self._parts, self._rows = self._parts, [], 0
+        sources = sorted({p[0] for p in parts})
+        source = sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1})"
+
+        def cat(i: int) -> pa.Table | None:
+            tables = [p[i] for p in parts if p[i] is not None]
+            return None if not tables else tables[0] if len(tables) == 1 else (
+                pa.concat_tables(tables).combine_chunks())
+
+        reads, regs, evs = cat(1), cat(2), cat(3)
         self._collect()  # one commit at a time, in order
         self._future = self._pool.submit(self._run, source, reads, regs, evs)
 
@@ -735,7 +802,9 @@ class _Committer:
             self._done.add(fut.result())
 
     def wait(self) -> IngestResult:
-        """Counts of everything stored since the last ``wait`` (raises what the store raised)."""
+        """Store what is queued; counts of everything stored since the last ``wait``
+        (raises what the store raised)."""
+        self._dispatch()
         self._collect()
         out, self._done = self._done, IngestResult()
         return out
