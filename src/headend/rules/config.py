@@ -234,7 +234,10 @@ class EngineConfig(_Cfg):
     """Engine settings. ``allowed_lateness_s``: the watermark trails the newest event time
     by this much [s]; ``tick_s``: buffered data is run through the rules in event-time
     slices of this length [s] (decisions such as outage location happen between slices);
-    ``max_buffer_rows`` bounds rows waiting for the watermark; ``checkpoint_interval_s``:
+    ``max_buffer_rows`` bounds rows waiting for the watermark; ``batch_rows``: rules
+    whose records do not depend on the stepping (``TICK_FREE_KINDS``: voltage, revenue,
+    flow, overload, threshold rules) take this many rows at once, many ticks per call,
+    while outage location and silence still step tick by tick; ``checkpoint_interval_s``:
     checkpoint at most this often [s of wall time] (0: at every watermark advance); rows
     processed since the last checkpoint stay in the durable buffer and are replayed
     after a crash, re-deriving the same records. ``partitions``/``partition``: this
@@ -247,6 +250,7 @@ class EngineConfig(_Cfg):
     partitions: int = Field(1, ge=1)  # engines sharing the network, split by substation
     partition: int = Field(0, ge=0)  # this engine's partition
     max_buffer_rows: int = Field(20_000_000, gt=0)
+    batch_rows: int = Field(2_000_000, gt=0)  # rows per call of the tick-free rules
 
 
 class RuleSpec(_Cfg):

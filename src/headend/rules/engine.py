@@ -33,10 +33,12 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -48,7 +50,8 @@ from headend.rules.config import RuleSet, RuleSpec, default_ruleset, load_rulese
 from headend.rules.outage import EvidencePinger, OutageRule, Pinger
 from headend.rules.topology import Topology
 
-__all__ = ["RULES_DIR", "RULE_FACTORIES", "RuleEngine", "build_rule", "register_kind"]
+__all__ = ["RULES_DIR", "RULE_FACTORIES", "TICK_FREE_KINDS", "RuleEngine", "build_rule",
+           "register_kind"]
 
 RULES_DIR = "rules"
 
@@ -68,12 +71,33 @@ RULE_FACTORIES: dict[str, Callable[[str, Any], Rule]] = {
 }
 
 
-def register_kind(kind: str, config_cls: type[Any], factory: Callable[[str, Any], Rule]) -> None:
-    """Add a Python rule kind (its config model and runtime factory)."""
+#: Kinds whose records do not depend on how event time is stepped: given the same rows
+#: in key order, one chunk of many ticks gives the same alarms as one chunk per tick
+#: (their windows close on data time and carry state across chunks). The engine runs
+#: them over up to ``engine.batch_rows`` rows at once; every other kind (outage
+#: location, silence, which decide "as of the watermark") runs once per tick.
+#: ``tests/rules/test_engine_batching.py`` checks the claim on simulated faults.
+TICK_FREE_KINDS: set[str] = {
+    "voltage", "transformer_overload", "tamper", "reverse_energy", "zero_consumption",
+    "water_leak", "gas_flow", "threshold", "event_count",
+}
+
+
+def register_kind(kind: str, config_cls: type[Any], factory: Callable[[str, Any], Rule],
+                  *, tick_free: bool = False) -> None:
+    """Add a Python rule kind (its config model and runtime factory).
+
+    ``tick_free``: the kind's records do not depend on how event time is stepped (see
+    :data:`TICK_FREE_KINDS`); it then runs over large chunks. Default: once per tick.
+    """
     from headend.rules.config import CONFIG_BY_KIND
 
     CONFIG_BY_KIND[kind] = config_cls
     RULE_FACTORIES[kind] = factory
+    if tick_free:
+        TICK_FREE_KINDS.add(kind)
+    else:
+        TICK_FREE_KINDS.discard(kind)
 
 
 def build_rule(spec: RuleSpec) -> Rule:
@@ -201,53 +225,87 @@ class RuleEngine:
             self._ratings = (mt, grid.load_ratings(p))
         return self._ratings[1]
 
-    def _take(self, w: int) -> list[Chunk]:
+    def _take(self, w: int) -> list[tuple[Chunk, list[Chunk]]]:
+        """Buffered rows with event time ``<= w``, cut for the two kinds of rules.
+
+        Returns ``[(batch chunk, its tick chunks)]``: tick chunks are slices of
+        ``tick_s`` event time (ends aligned to the epoch, the last one ending at ``w``);
+        a batch chunk spans whole ticks, at most ``batch_rows`` rows (or one tick).
+        Rows are sorted by key within every chunk. The ingestor hands over batches in
+        key order, so a stable radix sort by tick (or batch) number keeps each batch's
+        rows sorted, and only a tick or batch whose rows come from several batches is
+        sorted again (a merge of sorted runs).
+        """
         reads = pa.concat_tables(self._buf_reads) if self._buf_reads else schema.READS.empty_table()
         events = (pa.concat_tables(self._buf_events) if self._buf_events
                   else schema.EVENTS.empty_table())
         rt, et = _ts(reads.column("interval_end")), _ts(events.column("event_time"))
         rn, en = rt <= w, et <= w
-        rest_r, rest_e = reads.filter(pa.array(~rn)), events.filter(pa.array(~en))
+        if not (rn.all() and en.all()):
+            rest_r, rest_e = reads.filter(pa.array(~rn)), events.filter(pa.array(~en))
+            reads, events = reads.filter(pa.array(rn)), events.filter(pa.array(en))
+            rt, et = rt[rn], et[en]
+        else:
+            rest_r, rest_e = schema.READS.empty_table(), schema.EVENTS.empty_table()
         self._buf_reads = [rest_r] if len(rest_r) else []
         self._buf_events = [rest_e] if len(rest_e) else []
         self._buf_rows = len(rest_r) + len(rest_e)
-
-        rm = reads.column("meter_idx").to_numpy()[rn].astype(np.int32)
-        rty = reads.column("reading_type").to_numpy()[rn].astype(np.uint8)
-        rtt = rt[rn]
-        rv = reads.column("value").to_numpy()[rn].astype(np.int32)
-        rq = reads.column("quality").to_numpy()[rn].astype(np.uint32)
-        em = events.column("meter_idx").to_numpy()[en].astype(np.int32)
-        ett = et[en]
-        ec = events.column("event_code").to_numpy()[en].astype(np.uint32)
-        # slices of tick_s event time (aligned to the epoch), each sorted by key
+        r = _Cols(_np(reads, "meter_idx", np.int32), _np(reads, "reading_type", np.uint8), rt,
+                  _np(reads, "value", np.int32), _np(reads, "quality", np.uint32))
+        e = _Cols(_np(events, "meter_idx", np.int32), np.zeros(len(et), np.uint8), et,
+                  _np(events, "event_code", np.uint32), np.zeros(len(et), np.uint32))
+        # tick number of each row: the slice ending at min(k * tick, w)
         tick = self.config.engine.tick_s
-        r_sl = np.minimum(-(-rtt // tick) * tick, w)
-        e_sl = np.minimum(-(-ett // tick) * tick, w)
-        o = np.argsort(schema.read_key(rm, rty, rtt), kind="stable")
-        o = o[np.argsort(r_sl[o], kind="stable")]
-        eo = np.argsort((em.astype(np.int64) << 32) | ett, kind="stable")
-        eo = eo[np.argsort(e_sl[eo], kind="stable")]
-        rm, rty, rtt, rv, rq, r_sl = rm[o], rty[o], rtt[o], rv[o], rq[o], r_sl[o]
-        em, ett, ec, e_sl = em[eo], ett[eo], ec[eo], e_sl[eo]
-        bounds = np.unique(np.concatenate([r_sl, e_sl, [w]]))
-        rb = np.searchsorted(r_sl, bounds, side="right")
-        ebd = np.searchsorted(e_sl, bounds, side="right")
-        chunks = []
-        r0 = e0 = 0
+        rk, ek = -(-rt // tick), -(-et // tick)
+        if len(rk) == 0 and len(ek) == 0:
+            return []
+        k0 = int(min(rk.min(initial=1 << 62), ek.min(initial=1 << 62)))
+        kw = -(-w // tick)
+        rk -= k0
+        ek -= k0
+        n_ticks = kw - k0 + 1
+        bounds = np.minimum((np.arange(n_ticks, dtype=np.int64) + k0) * tick, w)
+        per_tick = (np.bincount(rk, minlength=n_ticks) + np.bincount(ek, minlength=n_ticks))
+        # batch number of each tick: cut where the rows so far pass a multiple of batch_rows
+        before = np.cumsum(per_tick) - per_tick
+        batch_of_tick = before // self.config.engine.batch_rows
+        used = per_tick > 0
+        out: list[tuple[Chunk, list[Chunk]]] = []
+        nb = int(batch_of_tick[-1]) + 1
+        rb, eb = batch_of_tick[rk], batch_of_tick[ek]
+        r_by_b, r_cut_b = _group(rb, nb, r.key())
+        e_by_b, e_cut_b = _group(eb, nb, e.key())
+        per_tick_rules = any(rule.kind not in TICK_FREE_KINDS for rule in self.rules)
+        if per_tick_rules:
+            r_by_t, r_cut_t = _group(rk, n_ticks, r.key())
+            e_by_t, e_cut_t = _group(ek, n_ticks, e.key())
+            rt_s, et_s = r.take(r_by_t), e.take(e_by_t)
+        rb_s, eb_s = r.take(r_by_b), e.take(e_by_b)
         prev = self.watermark
-        for b, r1, e1 in zip(bounds.tolist(), rb.tolist(), ebd.tolist(), strict=True):
-            chunks.append(Chunk(wm_prev=prev, wm=b, r_meter=rm[r0:r1], r_type=rty[r0:r1],
-                                r_time=rtt[r0:r1], r_value=rv[r0:r1], r_quality=rq[r0:r1],
-                                e_meter=em[e0:e1], e_time=ett[e0:e1], e_code=ec[e0:e1]))
-            r0, e0, prev = r1, e1, b
-        return chunks
+        ticks = np.flatnonzero(used | (np.arange(n_ticks) == n_ticks - 1))
+        t_of_b = np.searchsorted(batch_of_tick[ticks], np.arange(nb + 1))
+        for b in range(nb):
+            tb = ticks[t_of_b[b]:t_of_b[b + 1]]
+            if len(tb) == 0:
+                continue
+            wm = int(bounds[tb[-1]])
+            tick_chunks = []
+            if per_tick_rules:
+                p = prev
+                for k in tb.tolist():
+                    tick_chunks.append(_chunk(p, int(bounds[k]), rt_s, r_cut_t[k], r_cut_t[k + 1],
+                                              et_s, e_cut_t[k], e_cut_t[k + 1]))
+                    p = int(bounds[k])
+            out.append((_chunk(prev, wm, rb_s, r_cut_b[b], r_cut_b[b + 1],
+                               eb_s, e_cut_b[b], e_cut_b[b + 1]), tick_chunks))
+            prev = wm
+        return out
 
     def _flush(self, w: int) -> None:
-        chunks = self._take(w)
+        batches = self._take(w)
         topo = self.topology()
-        n = max([topo.n] + [int(c.r_meter.max(initial=-1)) + 1 for c in chunks]
-                + [int(c.e_meter.max(initial=-1)) + 1 for c in chunks])
+        n = max([topo.n] + [int(c.r_meter.max(initial=-1)) + 1 for c, _ in batches]
+                + [int(c.e_meter.max(initial=-1)) + 1 for c, _ in batches])
         if n > topo.n:  # rows of meters newer than our topology snapshot: refresh
             self._topo_src = None
             topo = self.topology()
@@ -255,13 +313,17 @@ class RuleEngine:
         ctx = Context(topology=topo, pinger=pinger, ratings=self._ratings_now(),
                       outage=self.outage)
         alerts: list[Alert] = []
-        for chunk in chunks:
-            outs: list[tuple[Rule, Output]] = []
-            for rule in self.rules:
-                outs.append((rule, rule.process(chunk, ctx)))
-            self.items_processed += chunk.n_items
-            self.watermark = chunk.wm
-            alerts += self._apply(outs, chunk.wm)
+        per_tick = [rule for rule in self.rules if rule.kind not in TICK_FREE_KINDS]
+        batched = [rule for rule in self.rules if rule.kind in TICK_FREE_KINDS]
+        for batch, ticks in batches:
+            for chunk in ticks:  # outage rule first: its state feeds silent meters
+                outs = [(rule, rule.process(chunk, ctx)) for rule in per_tick]
+                self.watermark = chunk.wm
+                alerts += self._apply(outs, chunk.wm)
+            outs = [(rule, rule.process(batch, ctx)) for rule in batched]
+            self.items_processed += batch.n_items
+            self.watermark = batch.wm
+            alerts += self._apply(outs, batch.wm)
         now = time.monotonic()
         if now - self._last_ck >= self.config.engine.checkpoint_interval_s:
             self.checkpoint()
@@ -424,3 +486,62 @@ def _write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cols:
+    """Columns of reads (meter, type, time, value, quality) or events (meter, -, time,
+    code, -) in one order."""
+
+    meter: npt.NDArray[np.int32]
+    rtype: npt.NDArray[np.uint8]
+    time: npt.NDArray[np.int64]
+    a: npt.NDArray[Any]
+    b: npt.NDArray[np.uint32]
+
+    def key(self) -> npt.NDArray[np.uint64]:
+        """Sort key: (meter, type, time) for reads, (meter, time) for events."""
+        return schema.read_key(self.meter, self.rtype, self.time)
+
+    def take(self, order: npt.NDArray[np.int64]) -> _Cols:
+        return _Cols(self.meter[order], self.rtype[order], self.time[order], self.a[order],
+                     self.b[order])
+
+
+def _np(t: pa.Table, name: str, dtype: Any) -> npt.NDArray[Any]:
+    return np.asarray(t.column(name).to_numpy(), dtype=dtype)
+
+
+def _group(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64]
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Order of the rows by group ``g`` (0..n-1), by ``key`` within a group, and the
+    group boundaries (``cut[i]:cut[i + 1]``).
+
+    A stable radix sort by group (16 bits a pass) keeps the input order inside a group;
+    where that is not already key order (rows of several sorted runs), the group is
+    sorted by key: timsort merges the runs in near-linear time.
+    """
+    if n <= 1:
+        order = np.arange(len(g), dtype=np.int64)
+    else:
+        order = np.argsort((g & 0xFFFF).astype(np.uint16), kind="stable")
+        if n > 0xFFFF:
+            order = order[np.argsort((g[order] >> 16).astype(np.uint16), kind="stable")]
+    cut = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(g, minlength=n), out=cut[1:])
+    if len(order) > 1:
+        ks = key[order]
+        down = np.flatnonzero(ks[1:] < ks[:-1]) + 1
+        if len(down):  # positions where the key steps down inside a group
+            inside = down[~np.isin(down, cut)]
+            for grp in np.unique(np.searchsorted(cut, inside, side="right") - 1).tolist():
+                a, z = int(cut[grp]), int(cut[grp + 1])
+                order[a:z] = order[a:z][np.argsort(ks[a:z], kind="stable")]
+    return order, cut
+
+
+def _chunk(wm_prev: int, wm: int, r: _Cols, r0: int, r1: int, e: _Cols, e0: int, e1: int
+           ) -> Chunk:
+    return Chunk(wm_prev=wm_prev, wm=wm, r_meter=r.meter[r0:r1], r_type=r.rtype[r0:r1],
+                 r_time=r.time[r0:r1], r_value=r.a[r0:r1], r_quality=r.b[r0:r1],
+                 e_meter=e.meter[e0:e1], e_time=e.time[e0:e1], e_code=e.a[e0:e1])
