@@ -142,7 +142,10 @@ def test_vee_after_ingest_fills_gaps_and_export_versions(data: Path, tmp_path: P
     reads.write_text("meter_id,reading_type,interval_end,value,quality\n"
                      "M-2,kwh_del,2026-01-01T00:15:00Z,0.100,\n"
                      "M-2,kwh_del,2026-01-01T01:00:00Z,0.400,\n")  # 00:30 and 00:45 missing
-    code, _ = ingest(data, data.parent / "meters.csv", reads, vee=True)
+    meters = tmp_path / "meters15.csv"  # two reads do not tell the interval: declare it
+    meters.write_text(METERS.splitlines()[0] + ",interval_minutes\n"
+                      "M-2,electric,rf,true,1,T1,F1,S1,15\n")
+    code, _ = ingest(data, meters, reads, vee=True)
     assert code == 0
     out = runner.invoke(app, ["export", "reads", "--data", str(data)]).stdout.splitlines()
     rows = [line.split(",") for line in out[1:]]

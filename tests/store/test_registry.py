@@ -127,3 +127,30 @@ def test_collector_keys(tmp_path: Path) -> None:
     k2 = CollectorKeys(tmp_path)
     assert (k2.get(7), k2(9), k2.get(8)) == (b"k7", b"new9", None)
     assert k2.table().to_pydict() == {"collector_id": [7, 9], "hmac_key": [b"k7", b"new9"]}
+
+
+def test_intervals_declared_kept_learned_durable_and_declared_wins(tmp_path: Path) -> None:
+    from headend.model.schema import INTERVALS, TS
+
+    r = MeterRegistry(tmp_path)
+    r.upsert(meters(["a", "b", "c"], ["F1"] * 3, interval_s=0))
+    r.upsert(meters(["a"], ["F1"], interval_s=300))
+    r.upsert(meters(["a", "b"], ["F1"] * 2, interval_s=0))  # no interval_minutes: keeps 300
+    assert r.declared().column("interval_s").to_pylist() == [300, 0, 0]
+    t0 = 1_704_067_200
+    learned = pa.table({"meter_idx": pa.array([0, 1, 1, 1], pa.int32()),
+                        "reading_type": pa.array([0, 0, 0, 0], pa.uint8()),
+                        "effective_from": pa.array([t0, t0, t0 + 86_400, t0 + 90_000],
+                                                   pa.int64()).cast(TS),
+                        "interval_s": pa.array([3600, 900, 300, 300], pa.int32())},
+                       schema=INTERVALS)
+    assert r.learn_intervals(learned) == 3  # the last repeats the interval in effect
+    assert r.learn_intervals(learned) == 0
+    again = MeterRegistry(tmp_path)  # durable
+    assert again.table().column("interval_s").to_pylist() == [300, 300, 0]
+    assert again.interval_source(np.array([0, 1, 2], np.int32)).tolist() == [1, 2, 0]
+    assert again.interval_s(np.array([2], np.int32)).tolist() == [900]  # basis of limits
+    h = again.intervals()
+    m = np.array([0, 1, 1, 2], np.int32)
+    at = h.at(m, np.zeros(4, np.uint8), np.array([t0, t0, t0 + 86_400, t0], np.int64))
+    assert at.tolist() == [300, 900, 300, 0]

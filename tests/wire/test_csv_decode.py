@@ -309,7 +309,7 @@ METERS_H = (b"meter_id,commodity,technology,two_way,collector_id,transformer_id,
             b"substation_id")
 
 
-def test_meters_with_default_interval() -> None:
+def test_meters_without_interval_minutes_leave_it_undeclared() -> None:
     data = METERS_H + b"\nM1,electric,rf,true,C1,T1,F1,S1\nM2,water,gprs,false,,,,\n"
     [d] = decode(data)
     assert d.rejects == []
@@ -317,10 +317,10 @@ def test_meters_with_default_interval() -> None:
     assert d.meters.to_pylist() == [
         {"meter_id": "M1", "commodity": 0, "technology": 0, "two_way": True,
          "collector_id": "C1", "transformer_id": "T1", "feeder_id": "F1",
-         "substation_id": "S1", "interval_s": 900},
+         "substation_id": "S1", "interval_s": 0},
         {"meter_id": "M2", "commodity": 1, "technology": 1, "two_way": False,
          "collector_id": None, "transformer_id": None, "feeder_id": None,
-         "substation_id": None, "interval_s": 900},
+         "substation_id": None, "interval_s": 0},
     ]
     assert [f.type for f in d.meters.schema] == [
         pa.string(), pa.uint8(), pa.uint8(), pa.bool_(), pa.string(), pa.string(),
@@ -341,7 +341,7 @@ def test_bad_meters() -> None:
     [d] = units
     assert d.meters is not None
     assert d.meters.column("meter_id").to_pylist() == ["M1", "M6"]
-    assert d.meters.column("interval_s").to_pylist() == [3600, 900]
+    assert d.meters.column("interval_s").to_pylist() == [3600, 0]
     assert d.meters.column("commodity").to_pylist() == [2, 0]
 
     def bad(detail: str, meter: str, line: bytes) -> dict[str, Any]:

@@ -142,12 +142,17 @@ def export_registers(
 
 @export_app.command("meters")
 def export_meters(data: DataOption = DEFAULT_DATA_PATH) -> None:
-    """The meter registry as canonical meters CSV (with interval_minutes)."""
+    """The meter registry as canonical meters CSV, then interval_minutes (declared or
+    learned; empty while unknown) and interval_source (declared|learned|empty)."""
     from headend.store import DataDir
+    from headend.store.registry import SOURCE_NAMES
     from headend.wire.csvfmt import write_meters_csv
 
     with DataDir.open(data) as dd:
         t = dd.registry.table()
+        src = dd.registry.interval_source(t.column("meter_idx").to_numpy())
+        names = pa.array(SOURCE_NAMES, pa.string())
+        t = t.append_column("interval_source", names.take(pa.array(src)))
         t = t.sort_by([("meter_id", "ascending")])
         write_meters_csv(t, sys.stdout.buffer)
     sys.stdout.buffer.flush()

@@ -94,8 +94,12 @@ def edit(
         idx = int(dd.registry.idx_for_id(pa.array([meter], pa.string()))[0])
         if idx < 0:
             fail(f"unknown meter: {meter}")
-        ivl = int(dd.registry.interval_s(pa.array([idx], pa.int32()).to_numpy())[0])
-    if t % ivl:
+        import numpy as np
+
+        ivl = int(dd.registry.intervals().at(np.array([idx], np.int32),
+                                             np.array([rt.code], np.uint8),
+                                             np.array([t], np.int64))[0])
+    if ivl and t % ivl:
         fail(f"--interval-end {interval_end} is not on the meter's {ivl} s grid")
     raw = round(value / rt.resolution)
     try:

@@ -36,7 +36,21 @@ METERS: Final = pa.schema(
         pa.field("transformer_id", pa.string()),
         pa.field("feeder_id", pa.string()),
         pa.field("substation_id", pa.string()),
-        pa.field("interval_s", pa.int32(), nullable=False),  # configured interval [s]
+        # declared interval [s]; 0 = not declared (learned from the reads, see INTERVALS)
+        pa.field("interval_s", pa.int32(), nullable=False),
+    ]
+)
+
+#: Interval lengths learned from the reads (``<root>/intervals.parquet``), a small
+#: history per (meter, reading type): ``interval_s`` holds from ``effective_from`` on
+#: (the first entry of a key also covers earlier reads). A declared interval
+#: (``METERS.interval_s > 0``) wins over every entry here.
+INTERVALS: Final = pa.schema(
+    [
+        pa.field("meter_idx", pa.int32(), nullable=False),
+        pa.field("reading_type", pa.uint8(), nullable=False),
+        pa.field("effective_from", TS, nullable=False),
+        pa.field("interval_s", pa.int32(), nullable=False),
     ]
 )
 

@@ -1,11 +1,22 @@
-"""The meter registry (``meters.parquet``) and the collectors' HMAC keys (``collectors.parquet``).
+"""The meter registry (``meters.parquet``), the intervals learned from the reads
+(``intervals.parquet``) and the collectors' HMAC keys (``collectors.parquet``).
 
 Meters get a dense ``meter_idx`` (0, 1, 2, ...) when first loaded, in topology order
 (substation, feeder, transformer, collector, meter id) within each load, so that the
 meters of a feeder loaded together form a contiguous index range. A meter keeps its
 index forever; its attributes and topology may change with later loads.
 
-Both files are written like the store's: temp file, fsync, atomic rename, fsync dir,
+Intervals
+---------
+A meter's interval is known, never assumed: ``interval_s`` in ``meters.parquet`` is the
+*declared* interval (0: the meters CSV did not declare one). Undeclared intervals are
+learned from the reads (:mod:`headend.vee.intervals`) per (meter, reading type) and kept
+as a small history in ``intervals.parquet`` (:data:`~headend.model.schema.INTERVALS`):
+an interval holds from its ``effective_from`` on, so a meter reprogrammed from 15 to 5
+minutes keeps its 15-minute history. A declared interval wins over any learned one.
+:meth:`MeterRegistry.intervals` answers "which interval at time t" for many reads at once.
+
+The files are written like the store's: temp file, fsync, atomic rename, fsync dir,
 under a short-lived ``flock`` on ``<root>/locks/<name>.lock`` so that several processes
 may load meters. Readers reload when the file's (inode, size, mtime) changed.
 """
@@ -30,11 +41,16 @@ from headend.model import schema as S
 from headend.store import _fs
 from headend.store._hash import U64Map
 
-__all__ = ["COLLECTORS", "CollectorKeys", "MeterRegistry", "serial_of"]
+__all__ = ["COLLECTORS", "CollectorKeys", "IntervalHistory", "MeterRegistry", "serial_of"]
 
 _MAX_U64: Final = "18446744073709551615"
 _TOPO: Final = ("substation_id", "feeder_id", "transformer_id", "collector_id", "meter_id")
 _INPUT: Final = [f for f in S.METERS if f.name not in ("meter_idx", "serial")]
+#: reading-type slots per meter in the dense group index of :class:`IntervalHistory`
+_RT_SLOTS: Final = 32
+#: ``interval_source`` codes
+UNKNOWN, DECLARED, LEARNED = 0, 1, 2
+SOURCE_NAMES: Final = ("", "declared", "learned")
 
 COLLECTORS: Final = pa.schema([
     pa.field("collector_id", pa.uint32(), nullable=False),
@@ -121,6 +137,122 @@ class _Watched:
         self.refresh(force=True)
 
 
+class IntervalHistory:
+    """Interval of every (meter, reading type) at any time: declared, else learned.
+
+    Parameters
+    ----------
+    declared : ndarray of int32
+        Declared interval of each ``meter_idx`` [s]; 0 where not declared.
+    learned : pyarrow.Table
+        :data:`~headend.model.schema.INTERVALS` rows (any order).
+
+    Notes
+    -----
+    Lookups gather from a dense (meter, reading type) index: one segment per key costs
+    one gather per read; only keys whose interval changed are searched by time.
+    """
+
+    def __init__(self, declared: npt.NDArray[np.int32], learned: pa.Table) -> None:
+        self.declared = np.asarray(declared, np.int32)
+        m = learned.column("meter_idx").to_numpy().astype(np.int64)
+        rt = learned.column("reading_type").to_numpy().astype(np.int64)
+        eff = learned.column("effective_from").cast(pa.int64()).to_numpy()
+        order = np.lexsort((eff, rt, m))
+        self.meter, self.rt, self.effective_from = m[order], rt[order], eff[order]
+        self.interval_s = learned.column("interval_s").to_numpy().astype(np.int32)[order]
+        self._group = self.meter * _RT_SLOTS + self.rt
+        n_groups = (int(self.meter.max()) + 1 if len(m) else 0) * _RT_SLOTS
+        self._first = np.full(n_groups, -1, np.int64)
+        self._count = np.zeros(n_groups, np.int64)
+        self._current: tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]] | None = None
+        if len(m):
+            start = np.r_[True, self._group[1:] != self._group[:-1]]
+            self._first[self._group[start]] = np.flatnonzero(start)
+            self._count[:] = np.bincount(self._group, minlength=n_groups)
+
+    def __len__(self) -> int:
+        return len(self.meter)
+
+    def segments(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
+                 interval_end: npt.NDArray[np.int64]
+                 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+        """Interval in effect for each read and the learned entry it comes from.
+
+        Returns
+        -------
+        interval_s : ndarray of int32
+            Declared interval, else the learned one in effect at ``interval_end`` (the
+            first learned entry of a key also covers earlier reads), else 0 (unknown).
+        segment : ndarray of int64
+            Position of the learned entry (sorted by key and time); -1 for a declared
+            or unknown interval.
+        """
+        m = np.asarray(meter_idx).astype(np.int64)
+        out = np.zeros(len(m), np.int32)
+        seg = np.full(len(m), -1, np.int64)
+        if len(m) == 0:
+            return out, seg
+        dec = np.zeros(len(m), np.int32)
+        inside = m < len(self.declared)
+        dec[inside] = self.declared[m[inside]]
+        if len(self.meter):
+            g = m * _RT_SLOTS + np.asarray(reading_type).astype(np.int64)
+            ok = (g < len(self._first)) & (dec == 0)
+            gi = np.where(ok, g, 0)
+            first = np.where(ok, self._first[gi], -1)
+            count = np.where(ok, self._count[gi], 0)
+            seg = first
+            multi = np.flatnonzero(count > 1)
+            if len(multi):  # keys whose interval changed: search their entries by time
+                t = np.maximum(np.asarray(interval_end, np.int64)[multi], S.KEY_EPOCH_S)
+                key = S.read_key(self.meter.astype(np.int32), self.rt.astype(np.uint8),
+                                 self.effective_from)
+                q = S.read_key(m[multi].astype(np.int32),
+                               np.asarray(reading_type, np.uint8)[multi], t)
+                pos = np.searchsorted(key, q, side="right") - 1
+                seg[multi] = np.clip(pos, first[multi], first[multi] + count[multi] - 1)
+            has = seg >= 0
+            out[has] = self.interval_s[seg[has]]
+        declared = dec > 0
+        out[declared] = dec[declared]
+        seg[declared] = -1
+        return out, seg
+
+    def ordinal(self, segment: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Number of each learned entry within its key (0 for the first interval)."""
+        seg = np.asarray(segment, np.int64)
+        out: npt.NDArray[np.int64] = seg - self._first[self._group[seg]]
+        return out
+
+    def at(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
+           interval_end: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+        """Interval in effect for each read [s]; 0 where unknown."""
+        return self.segments(meter_idx, reading_type, interval_end)[0]
+
+    def current(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+        """Per meter: the interval in effect now [s] (declared, else the shortest latest
+        learned interval over its reading types, else 0) and its source code
+        (:data:`UNKNOWN`, :data:`DECLARED`, :data:`LEARNED`)."""
+        if self._current is None:
+            self._current = self._compute_current()
+        return self._current
+
+    def _compute_current(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+        n = len(self.declared)
+        learned = np.zeros(n, np.int32)
+        if len(self.meter):
+            last = np.r_[self._group[1:] != self._group[:-1], True]
+            lm, li = self.meter[last], self.interval_s[last]
+            keep = lm < n
+            best = np.full(n, np.iinfo(np.int32).max, np.int64)
+            np.minimum.at(best, lm[keep], li[keep])
+            learned = np.where(best < np.iinfo(np.int32).max, best, 0).astype(np.int32)
+        out = np.where(self.declared > 0, self.declared, learned).astype(np.int32)
+        src = np.where(self.declared > 0, DECLARED, np.where(learned > 0, LEARNED, UNKNOWN))
+        return out, src.astype(np.uint8)
+
+
 class MeterRegistry:
     """Meters of one data dir: ``meter_idx`` assignment, lookups and topology.
 
@@ -138,6 +270,14 @@ class MeterRegistry:
         self._serial_map = U64Map(np.empty(0, np.uint64), np.empty(0, np.int32))
         self._id_is_serial = np.empty(0, np.bool_)
         self._file = _Watched(self.root / "meters.parquet", S.METERS, self._load)
+        self._learned = S.INTERVALS.empty_table()
+        self._ivl_file = _Watched(self.root / "intervals.parquet", S.INTERVALS,
+                                  self._load_intervals)
+        self._history: tuple[tuple[int, int], IntervalHistory] | None = None
+        self._effective: tuple[tuple[int, int], pa.Table] | None = None
+
+    def _load_intervals(self, t: pa.Table) -> None:
+        self._learned = t
 
     def _load(self, t: pa.Table) -> None:
         t = t.sort_by("meter_idx")
@@ -157,8 +297,81 @@ class MeterRegistry:
         return len(self._t())
 
     def table(self) -> pa.Table:
-        """The registry (``model.schema.METERS``), ordered by ``meter_idx``."""
+        """The registry (``model.schema.METERS``), ordered by ``meter_idx``, with
+        ``interval_s`` the interval in effect now: declared, else learned (the shortest
+        over the meter's reading types), else 0 (unknown)."""
+        t = self._t()
+        h = self.intervals()
+        sig = (id(t), id(h))
+        if self._effective is None or self._effective[0] != sig:
+            cur, _src = h.current()
+            i = t.schema.get_field_index("interval_s")
+            eff = t.set_column(i, t.schema.field(i), pa.array(cur[: len(t)], pa.int32()))
+            self._effective = (sig, eff)
+        return self._effective[1]
+
+    def declared(self) -> pa.Table:
+        """The registry as loaded: ``interval_s`` is the declared interval (0: none)."""
         return self._t()
+
+    def intervals(self) -> IntervalHistory:
+        """The declared and learned intervals (:class:`IntervalHistory`), cached until
+        either file changes."""
+        t = self._t()
+        self._ivl_file.refresh()
+        sig = (id(t), id(self._learned))
+        if self._history is None or self._history[0] != sig:
+            self._history = (sig, IntervalHistory(t.column("interval_s").to_numpy(),
+                                                   self._learned))
+        return self._history[1]
+
+    def interval_source(self, meter_idx: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
+        """Where each meter's current interval comes from: :data:`UNKNOWN` (0),
+        :data:`DECLARED` (1) or :data:`LEARNED` (2)."""
+        return self.intervals().current()[1][np.asarray(meter_idx, np.int64)]
+
+    def learn_intervals(self, entries: pa.Table) -> int:
+        """Record learned intervals (:data:`~headend.model.schema.INTERVALS` rows),
+        durably; returns how many entries the history grew by.
+
+        An entry equal to the interval already in effect at its time is dropped, one
+        with the same key and time replaces the old one.
+        """
+        if entries.num_rows == 0:
+            return 0
+        try:
+            new = entries.select(S.INTERVALS.names).cast(S.INTERVALS)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValidationError(f"intervals table does not fit: {exc}") from exc
+        with _fs.locked(self.root / "locks" / "intervals.lock", what="learned intervals"):
+            self._ivl_file.refresh(force=True)
+            old = self._learned
+            cur = IntervalHistory(np.zeros(0, np.int32), old)
+            m = new.column("meter_idx").to_numpy()
+            rt = new.column("reading_type").to_numpy()
+            eff = new.column("effective_from").cast(pa.int64()).to_numpy()
+            ivl = new.column("interval_s").to_numpy()
+            has, _ = cur.segments(m, rt, eff)
+            add = new.filter(pa.array(has != ivl))
+            if add.num_rows == 0:
+                return 0
+            both = pa.concat_tables([old, add])
+            k = S.read_key(both.column("meter_idx").to_numpy(),
+                           both.column("reading_type").to_numpy(),
+                           both.column("effective_from").cast(pa.int64()).to_numpy())
+            order = np.argsort(k, kind="stable")
+            ks = k[order]
+            order = order[np.r_[ks[1:] != ks[:-1], True]]  # a later entry of a key wins
+            merged = both.take(pa.array(order))
+            grp = (merged.column("meter_idx").to_numpy().astype(np.int64) * _RT_SLOTS
+                   + merged.column("reading_type").to_numpy())
+            ivl_m = merged.column("interval_s").to_numpy()
+            same = np.r_[False, (grp[1:] == grp[:-1]) & (ivl_m[1:] == ivl_m[:-1])]
+            merged = merged.filter(pa.array(~same))
+            if merged.equals(old):
+                return 0
+            self._ivl_file.save(merged)
+        return int(merged.num_rows - old.num_rows)
 
     # ------------------------------------------------------------------ lookups
 
@@ -199,9 +412,13 @@ class MeterRegistry:
         """``meter_id`` of each index."""
         return self._take("meter_id", meter_idx)
 
-    def interval_s(self, meter_idx: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
-        """Configured interval of each meter [s]."""
-        return self._take("interval_s", meter_idx).to_numpy()  # type: ignore[no-any-return]
+    def interval_s(self, meter_idx: npt.NDArray[np.int32], *, unknown: int = 900
+                   ) -> npt.NDArray[np.int32]:
+        """Interval of each meter now [s]: declared, else learned, else ``unknown``
+        (default 900 s, the basis of the per-interval physical limits)."""
+        self._take("interval_s", meter_idx)  # range check
+        cur = self.intervals().current()[0][np.asarray(meter_idx, np.int64)]
+        return np.where(cur > 0, cur, unknown).astype(np.int32)
 
     def commodity(self, meter_idx: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
         """``codes.Commodity`` of each meter."""
@@ -287,6 +504,15 @@ class MeterRegistry:
             src = np.arange(n_old + len(new), dtype=np.int64)
             src[uidx] = n_old + np.arange(len(u))
             t = full_inp.take(pa.array(src))
+            # a load without interval_minutes keeps an interval declared before
+            ivl = t.column("interval_s").to_numpy().copy()
+            before = np.zeros(len(t), np.int32)
+            before[:n_old] = old.column("interval_s").to_numpy()
+            kept = (ivl == 0) & (before > 0)
+            if kept.any():
+                ivl[kept] = before[kept]
+                t = t.set_column(t.schema.get_field_index("interval_s"), "interval_s",
+                                 pa.array(ivl, pa.int32()))
             ser = serial_of(t.column("meter_id").combine_chunks())
             cols = {f.name: t.column(f.name) for f in _INPUT}
             cols["meter_idx"] = pa.chunked_array(

@@ -23,6 +23,7 @@ them from the calendar, never assuming 24 hours.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -80,21 +81,54 @@ class Grid:
         return self.t0 + np.arange(self.value.shape[1], dtype=np.int64) * self.interval_s
 
 
-def build_grids(reads: pa.Table, interval_s_of: npt.NDArray[np.int32]) -> list[Grid]:
+def _read_steps(meter: npt.NDArray[np.int32], rt: npt.NDArray[np.uint8], t: I64,
+                intervals: Any) -> tuple[I64, I64, B]:
+    """Interval, row key and "interval known" of every read.
+
+    The row key is ``meter << 20 | segment`` (a meter whose interval changed has a row
+    per interval it had). Reads of keys whose interval is unknown get a provisional
+    step, the coarsest grid holding all their reads, only to validate them.
+    """
+    if not hasattr(intervals, "segments"):  # interval of each meter, indexed by meter_idx
+        step = np.asarray(intervals, np.int64)[meter]
+        return step, meter.astype(np.int64) << 20, np.ones(len(meter), bool)
+    ivl, seg = intervals.segments(meter, rt, t)
+    step = ivl.astype(np.int64)
+    local = np.zeros(len(meter), np.int64)
+    learned = seg >= 0
+    if learned.any():  # segment number within its key: 0, 1, ...
+        local[learned] = intervals.ordinal(seg[learned])
+    known = step > 0
+    if not known.all():
+        u = np.flatnonzero(~known)
+        g = meter[u].astype(np.int64) * 32 + rt[u]
+        ug, inv = np.unique(g, return_inverse=True)
+        d = np.zeros(len(ug), np.int64)
+        np.gcd.at(d, inv, t[u] % 86_400)
+        step[u] = np.gcd(np.where(d > 0, d, 86_400), 86_400)[inv]
+    return step, (meter.astype(np.int64) << 20) | local, known
+
+
+def build_grids(reads: pa.Table, intervals: Any) -> list[Grid]:
     """Split ``reads`` into one :class:`Grid` per (reading type, interval length).
 
     Parameters
     ----------
     reads : pyarrow.Table
         Interval reads in :data:`~headend.model.schema.READS`, one row per key.
-    interval_s_of : ndarray of int32
-        Interval length [s] of each meter, indexed by ``meter_idx``.
+    intervals : IntervalHistory or ndarray of int32
+        The interval in effect for each read
+        (:class:`~headend.store.registry.IntervalHistory`), or the interval of each
+        meter [s] indexed by ``meter_idx``.
 
     Returns
     -------
     list of Grid
-        Sorted by (reading type, interval length). Reads off a meter's grid
-        (``interval_end % interval_s != 0``) are placed on the next grid point.
+        Sorted by (reading type, interval length). A row per meter and interval it had
+        (``meter_idx`` repeats for a meter whose interval changed). Reads off a meter's
+        grid (``interval_end % interval_s != 0``) are placed on the next grid point.
+        Rows whose interval is unknown expect only the cells they have (nothing to
+        estimate).
     """
     if reads.num_rows == 0:
         return []
@@ -103,9 +137,10 @@ def build_grids(reads: pa.Table, interval_s_of: npt.NDArray[np.int32]) -> list[G
     t = reads.column("interval_end").cast(pa.int64()).to_numpy()
     value = reads.column("value").to_numpy()
     quality = reads.column("quality").to_numpy()
+    step_of, row_key, known = _read_steps(meter, rt, t, intervals)
     # group key from small codes: (reading type, index of the interval length)
-    lengths, ivl_code = np.unique(np.asarray(interval_s_of, np.int64), return_inverse=True)
-    gcode = rt.astype(np.int64) * len(lengths) + ivl_code.reshape(-1)[meter]
+    lengths, ivl_code = np.unique(step_of, return_inverse=True)
+    gcode = rt.astype(np.int64) * len(lengths) + ivl_code.reshape(-1)
     present_groups = np.flatnonzero(np.bincount(gcode))
     grids: list[Grid] = []
     for gc in present_groups:
@@ -115,15 +150,17 @@ def build_grids(reads: pa.Table, interval_s_of: npt.NDArray[np.int32]) -> list[G
             sel = np.flatnonzero(gcode == gc)
         step = int(lengths[gc % len(lengths)])
         g_rt = int(gc // len(lengths))
-        m = meter[sel]
+        k = row_key[sel]
         # ceil to the grid (a no-op for aligned reads)
         tt = -(-t[sel] // step) * step
-        # rows: meter indices are small dense integers, so a lookup table beats unique()
-        seen = np.zeros(int(m.max()) + 1, dtype=np.bool_)
-        seen[m] = True
-        rows = np.flatnonzero(seen)
-        row_lookup = np.cumsum(seen) - 1
-        row_of = row_lookup[m]
+        if (k & 0xFFFFF).any():  # some meter changed interval: rows by (meter, segment)
+            rows, row_of = np.unique(k, return_inverse=True)
+        else:  # meter indices are small dense integers: a lookup table beats unique()
+            m = k >> 20
+            seen = np.zeros(int(m.max()) + 1, dtype=np.bool_)
+            seen[m] = True
+            rows = np.flatnonzero(seen).astype(np.int64) << 20
+            row_of = (np.cumsum(seen) - 1)[m]
         t0 = int(tt.min())
         col = (tt - t0) // step
         ncol = int(col.max()) + 1
@@ -137,7 +174,12 @@ def build_grids(reads: pa.Table, interval_s_of: npt.NDArray[np.int32]) -> list[G
         last = ncol - 1 - present[:, ::-1].argmax(axis=1)
         cols = np.arange(ncol)
         expected = (cols[None, :] >= first[:, None]) & (cols[None, :] <= last[:, None])
-        grids.append(Grid(g_rt, step, rows.astype(np.int32), t0, vals, qual, expected))
+        known_sel = known[sel]
+        if not known_sel.all():  # interval unknown: validate, do not estimate
+            blind = np.zeros(len(rows), bool)
+            blind[row_of[~known_sel]] = True
+            expected[blind] = present[blind]
+        grids.append(Grid(g_rt, step, (rows >> 20).astype(np.int32), t0, vals, qual, expected))
     return grids
 
 

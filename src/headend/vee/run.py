@@ -63,7 +63,7 @@ class VeeSummary:
                 "methods": dict(self.methods)}
 
 
-def vee_tables(reads: pa.Table, interval_s_of: npt.NDArray[np.int32], *,
+def vee_tables(reads: pa.Table, intervals: Any, *,
                registers: pa.Table | None = None, config: VeeConfig = DEFAULT_CONFIG,
                now: int | None = None) -> tuple[pa.Table, pa.Array, VeeSummary]:
     """Validate and estimate ``reads`` (pure; no I/O).
@@ -72,8 +72,10 @@ def vee_tables(reads: pa.Table, interval_s_of: npt.NDArray[np.int32], *,
     ----------
     reads : pyarrow.Table
         Interval reads (:data:`READS`), one row per key.
-    interval_s_of : ndarray of int32
-        Interval length of each meter [s], indexed by ``meter_idx``.
+    intervals : IntervalHistory or ndarray of int32
+        The registry's intervals (:meth:`~headend.store.MeterRegistry.intervals`), or
+        the interval of each meter [s] indexed by ``meter_idx``. Reads whose interval
+        is unknown are validated, never estimated around.
     registers : pyarrow.Table, optional
         Register reads (:data:`~headend.model.schema.REGISTERS`) of the same meters.
     config : VeeConfig
@@ -93,7 +95,7 @@ def vee_tables(reads: pa.Table, interval_s_of: npt.NDArray[np.int32], *,
     summary = VeeSummary(reads=reads.num_rows)
     tables: list[pa.Table] = []
     methods: list[npt.NDArray[np.int8]] = []
-    for grid in build_grids(reads, interval_s_of):
+    for grid in build_grids(reads, intervals):
         cal = local_calendar(grid.t0, grid.value.shape[1], grid.interval_s, config.tz)
         spans = register_spans(grid, registers)
         val = validate(grid, cal, config, spans=spans, now=now)
@@ -200,8 +202,7 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
     with DataDir.open(Path(root)) as dd:
         reg = dd.registry.table()
         idx = reg.column("meter_idx").to_numpy()
-        interval_s_of = np.zeros(int(idx.max()) + 1 if len(idx) else 0, dtype=np.int32)
-        interval_s_of[idx] = reg.column("interval_s").to_numpy()
+        intervals = dd.registry.intervals()
         todo = np.sort(idx if meters is None else np.asarray(meters, np.int32))
         for i in range(0, len(todo), CHUNK_METERS):
             chunk = todo[i:i + CHUNK_METERS].astype(np.int32)
@@ -209,7 +210,7 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
             if raw.num_rows == 0:
                 continue
             regs = dd.store.scan_registers(meters=chunk, start=lo, end=hi)
-            desired, method, summary = vee_tables(raw, interval_s_of, registers=regs,
+            desired, method, summary = vee_tables(raw, intervals, registers=regs,
                                                   config=config, now=now)
             if start is not None or end is not None:
                 t = desired.column("interval_end").cast(pa.int64()).to_numpy()

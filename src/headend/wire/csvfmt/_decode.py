@@ -30,7 +30,8 @@ from headend.wire.csvfmt._format import REG_DECIMALS, RT_DECIMALS
 __all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_INTERVAL_MINUTES", "decode_csv"]
 
 DEFAULT_BLOCK_SIZE: Final = 16 << 20
-DEFAULT_INTERVAL_MINUTES: Final = 15
+#: ``interval_minutes`` empty or absent: not declared (0), learned from the reads
+DEFAULT_INTERVAL_MINUTES: Final = 0
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
 #: register values are int64; accepted magnitude [resolution units]

@@ -178,7 +178,9 @@ def write_meters_csv(
     ``serial`` are not written) or of a decoded meters CSV: ``meter_id``,
     ``commodity`` and ``technology`` (``uint8`` codes), ``two_way`` (bool),
     ``collector_id``, ``transformer_id``, ``feeder_id``, ``substation_id`` (string,
-    nullable) and ``interval_s`` [s]. Returns rows written.
+    nullable) and ``interval_s`` [s] (0: unknown, written empty); an
+    ``interval_source`` column (text) is written after ``interval_minutes``. Returns
+    rows written.
 
     Raises
     ------
@@ -198,8 +200,13 @@ def write_meters_csv(
             _BOOL_TEXT.take(pa.array(two_way)),
             *(_text(b, k) for k in ("collector_id", "transformer_id", "feeder_id",
                                     "substation_id")),
-            pc.cast(pa.array(interval_s // 60), pa.string()),
+            # 0: not declared and not learned yet -> empty
+            pc.if_else(pa.array(interval_s > 0), pc.cast(pa.array(interval_s // 60), pa.string()),
+                       pa.scalar("", pa.string())),
+            *(_text(b, k) for k in extra),
         ]
 
-    header = schema.CSV_HEADERS["meters"] + schema.CSV_OPTIONAL["meters"]
+    names = table.schema.names if isinstance(table, (pa.Table, pa.RecordBatch)) else ()
+    extra = tuple(k for k in ("interval_source",) if k in names)
+    header = schema.CSV_HEADERS["meters"] + schema.CSV_OPTIONAL["meters"] + extra
     return _write(table, sink, header, fmt, chunk_rows)
