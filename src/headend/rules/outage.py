@@ -158,23 +158,30 @@ class OutageRule:
     # ------------------------------------------------------------------ evidence
 
     def _evidence(self, c: Chunk, topo: Topology) -> None:
-        gasp = c.e_code == POWER_FAIL
-        rest = c.e_code == POWER_RESTORED
-        self._restore_before(c.e_meter[gasp | rest], c.e_time[gasp | rest], gasp[gasp | rest])
-        for arr, m, t in ((self.last_gasp, c.e_meter[gasp], c.e_time[gasp]),
-                          (self.last_restore, c.e_meter[rest], c.e_time[rest])):
-            np.maximum.at(arr, m, t)
         pf = (c.r_quality & PF_BIT) != 0
-        np.maximum.at(self.pf_at, c.r_meter[pf], c.r_time[pf])
+        any_pf = bool(pf.any())
+        if any_pf:
+            np.maximum.at(self.pf_at, c.r_meter[pf], c.r_time[pf])
         np.maximum.at(self.last_report, c.r_meter, c.r_time)
-        np.maximum.at(self.last_report, c.e_meter, c.e_time)
-        self.p_meter = np.concatenate([self.p_meter, c.e_meter[gasp]])
-        self.p_time = np.concatenate([self.p_time, c.e_time[gasp]])
-        self.p_pseudo = np.concatenate([self.p_pseudo, np.zeros(int(gasp.sum()), np.bool_)])
-        # signs of power: reads not flagged power-fail and every event but a gasp (a
-        # flagged read covers part of an outage and may be closed while still out)
-        um = np.concatenate([c.r_meter[~pf], c.e_meter[~gasp]])
-        ut = np.concatenate([c.r_time[~pf], c.e_time[~gasp]])
+        if len(c.e_time):
+            gasp = c.e_code == POWER_FAIL
+            rest = c.e_code == POWER_RESTORED
+            self._restore_before(c.e_meter[gasp | rest], c.e_time[gasp | rest],
+                                 gasp[gasp | rest])
+            for arr, m, t in ((self.last_gasp, c.e_meter[gasp], c.e_time[gasp]),
+                              (self.last_restore, c.e_meter[rest], c.e_time[rest])):
+                np.maximum.at(arr, m, t)
+            np.maximum.at(self.last_report, c.e_meter, c.e_time)
+            self.p_meter = np.concatenate([self.p_meter, c.e_meter[gasp]])
+            self.p_time = np.concatenate([self.p_time, c.e_time[gasp]])
+            self.p_pseudo = np.concatenate([self.p_pseudo,
+                                            np.zeros(int(gasp.sum()), np.bool_)])
+            # signs of power: reads not flagged power-fail and every event but a gasp (a
+            # flagged read covers part of an outage and may be closed while still out)
+            um = np.concatenate([c.r_meter[~pf], c.e_meter[~gasp]])
+            ut = np.concatenate([c.r_time[~pf], c.e_time[~gasp]])
+        else:  # reads alone (most ticks): no events to merge in
+            um, ut = (c.r_meter[~pf], c.r_time[~pf]) if any_pf else (c.r_meter, c.r_time)
         if len(ut) == 0:
             return
         o = sort_by_key_time(um, ut)

@@ -6,6 +6,10 @@ from the row-group statistics), so memory stays bounded whatever the partition s
 The new file is published atomically with a larger seq, which makes its inputs
 obsolete (the live-file rule); they are deleted afterwards.
 
+Month/year files of reads get two sidecars, published just before the file: the
+daily rollup (:mod:`headend.store._rollup`) and the block sums that answer feeder-days
+(:mod:`headend.store._blocks`), both streamed from the merged meter ranges.
+
 With ``StoreConfig.day_copies``, every day about to be absorbed by a month/year merge
 first gets a day copy (``dcp-MMDD``, see :mod:`headend.store._layout`): a hard link to
 its day file when that file holds all of the day's rows (no extra write), else the
@@ -27,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from headend.store import _fs, _rollup
+from headend.store import _blocks, _fs, _rollup
 from headend.store._keys import Kind
 from headend.store._layout import (
     FileEntry,
@@ -78,7 +82,29 @@ def compact_dir(
     kind: Kind, d: Path, year: int, *, config: StoreConfig, now: float, metas: MetaCache,
     next_seq: Callable[[], int], days_only: bool,
 ) -> int:
-    """Compact a bucket-year directory the caller owns; returns files written."""
+    """Compact a bucket-year directory the caller owns; returns files written.
+
+    Then (reads, not ``days_only``) give every live month/year file that lacks one its
+    block-sum sidecar (files of older stores, or of stores that had ``block_meters=0``).
+    """
+    written = _merge_levels(kind, d, year, config=config, now=now, metas=metas,
+                            next_seq=next_seq, days_only=days_only)
+    if kind.name == "reads" and config.block_meters and not days_only:
+        live, _ = split_live(list_dir(d, year))
+        missing = [f for f in live if f.level in ("mon", "year")
+                   and not _blocks.sidecar_of(f.path).exists()]
+        for f in missing:
+            _blocks.backfill(f.path, metas.get(f), config.merge_rows, config.block_bits,
+                             config.zstd_level)
+        if missing:
+            _fs.fsync_dir(d)
+    return written
+
+
+def _merge_levels(
+    kind: Kind, d: Path, year: int, *, config: StoreConfig, now: float, metas: MetaCache,
+    next_seq: Callable[[], int], days_only: bool,
+) -> int:
     written = 0
     copies = config.day_copies and kind.name == "reads"  # only feeder sums read copies
     entries = list_dir(d, year)
@@ -228,16 +254,27 @@ def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreCon
 
         def write(tmp: Path) -> None:
             days: list[pa.Table] = []
-            with pq.ParquetWriter(str(tmp), schema, **opts) as w:
-                for a, b in zip(edges[:-1].tolist(), (edges[1:] - 1).tolist(), strict=True):
-                    if b >= a:
-                        t = _merged_range(kind, inputs, seg, metas, a, b)
+            blocks = (_blocks.BlockWriter(final, config.block_bits, config.zstd_level)
+                      if rollups and config.block_meters else None)
+            try:
+                with pq.ParquetWriter(str(tmp), schema, **opts) as w:
+                    for a, b in zip(edges[:-1].tolist(), (edges[1:] - 1).tolist(),
+                                    strict=True):
+                        t = _merged_range(kind, inputs, seg, metas, a, b) if b >= a else None
                         if t is not None:
                             w.write_table(t, row_group_size=config.row_group_rows)
                             if rollups:
                                 days.append(_rollup_of(t))
-            if rollups:  # before the file: a published file has its sidecar
-                _rollup.write_sidecar(final, days)
+                            if blocks is not None:
+                                blocks.add(t)
+                if rollups:  # before the file: a published file has its sidecars
+                    _rollup.write_sidecar(final, days)
+                if blocks is not None:
+                    blocks.commit()
+            except BaseException:
+                if blocks is not None:
+                    blocks.abort()
+                raise
         return write
 
     if n_parts == 1:

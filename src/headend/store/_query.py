@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from headend.model import schema as S
+from headend.store._blocks import BlockCache
 from headend.store._keys import EVENTS_KIND, READS_KIND, REGISTERS_KIND, Keys, Kind
 from headend.store._layout import DirCache, FileEntry, MetaCache, read_meter_range
 from headend.store._plan import ScanPlan, plan_chunks
@@ -31,6 +32,7 @@ class QueryMixin:
     config: StoreConfig
     _dirs: DirCache
     _metas: MetaCache
+    _blocks: BlockCache
     _readers: ThreadPoolExecutor
 
     def _bucket_dir(self, kind: Kind, bucket: int) -> Path:
@@ -255,38 +257,53 @@ class QueryMixin:
                 if cp is not None:
                     files = [cp]
             for f in files:
-                if f.is_segment:
-                    t = read_meter_range(f, self._metas, qlo, qhi)
-                    parts = [] if t is None else [(t, True)]
-                elif f.meter_hi < qlo or f.meter_lo > qhi:  # a part of other meters
+                if f.meter_hi < qlo or f.meter_lo > qhi:  # a part of other meters
                     continue
-                else:
-                    meta = self._metas.get(f)
-                    rgs = np.asarray(meta.row_groups(qlo, qhi), np.int64)
-                    inner = (meta.rg_lo[rgs] >= qlo) & (meta.rg_hi[rgs] <= qhi)
-                    parts = []
-                    cols = ["reading_type", "interval_end", "value"]
-                    if inner.any():
-                        parts.append((meta.read(rgs[inner].tolist(), cols), False))
-                    if (~inner).any():
-                        parts.append((meta.read(rgs[~inner].tolist(), ["meter_idx", *cols]),
-                                      True))
-                for t, edge in parts:
-                    col = t.column("interval_end")
-                    mult = _UNIT[col.type.unit]
-                    tt = _np(col.cast(pa.int64()))
-                    mask = _np(t.column("reading_type")) == rt
-                    ft0, ft1 = f.time_range()
-                    if not (day <= ft0 and ft1 <= day + 86_400):  # else: whole file in range
-                        mask &= tt >= day * mult
-                        mask &= tt < (day + 86_400) * mult
-                    if edge:
-                        m = _np(t.column("meter_idx"))
-                        mask &= (m >= qlo) & (m <= qhi)
-                    rel = tt[mask] // mult - day
-                    sums += np.bincount(rel, weights=_np(t.column("value"))[mask],
-                                        minlength=86_400)
-                    cnt += np.bincount(rel, minlength=86_400)
+                ranges = [(qlo, qhi)]
+                if f.level in ("mon", "year"):  # whole blocks from the block sums
+                    bf = self._blocks.get(f.path)
+                    if bf is not None:
+                        ranges = bf.add_day(qlo, qhi, rt, day, sums, cnt)
+                for a, z in ranges:
+                    for t, edge in self._feeder_rows(f, a, z):
+                        _add_rows(t, f, rt, day, a, z, edge, sums, cnt)
+
+    def _feeder_rows(self, f: FileEntry, lo: int, hi: int) -> list[tuple[pa.Table, bool]]:
+        """Rows of ``f`` that may hold meters ``[lo, hi]``, each with whether its meters
+        must still be filtered (row groups not inside the range)."""
+        if f.is_segment:
+            t = read_meter_range(f, self._metas, lo, hi)
+            return [] if t is None else [(t, True)]
+        meta = self._metas.get(f)
+        rgs = np.asarray(meta.row_groups(lo, hi), np.int64)
+        inner = (meta.rg_lo[rgs] >= lo) & (meta.rg_hi[rgs] <= hi)
+        parts = []
+        cols = ["reading_type", "interval_end", "value"]
+        if inner.any():
+            parts.append((meta.read(rgs[inner].tolist(), cols), False))
+        if (~inner).any():
+            parts.append((meta.read(rgs[~inner].tolist(), ["meter_idx", *cols]), True))
+        return parts
+
+
+def _add_rows(t: pa.Table, f: FileEntry, rt: int, day: int, lo: int, hi: int, edge: bool,
+              sums: npt.NDArray[np.float64], cnt: npt.NDArray[np.int64]) -> None:
+    """Add the reads of ``t`` (rows of ``f``) of type ``rt``, meters ``[lo, hi]`` (checked
+    only if ``edge``) and ``day <= interval_end < day + 86400`` into ``sums``/``cnt``."""
+    col = t.column("interval_end")
+    mult = _UNIT[col.type.unit]
+    tt = _np(col.cast(pa.int64()))
+    mask = _np(t.column("reading_type")) == rt
+    ft0, ft1 = f.time_range()
+    if not (day <= ft0 and ft1 <= day + 86_400):  # else: whole file in range
+        mask &= tt >= day * mult
+        mask &= tt < (day + 86_400) * mult
+    if edge:
+        m = _np(t.column("meter_idx"))
+        mask &= (m >= lo) & (m <= hi)
+    rel = tt[mask] // mult - day
+    sums += np.bincount(rel, weights=_np(t.column("value"))[mask], minlength=86_400)
+    cnt += np.bincount(rel, minlength=86_400)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -9,8 +9,9 @@ hour in which it ends (``hour = ceil(t / 3600)``; day ``(hour - 1) // 24``, bit
 (:data:`FULL_DAY`) is a complete day of 24 hourly values.
 
 A sidecar is published before its data file and deleted with it
-(:func:`unlink_data`); a sidecar whose data file is gone is deleted by the bucket's
-owner. A data file without a sidecar (older stores, segments, day files) is rolled up
+(:func:`unlink_data`, which also deletes the block-sum sidecar of
+:mod:`headend.store._blocks`); a sidecar whose data file is gone is deleted by the
+bucket's owner. A data file without a sidecar (older stores, segments, day files) is rolled up
 from its rows when read (:func:`rollup`), so readers never depend on one existing.
 
 Whole-history tasks that need only days (anomaly detection of a day against the
@@ -28,10 +29,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from headend.store import _fs
+from headend.store import _blocks, _fs
 
-__all__ = ["DAILY", "FULL_DAY", "SUFFIX", "read_sidecar", "rollup", "sidecar_of",
-           "unlink_data", "write_sidecar"]
+__all__ = ["DAILY", "FULL_DAY", "SIDECARS", "SUFFIX", "read_sidecar", "rollup", "sidecar_of",
+           "sidecars_of", "unlink_data", "write_sidecar"]
 
 SUFFIX: Final = ".daily"
 FULL_DAY: Final = (1 << 24) - 1
@@ -115,10 +116,20 @@ def read_sidecar(data_path: Path) -> pa.Table | None:
         return None
 
 
+#: suffixes of every sidecar a data file may have (rollups, block sums)
+SIDECARS: Final = (SUFFIX, _blocks.SUFFIX)
+
+
+def sidecars_of(path: Path) -> list[Path]:
+    """Every sidecar path a data file may have (existing or not)."""
+    return [path.with_name(path.name + s) for s in SIDECARS]
+
+
 def unlink_data(path: Path) -> None:
-    """Delete a data file and its rollup sidecar."""
+    """Delete a data file and its sidecars (rollup, block sums)."""
     path.unlink(missing_ok=True)
-    sidecar_of(path).unlink(missing_ok=True)
+    for side in sidecars_of(path):
+        side.unlink(missing_ok=True)
 
 
 def remove_orphans(directory: Path) -> int:
@@ -129,7 +140,8 @@ def remove_orphans(directory: Path) -> int:
     except FileNotFoundError:
         return 0
     for name in names:
-        if name.endswith(SUFFIX) and name[:-len(SUFFIX)] not in names:
-            (directory / name).unlink(missing_ok=True)
-            n += 1
+        for suffix in SIDECARS:
+            if name.endswith(suffix) and name[:-len(suffix)] not in names:
+                (directory / name).unlink(missing_ok=True)
+                n += 1
     return n

@@ -13,6 +13,7 @@ from headend.errors import ConfigError
 DEFAULT_BUCKET_BITS: Final = 16
 DEFAULT_INDEX_CACHE_BYTES: Final = 1 << 30
 DEFAULT_ROW_GROUP_ROWS: Final = 65_536
+DEFAULT_BLOCK_METERS: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +48,22 @@ class StoreConfig:
         per file (12 with "month", 1 with "year") while a feeder-day decodes the
         feeder's rows of the whole file (a month with "month", a year with "year").
         Measured (bench/bench_store.py, 143 M reads): "month" 11 ms / 54 ms,
-        "year" 2.6 ms / 870 ms for meter-year / feeder-day (1000 meters). With
-        ``day_copies`` feeder-days read the day copy instead (docs/store.md).
+        "year" 2.6 ms / 870 ms for meter-year / feeder-day (1000 meters). The
+        block sums of ``block_meters`` make feeder-days fast on year files too.
+    block_meters : int
+        Meters per block of the block-sum sidecar (``<file>.blocks``, a power of two;
+        0: none) written beside each month/year file of reads: per (day, interval end,
+        block of consecutive meters, reading type) the sum and count of the values, so
+        ``feeder_interval_sum`` adds the block sums of its whole blocks and reads the
+        rows of at most two partial blocks (:mod:`headend.store._blocks`). Smaller
+        blocks: fewer raw rows per feeder-day, more sidecar bytes (docs/store.md).
     day_copies : bool
-        Keep a second copy of each day (``dcp-MMDD`` files, sorted by meter, type,
-        time) when a closed month/year is merged, so ``feeder_interval_sum`` reads a
-        contiguous meter range of one small file whatever ``top_level`` is. With
-        ``top_level="year"`` this gives fast meter-years *and* feeder-days for about
-        twice the bytes (measured in docs/store.md).
+        Also keep a second copy of each day (``dcp-MMDD`` files, sorted by meter, type,
+        time) when a closed month/year is merged, which ``feeder_interval_sum`` reads
+        instead (a contiguous meter range of one small file): about twice the bytes,
+        for stores that relied on them. Off by default: the block sums serve
+        feeder-days; a store compacted with copies off drops its copies (and gets the
+        block sums its month/year files lack) at its next compaction.
     close_grace_s : int
         A month (year) counts as closed this long after its end [s].
     lock_timeout_s : float
@@ -74,7 +83,8 @@ class StoreConfig:
     auto_compact_segments: int = 64
     background_compaction: bool = True
     top_level: Literal["day", "month", "year"] = "year"
-    day_copies: bool = True
+    block_meters: int = DEFAULT_BLOCK_METERS
+    day_copies: bool = False
     close_grace_s: int = 2 * 86_400
     lock_timeout_s: float = 0.0
     writer_threads: int = 4
@@ -89,6 +99,13 @@ class StoreConfig:
             raise ConfigError("part_rows must be >= 0")
         if self.row_group_rows < 1024 or self.merge_rows < self.row_group_rows:
             raise ConfigError("row_group_rows >= 1024 and merge_rows >= row_group_rows")
+        if self.block_meters < 0 or self.block_meters & (self.block_meters - 1):
+            raise ConfigError("block_meters must be 0 or a power of two")
+
+    @property
+    def block_bits(self) -> int:
+        """``log2(block_meters)``: a meter's block is ``meter_idx >> block_bits``."""
+        return max(0, self.block_meters.bit_length() - 1)
 
     @property
     def bucket_size(self) -> int:
