@@ -21,9 +21,9 @@ ROOT_SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def files(root: Path) -> list[str]:
-    """Data files of the reads (not their daily rollup sidecars)."""
+    """Data files of the reads (not their sidecars: daily rollups, block sums)."""
     return sorted(str(p.relative_to(root)) for p in (root / "reads").rglob("*")
-                  if p.is_file() and not p.name.endswith(".daily"))
+                  if p.is_file() and not p.name.endswith((".daily", ".blocks")))
 
 
 def run_child(code: str, *args: str) -> subprocess.CompletedProcess[str]:
