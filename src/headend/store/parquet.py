@@ -108,6 +108,7 @@ import pyarrow as pa
 
 from headend.errors import StorageError
 from headend.store import _fs, _rollup
+from headend.store._blocks import BlockCache
 from headend.store._compact import compact_dir, merge_files
 from headend.store._keys import (
     EVENTS_KIND,
@@ -172,6 +173,7 @@ class ParquetStore(QueryMixin):
         self._index = IndexCache(self.config.index_cache_bytes)
         self._dirs = DirCache()
         self._metas = MetaCache()
+        self._blocks = BlockCache()
         self._pool = ThreadPoolExecutor(max(1, self.config.writer_threads))
         self._readers = ThreadPoolExecutor(max(1, self.config.reader_threads))
         self._mutex = threading.RLock()
@@ -464,9 +466,9 @@ class ParquetStore(QueryMixin):
                             s += cp.size
                     for f in live:
                         s += f.size
-                        side = _rollup.sidecar_of(f.path)
-                        if not f.is_segment and side.exists():
-                            s += side.stat().st_size  # daily rollups count too
+                        for side in [] if f.is_segment else _rollup.sidecars_of(f.path):
+                            if side.exists():  # daily rollups and block sums count too
+                                s += side.stat().st_size
                         if f.is_segment:
                             g += 1
                             with pa.memory_map(str(f.path)) as src:
