@@ -38,22 +38,22 @@ def test_layout_segments_then_day_then_month(tmp_path: Path) -> None:
     a = grid_reads(20, 2, rts=(0, 1))  # meters 0..19: buckets 0 and 1, Jan 1-3
     s.append_reads(a.slice(0, 3000))
     s.append_reads(a.slice(2000))
-    assert files(tmp_path) == sorted(
-        [f"reads/b=000000/y=2026/seg-{d}-{q:012d}.arrow" for d, q in
-         [("0101", 0), ("0102", 1), ("0101", 3), ("0102", 4), ("0103", 2), ("0103", 5)]]
-        + [f"reads/b=000001/y=2026/seg-{d}-{q:012d}.arrow" for d, q in
-           [("0101", 0), ("0102", 1), ("0103", 2)]])
+    assert files(tmp_path) == [  # one multi-day segment per bucket and append
+        "reads/b=000000/y=2026/seg-0101-0103-000000000000.arrow",
+        "reads/b=000000/y=2026/seg-0101-0103-000000000001.arrow",
+        "reads/b=000001/y=2026/seg-0101-0103-000000000000.arrow"]
+    assert rows(s.scan_reads()) == sorted(rows(a))
     s.compact()  # January is open: day files only
     assert [f.split("/")[-1] for f in files(tmp_path) if "b=000000" in f] == [
-        "day-0101-000000000006.parquet", "day-0102-000000000007.parquet",
-        "day-0103-000000000008.parquet"]
+        "day-0101-000000000002.parquet", "day-0102-000000000003.parquet",
+        "day-0103-000000000004.parquet"]
     st = s.stats()
     assert (st.rows["reads"], st.segments["reads"], st.compacted_files["reads"]) == (
         len(a), 0, 6)
     now[0] = float(T0 + 33 * DAY)  # February 3: January closed (2-day grace)
     s.compact()
-    assert files(tmp_path) == ["reads/b=000000/y=2026/mon-01-000000000009.parquet",
-                               "reads/b=000001/y=2026/mon-01-000000000006.parquet"]
+    assert files(tmp_path) == ["reads/b=000000/y=2026/mon-01-000000000005.parquet",
+                               "reads/b=000001/y=2026/mon-01-000000000004.parquet"]
     assert rows(s.scan_reads()) == sorted(rows(a))
     assert s.append_reads(a).accepted == 0  # index rebuilt from month files after reopen too
     s.close()

@@ -41,6 +41,7 @@ from headend.store._layout import (
     newest_copies,
     part_name,
     read_meter_range,
+    read_segment,
     split_live,
 )
 from headend.store.config import StoreConfig
@@ -208,12 +209,11 @@ def make_day_copies(
     return complete
 
 
-def _rows_and_range(f: FileEntry, metas: MetaCache, seg: dict[Path, pa.Table]
+def _rows_and_range(f: FileEntry, metas: MetaCache, seg: dict[FileEntry, pa.Table]
                     ) -> tuple[int, int, int]:
     if f.is_segment:
-        with pa.memory_map(str(f.path)) as src:
-            t = pa.ipc.open_file(src).read_all()
-        seg[f.path] = t
+        t = read_segment(f)
+        seg[f] = t
         m = t.column("meter_idx").to_numpy()
         return len(t), int(m[0]) if len(m) else 0, int(m[-1]) if len(m) else -1
     meta = metas.get(f)
@@ -237,7 +237,7 @@ def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreCon
     """
     rollups = rollups and kind.name == "reads"
     inputs = sorted(inputs, key=lambda f: f.seq)
-    seg: dict[Path, pa.Table] = {}
+    seg: dict[FileEntry, pa.Table] = {}
     info = [_rows_and_range(f, metas, seg) for f in inputs]
     total = sum(i[0] for i in info)
     lo = min((i[1] for i in info if i[0]), default=0)
@@ -288,7 +288,8 @@ def merge_files(kind: Kind, inputs: list[FileEntry], out: Path, config: StoreCon
     if not delete_inputs:
         return
     for f in inputs:
-        _rollup.unlink_data(f.path)
+        if not f.shared:  # a multi-day segment goes once all its days are obsolete
+            _rollup.unlink_data(f.path)
     _fs.fsync_dir(out.parent)
 
 
@@ -299,13 +300,13 @@ def _rollup_of(t: pa.Table) -> pa.Table:
                           t.column("value").to_numpy())
 
 
-def _merged_range(kind: Kind, inputs: list[FileEntry], seg: dict[Path, pa.Table],
+def _merged_range(kind: Kind, inputs: list[FileEntry], seg: dict[FileEntry, pa.Table],
                   metas: MetaCache, a: int, b: int) -> pa.Table | None:
     """Rows of meters ``a..b`` of every input, sorted by key, first input wins."""
     pieces = []
     for f in inputs:
         if f.is_segment:
-            t = seg[f.path]
+            t = seg[f]
             m = t.column("meter_idx").to_numpy()
             i0, i1 = np.searchsorted(m, [a, b + 1])
             t = t.slice(int(i0), int(i1 - i0))

@@ -3,6 +3,10 @@
 See :mod:`headend.store.parquet` for the picture. A bucket-year directory holds::
 
     seg-MMDD-<seq>.arrow     segment of day MMDD (Arrow IPC, sorted by key)
+    seg-MMDD-MMDD-<seq>.arrow
+                             multi-day segment: one append's rows of the days from
+                             the first MMDD to the last, one record batch per day (in
+                             day order, each sorted by key, none empty)
     day-MMDD-<seq>.parquet   compacted day MMDD
     mon-MM-<seq>.parquet     compacted month MM
     year-<seq>.parquet       compacted year
@@ -11,6 +15,12 @@ See :mod:`headend.store.parquet` for the picture. A bucket-year directory holds:
                              (meters lo..hi; ``StoreConfig.part_rows``)
     dcp-MMDD-<seq>.parquet   day copy: every row of day MMDD sorted by key (feeder-day
                              queries; written when ``StoreConfig.day_copies``)
+
+A multi-day segment is listed as one :class:`FileEntry` per day (``batch`` = the
+day's record batch), so every rule below holds per day: a day of it is obsolete once
+a compacted file covering that day is newer, and the file itself is deleted only when
+all of its days are (:func:`split_live` never reports a shared file dead while one of
+its days lives).
 
 ``seq`` counts up per directory. **Live-file rule**: a file is obsolete when a
 compacted file (day, mon or year) whose scope contains its scope has a larger seq.
@@ -36,6 +46,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -65,10 +76,16 @@ class FileEntry:
     part_n: int = 0
     meter_lo: int = 0  # meters the part holds (by its name; whole range if not split)
     meter_hi: int = (1 << 31) - 1
+    batch: int = -1  # record batch of this day in a multi-day segment (-1: whole file)
 
     @property
     def is_segment(self) -> bool:
         return self.level == "seg"
+
+    @property
+    def shared(self) -> bool:
+        """Whether this is one day of a multi-day segment (the file holds other days)."""
+        return self.batch >= 0
 
     @property
     def is_copy(self) -> bool:
@@ -87,9 +104,11 @@ class FileEntry:
         return t0, t0 + 86_400
 
 
-def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> FileEntry | None:
+def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> list[FileEntry]:
+    """The entries of a data file name ([] for any other name; one per day of a
+    multi-day segment)."""
     if name.startswith(TMP_PREFIX) or "." not in name:
-        return None
+        return []
     stem, ext = name.rsplit(".", 1)
     parts = stem.split("-")
     split: tuple[int, int, int, int] | None = None
@@ -98,16 +117,22 @@ def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> Fil
             k, n = parts[-3].split("of")
             split = (int(k), int(n), int(parts[-2]), int(parts[-1]))
         except ValueError:
-            return None
+            return []
         if parts[0] not in ("mon", "year") or not 0 <= split[0] < split[1]:
-            return None
+            return []
         parts = parts[:-3]
+    path = directory / name
     try:
-        if parts[0] == "seg" and ext == "arrow" and len(parts) == 3 and len(parts[1]) == 4:
-            return FileEntry(directory / name, "seg", parts[1], int(parts[2]), year,
-                             st.st_size, st.st_mtime_ns)
+        if parts[0] == "seg" and ext == "arrow" and len(parts[1]) == 4:
+            if len(parts) == 3:
+                return [FileEntry(path, "seg", parts[1], int(parts[2]), year,
+                                  st.st_size, st.st_mtime_ns)]
+            if len(parts) == 4 and len(parts[2]) == 4:
+                return segment_entries(path, year, parts[1], parts[2], int(parts[3]),
+                                       st.st_size, st.st_mtime_ns)
+            return []
         if ext != "parquet":
-            return None
+            return []
         if parts[0] in ("day", "dcp") and len(parts) == 3 and len(parts[1]) == 4:
             lvl, scope, seq = parts[0], parts[1], int(parts[2])
         elif parts[0] == "mon" and len(parts) == 3 and len(parts[1]) == 2:
@@ -115,18 +140,41 @@ def parse_name(directory: Path, name: str, year: int, st: os.stat_result) -> Fil
         elif parts[0] == "year" and len(parts) == 2:
             lvl, scope, seq = "year", "", int(parts[1])
         else:
-            return None
+            return []
     except ValueError:
-        return None
+        return []
     if split is not None:
-        return FileEntry(directory / name, lvl, scope, seq, year, st.st_size, st.st_mtime_ns,
-                         *split)
-    return FileEntry(directory / name, lvl, scope, seq, year, st.st_size, st.st_mtime_ns)
+        return [FileEntry(path, lvl, scope, seq, year, st.st_size, st.st_mtime_ns, *split)]
+    return [FileEntry(path, lvl, scope, seq, year, st.st_size, st.st_mtime_ns)]
 
 
-def file_name(level: str, scope: str, seq: int) -> str:
-    """Name of a data file (see the module docstring)."""
+def _day_range(year: int, first: str, last: str) -> list[str]:
+    """MMDD of each day from ``first`` to ``last`` of ``year`` ([] if not a range)."""
+    try:
+        d0 = calendar.timegm((year, int(first[:2]), int(first[2:]), 0, 0, 0)) // 86_400
+        d1 = calendar.timegm((year, int(last[:2]), int(last[2:]), 0, 0, 0)) // 86_400
+    except ValueError:
+        return []
+    out = [time.strftime("%m%d", time.gmtime(d * 86_400)) for d in range(d0, d1 + 1)]
+    return out if out and out[0] == first and out[-1] == last else []
+
+
+def segment_entries(path: Path, year: int, first: str, last: str, seq: int, size: int,
+                    mtime_ns: int) -> list[FileEntry]:
+    """The entries of a segment of the days ``first..last`` (one entry per day of a
+    multi-day segment, one with ``batch=-1`` for a one-day segment)."""
+    if first == last:
+        return [FileEntry(path, "seg", first, seq, year, size, mtime_ns)]
+    return [FileEntry(path, "seg", d, seq, year, size, mtime_ns, batch=i)
+            for i, d in enumerate(_day_range(year, first, last))]
+
+
+def file_name(level: str, scope: str, seq: int, last: str | None = None) -> str:
+    """Name of a data file (see the module docstring); ``last``: the last day of a
+    multi-day segment."""
     if level == "seg":
+        if last is not None and last != scope:
+            return f"seg-{scope}-{last}-{seq:012d}.arrow"
         return f"seg-{scope}-{seq:012d}.arrow"
     if level == "year":
         return f"year-{seq:012d}.parquet"
@@ -151,11 +199,18 @@ def list_dir(directory: Path, year: int) -> list[FileEntry]:
                 st = e.stat()
             except FileNotFoundError:
                 continue
-            fe = parse_name(directory, e.name, year, st)
-            if fe is not None:
-                out.append(fe)
+            out.extend(parse_name(directory, e.name, year, st))
     out.sort(key=lambda f: f.seq)
     return out
+
+
+def read_segment(f: FileEntry) -> pa.Table:
+    """The rows of a segment entry (its day's record batch of a multi-day segment)."""
+    with pa.memory_map(str(f.path)) as src:
+        rd = pa.ipc.open_file(src)
+        if f.batch < 0:
+            return rd.read_all()
+        return pa.Table.from_batches([rd.get_batch(f.batch)])
 
 
 def split_live(entries: list[FileEntry]) -> tuple[list[FileEntry], list[FileEntry]]:
@@ -180,6 +235,9 @@ def split_live(entries: list[FileEntry]) -> tuple[list[FileEntry], list[FileEntr
                     best.get(f.scope[:2], -1) if len(f.scope) >= 2 else -1,
                     best.get("", -1))
         (dead if cover > f.seq else live).append(f)
+    if any(f.shared for f in dead):  # a multi-day segment is dead once all its days are
+        keep = {f.path for f in live if f.shared}
+        dead = [f for f in dead if f.path not in keep]
     return live, dead + incomplete
 
 
@@ -218,16 +276,29 @@ class DirCache:
     """Listings of bucket-year directories, re-read when the directory changed.
 
     A listing is reused only while the directory's mtime is unchanged and more than a
-    second old (so two changes within one mtime tick are never missed).
+    second old (so two changes within one mtime tick are never missed). ``owned``
+    answers for the directories this process writes (their manifest,
+    :mod:`headend.store._manifest`) without listing them; None for the others.
     """
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_entries: int = 4096, owned: Callable[
+            [Path], tuple[list[FileEntry], dict[str, FileEntry]] | None] | None = None,
+    ) -> None:
         self._d: OrderedDict[Path, tuple[int, list[FileEntry], dict[str, FileEntry]]] = (
             OrderedDict())
         self.max_entries = max_entries
+        self._owned = owned
+
+    def clear(self) -> None:
+        """Forget every listing."""
+        self._d.clear()
 
     def _get(self, directory: Path, year: int
              ) -> tuple[list[FileEntry], dict[str, FileEntry]]:
+        if self._owned is not None:
+            got = self._owned(directory)
+            if got is not None:
+                return got
         try:
             mt = os.stat(directory).st_mtime_ns
         except FileNotFoundError:
@@ -319,8 +390,7 @@ def read_meter_range(
     whose meter statistics overlap. The caller filters rows exactly.
     """
     if f.is_segment:
-        with pa.memory_map(str(f.path)) as src:
-            t = pa.ipc.open_file(src).read_all()
+        t = read_segment(f)
         return t if columns is None else t.select(columns)
     if f.meter_hi < meter_lo or f.meter_lo > meter_hi:  # a part of other meters
         return None

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from headend.store._keys import Kind
-from headend.store._layout import FileEntry, MetaCache
+from headend.store._layout import FileEntry, MetaCache, read_segment
 
 __all__ = ["Extent", "ScanPlan"]
 
@@ -134,7 +134,7 @@ class ScanPlan:
     def _by_file(self) -> dict[Any, list[_Chunk]]:
         files: dict[Any, list[_Chunk]] = {}
         for c in self._chunks:
-            files.setdefault(c.file.path, []).append(c)
+            files.setdefault((c.file.path, c.file.batch), []).append(c)
         return files
 
     def run(self, fn: Callable[[pa.Table], None], columns: list[str] | None = None) -> int:
@@ -210,7 +210,7 @@ class ScanPlan:
                     if d.num_rows:
                         fn(d)
                     return int(d.num_rows)
-                chunks = by_file[c.file.path]  # sidecar gone: roll up the rows
+                chunks = by_file[(c.file.path, c.file.batch)]  # sidecar gone: roll up
                 return sum(one((x, False)) for x in chunks)
             t = self._read(c, cols)
             if t is None:
@@ -250,8 +250,7 @@ def plan_chunks(kind: Kind, files: list[tuple[FileEntry, int, int]], metas: Meta
     tcol = kind.time_col
     for f, qlo, qhi in files:
         if f.is_segment:
-            with pa.memory_map(str(f.path)) as src:
-                t = pa.ipc.open_file(src).read_all()
+            t = read_segment(f)
             if t.num_rows == 0:
                 continue
             m = t.column("meter_idx")

@@ -93,7 +93,7 @@ class QueryMixin:
             except (FileNotFoundError, pa.ArrowIOError):  # compacted away under us: retry
                 if attempt == 2:
                     raise
-                self._dirs = DirCache()
+                self._dirs.clear()
         if not pieces:
             return schema.empty_table()
         if (sort and len(pieces) > 1 and lo is not None and lo == hi and meters is None
@@ -177,7 +177,7 @@ class QueryMixin:
             except (FileNotFoundError, pa.ArrowIOError):  # compacted away under us: retry
                 if attempt == 2:
                     raise
-                self._dirs = DirCache()
+                self._dirs.clear()
         return ScanPlan(kind, chunks, self._readers, meters=ms, start=start, end=end,
                         types=reading_types)
 
@@ -236,7 +236,7 @@ class QueryMixin:
             except (FileNotFoundError, pa.ArrowIOError):  # compacted away under us: retry
                 if attempt == 2:
                     raise
-                self._dirs = DirCache()
+                self._dirs.clear()
         nz = np.flatnonzero(cnt)
         schema = pa.schema([pa.field("interval_end", S.TS, nullable=False),
                             pa.field("value", pa.int64(), nullable=False),

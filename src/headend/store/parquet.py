@@ -94,13 +94,14 @@ day's valid copy when there is one (else the live files of the day), and sums wi
 from __future__ import annotations
 
 import functools
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self
+from typing import NamedTuple, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -123,13 +124,17 @@ from headend.store._keys import (
 )
 from headend.store._layout import (
     DirCache,
+    FileEntry,
     MetaCache,
     file_name,
     list_dir,
     newest_copies,
     read_meter_range,
+    read_segment,
+    segment_entries,
     split_live,
 )
+from headend.store._manifest import DirManifest
 from headend.store._query import QueryMixin, _key_of
 from headend.store.base import AppendResult, StoreStats
 from headend.store.config import StoreConfig
@@ -169,9 +174,10 @@ class ParquetStore(QueryMixin):
             (self.root / k.name).mkdir(parents=True, exist_ok=True)
         (self.root / "locks").mkdir(exist_ok=True)
         self._locks: dict[tuple[str, int], _fs.FileLock] = {}
-        self._seq: dict[Path, int] = {}
+        #: the owner's manifest of each bucket-year directory it writes
+        self._manifests: dict[Path, DirManifest] = {}
         self._index = IndexCache(self.config.index_cache_bytes)
-        self._dirs = DirCache()
+        self._dirs = DirCache(owned=self._owned_view)
         self._metas = MetaCache()
         self._blocks = BlockCache()
         self._pool = ThreadPoolExecutor(max(1, self.config.writer_threads))
@@ -211,13 +217,38 @@ class ParquetStore(QueryMixin):
 
     def _clean_dir(self, ydir: Path, year: int) -> None:
         n = _fs.remove_temp_files(ydir, only_dead=False)
-        _, dead = split_live(list_dir(ydir, year))
+        self._relist(ydir, year)
+        n += _rollup.remove_orphans(ydir)
+        if n:
+            _fs.fsync_dir(ydir)
+
+    def _relist(self, d: Path, year: int) -> None:
+        """List an owned directory (when the bucket is taken, after a compaction):
+        delete the files the live-file rule made obsolete, (re)build the manifest."""
+        entries = list_dir(d, year)
+        live, dead = split_live(entries)
         for f in dead:
             _rollup.unlink_data(f.path)
-        n += _rollup.remove_orphans(ydir)
-        if n or dead:
-            _fs.fsync_dir(ydir)
-            self._dirs.invalidate(ydir)
+        if dead:
+            _fs.fsync_dir(d)
+        self._dirs.invalidate(d)
+        keep = live + [f for f in entries if f.is_copy]
+        m = self._manifests.get(d)
+        if m is None:
+            self._manifests[d] = DirManifest(d, year, keep)
+        else:
+            m.reload(keep)
+
+    def _manifest(self, d: Path, year: int) -> DirManifest:
+        """The manifest of an owned bucket-year directory (listed on first use)."""
+        m = self._manifests.get(d)
+        if m is None:
+            m = self._manifests[d] = DirManifest(d, year)
+        return m
+
+    def _owned_view(self, d: Path) -> tuple[list[FileEntry], dict[str, FileEntry]] | None:
+        m = self._manifests.get(d)
+        return None if m is None else m.view()
 
     def _ensure_dir(self, d: Path) -> None:
         if d.is_dir():
@@ -232,26 +263,19 @@ class ParquetStore(QueryMixin):
             _fs.fsync_dir(m.parent)
 
     def _next_seq(self, d: Path, year: int) -> int:
-        s = self._seq.get(d)
-        if s is None:
-            s = max((f.seq for f in list_dir(d, year)), default=-1) + 1
-        self._seq[d] = s + 1
-        return s
+        return self._manifest(d, year).next_seq()
 
     # ------------------------------------------------------------------ dedup index
 
     def _build_index(self, kind: Kind, bucket: int, day: int) -> PartitionIndex:
         year, mmdd = _ymd(day)
         d = self._dir(kind, bucket, year)
-        self._dirs.invalidate(d)
         t0, t1 = day * 86_400, (day + 1) * 86_400
         lo = bucket << self.config.bucket_bits
         hi = lo + self.config.bucket_size - 1
         cols = ["meter_idx", kind.time_col, kind.type_col or "event_code"]
         parts: list[Keys] = []
-        for f in self._dirs.live(d, year):
-            if f.scope not in (mmdd, mmdd[:2], ""):
-                continue
+        for f in self._manifest(d, year).of_day(mmdd):
             t = read_meter_range(f, self._metas, lo, hi, cols)
             if t is None or len(t) == 0:
                 continue
@@ -306,8 +330,7 @@ class ParquetStore(QueryMixin):
             cuts = np.flatnonzero(ps[1:] != ps[:-1]) + 1
             groups = [(int(ps[a]), order[a:b])
                       for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(ps)], strict=True)]
-        jobs: list[tuple[Path, int, str, npt.NDArray[np.int64], npt.NDArray[np.bool_],
-                         PartitionIndex, tuple[str, int, int], object]] = []
+        jobs: list[_Part] = []
         for p, sel in groups:
             b, dd = divmod(p, span)
             dayn = d0 + dd
@@ -319,40 +342,54 @@ class ParquetStore(QueryMixin):
             if not fresh.any():
                 continue
             year, mmdd = _ymd(dayn)
-            jobs.append((self._dir(kind, b, year), year, mmdd, rows[sel][fresh], fresh,
-                         idx, ckey, token))
+            jobs.append(_Part(self._dir(kind, b, year), year, dayn, mmdd, rows[sel][fresh],
+                              fresh, idx, ckey, token))
         if not jobs:
             return AppendResult(new_mask)
+        # one segment per run of consecutive days of a bucket-year (one record batch a
+        # day): a bulk file of a year is one file per bucket, not one per day
+        runs: list[list[_Part]] = []
+        for j in jobs:
+            if runs and runs[-1][-1].dir == j.dir and runs[-1][-1].day + 1 == j.day:
+                runs[-1].append(j)
+            else:
+                runs.append([j])
         paths = []
-        for d, year, mmdd, *_ in jobs:
-            self._ensure_dir(d)
-            paths.append(d / file_name("seg", mmdd, self._next_seq(d, year)))
+        for run in runs:
+            self._ensure_dir(run[0].dir)
+            seq = self._next_seq(run[0].dir, run[0].year)
+            paths.append((run[0].dir / file_name("seg", run[0].mmdd, seq, run[-1].mmdd), seq))
         try:
-            futs = [self._pool.submit(_write_segment, path, table.take(r))
-                    for path, (_, _, _, r, *_) in zip(paths, jobs, strict=True)]
+            futs = [self._pool.submit(_write_segment, path, table, [j.rows for j in run])
+                    for (path, _), run in zip(paths, runs, strict=True)]
             for fu in futs:
                 fu.result()
-            dirs = sorted({j[0] for j in jobs})
+            dirs = sorted({j.dir for j in jobs})
             for fu in [self._pool.submit(_fs.fsync_dir, d) for d in dirs]:
                 fu.result()
         except (OSError, StorageError) as exc:
             for j in jobs:  # some segments may be durable: rebuild those indexes from disk
-                self._index._d.pop(j[6], None)
+                self._index._d.pop(j.ckey, None)
+            for d in {j.dir for j in jobs}:  # and list those directories again
+                self._manifests.pop(d, None)
             raise StorageError(f"append of {kind.name} failed: {exc}") from exc
-        for d, _, _, r, fresh, idx, _, token in jobs:
-            idx.add(token, fresh)
-            new_mask[r] = True
-            self._dirs.invalidate(d)
+        for (path, seq), run in zip(paths, runs, strict=True):
+            st = os.stat(path)
+            self._manifest(run[0].dir, run[0].year).add(segment_entries(
+                path, run[0].year, run[0].mmdd, run[-1].mmdd, seq, st.st_size, st.st_mtime_ns))
+        for j in jobs:
+            j.idx.add(j.token, j.fresh)
+            new_mask[j.rows] = True
         self._index.trim()
         if self.config.auto_compact_segments > 0:
-            for d, year, mmdd, *_ in jobs:
-                nseg = sum(1 for f in list_dir(d, year) if f.is_segment and f.scope == mmdd)
-                if nseg < self.config.auto_compact_segments:
+            for j in jobs:
+                if (self._manifest(j.dir, j.year).segments_of_day(j.mmdd)
+                        < self.config.auto_compact_segments):
                     continue
                 if self.config.background_compaction:
-                    self._enqueue((kind.name, d, year, mmdd))
+                    self._enqueue((kind.name, j.dir, j.year, j.mmdd))
                 else:
-                    self._compact_dir(kind, d, year, days_only=True)
+                    self._compact_dir(kind, j.dir, j.year, days_only=True)
         return AppendResult(new_mask, rows[new_mask[rows]])
 
     # ------------------------------------------------------------------ background
@@ -385,15 +422,20 @@ class ParquetStore(QueryMixin):
         with self._mutex:  # no append in flight: every segment below seq is complete
             if self._closed:
                 return
-            live, _ = split_live(list_dir(d, year))
-            inputs = [f for f in live if f.scope == mmdd]
+            m = self._manifest(d, year)
+            inputs = [f for f in m.of_day(mmdd) if f.scope == mmdd]
             if sum(f.is_segment for f in inputs) < 2:
                 return
-            out = d / file_name("day", mmdd, self._next_seq(d, year))
+            seq = m.next_seq()
+            out = d / file_name("day", mmdd, seq)
         merge_files(kind, inputs, out, self.config, self._metas, delete_inputs=False)
         with self._mutex:
+            st = os.stat(out)
+            m.add([FileEntry(out, "day", mmdd, seq, year, st.st_size, st.st_mtime_ns)])
+            m.discard(inputs)  # obsolete now (a multi-day segment: this day of it)
             for f in inputs:
-                _rollup.unlink_data(f.path)
+                if not f.shared or not m.shared_left(f.path):
+                    _rollup.unlink_data(f.path)
             _fs.fsync_dir(d)
             self._dirs.invalidate(d)
 
@@ -439,7 +481,8 @@ class ParquetStore(QueryMixin):
             kind, d, year, config=self.config, now=self.clock(), metas=self._metas,
             next_seq=lambda: self._next_seq(d, year), days_only=days_only,
         )
-        self._dirs.invalidate(d)
+        self._relist(d, year)  # one listing per compaction (not per append); deletes
+        # the multi-day segments whose days were all merged
 
     # ------------------------------------------------------------------ misc
 
@@ -464,17 +507,17 @@ class ParquetStore(QueryMixin):
                     for cp in newest_copies(entries)[0].values():  # day copies count too,
                         if cp.path.stat().st_ino not in live_ino:  # once if hard-linked
                             s += cp.size
+                    seen: set[Path] = set()
                     for f in live:
-                        s += f.size
+                        first = f.path not in seen  # a multi-day segment counts once
+                        seen.add(f.path)
+                        s += f.size if first else 0
                         for side in [] if f.is_segment else _rollup.sidecars_of(f.path):
                             if side.exists():  # daily rollups and block sums count too
                                 s += side.stat().st_size
                         if f.is_segment:
-                            g += 1
-                            with pa.memory_map(str(f.path)) as src:
-                                rd = pa.ipc.open_file(src)
-                                r += sum(rd.get_batch(i).num_rows
-                                         for i in range(rd.num_record_batches))
+                            g += first
+                            r += read_segment(f).num_rows
                         else:
                             c += 1
                             r += self._metas.get(f).rows
@@ -498,6 +541,7 @@ class ParquetStore(QueryMixin):
             for lock in self._locks.values():
                 lock.release()
             self._locks.clear()
+            self._manifests.clear()
             self._index.clear()
 
     def __enter__(self) -> Self:
@@ -510,10 +554,35 @@ class ParquetStore(QueryMixin):
 # ---------------------------------------------------------------------- helpers
 
 
-def _write_segment(path: Path, table: pa.Table) -> None:
+class _Part(NamedTuple):
+    """The fresh rows of one (bucket, day) partition of an append."""
+
+    dir: Path
+    year: int
+    day: int  # days since 1970-01-01
+    mmdd: str
+    rows: npt.NDArray[np.int64]  # rows of the appended table, in key order
+    fresh: npt.NDArray[np.bool_]
+    idx: PartitionIndex
+    ckey: tuple[str, int, int]
+    token: object
+
+
+def _write_segment(path: Path, table: pa.Table, days: list[npt.NDArray[np.int64]]) -> None:
+    """Publish the rows ``days`` of ``table`` as a segment (no directory fsync): one
+    record batch per day when there are several days."""
+    t = table.take(np.concatenate(days) if len(days) > 1 else days[0])
+
     def write(tmp: Path) -> None:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table)
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, t.schema) as w:
+            if len(days) == 1:
+                w.write_table(t)
+                return
+            tc = t.combine_chunks()
+            off = 0
+            for r in days:
+                w.write_batch(tc.slice(off, len(r)).to_batches()[0])
+                off += len(r)
 
     _fs.publish_path(path, write, sync_dir=False)
 
