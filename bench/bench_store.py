@@ -5,8 +5,10 @@ profiles (smooth daily shapes scaled per meter, noise, integer Wh, a share of me
 with rooftop solar on ``kwh_rec``), then measures:
 
 * append rate [reads/s], wall and process CPU, dedup included (1 % re-sent);
-* compaction time, and bytes per stored read of all live files incl. day copies
-  (default ``top_level="year"``, ``day_copies=True``, year files split by part_rows);
+* compaction time, and bytes per stored read of all live files and their sidecars
+  (default ``top_level="year"``, year files split by part_rows, block sums of
+  ``--block-meters`` meters; ``--day-copies`` adds the old full day copies), with the
+  share of each kind of file;
 * one meter-year (``meter_history``) latency, p50/p99 over random meters, cold (first
   query of each meter after reopening the store) and warm;
 * a feeder-day aggregate (``feeder_interval_sum``) latency, p50/p99;
@@ -154,6 +156,21 @@ def build(args: argparse.Namespace, root: Path, cfg: StoreConfig, end_t: int,
         store.close()
 
 
+def by_kind(root: Path) -> dict[str, int]:
+    """Bytes of the reads tree by kind of file (a hard-linked copy counted once)."""
+    out: dict[str, int] = {}
+    seen: set[int] = set()
+    for p in (root / "reads").rglob("*"):
+        st = p.stat()
+        if not p.is_file() or p.name.startswith(".tmp-") or st.st_ino in seen:
+            continue
+        seen.add(st.st_ino)
+        k = ("daily rollups" if p.name.endswith(".daily") else "block sums"
+             if p.name.endswith(".blocks") else p.name.split("-")[0])
+        out[k] = out.get(k, 0) + st.st_size
+    return dict(sorted(out.items()))
+
+
 def measure(args: argparse.Namespace, root: Path, cfg: StoreConfig, end_t: int,
             rng: np.random.Generator, out: dict[str, object]) -> None:
     store = ParquetStore(root, config=cfg, clock=lambda: end_t)
@@ -162,10 +179,14 @@ def measure(args: argparse.Namespace, root: Path, cfg: StoreConfig, end_t: int,
         rows, size = st.rows["reads"], st.bytes_on_disk["reads"]
         du = sum(p.stat().st_size for p in (root / "reads").rglob("*.parquet")
                  if p.stat().st_nlink == 1 or p.name.startswith("dcp-"))
-        print(f"rows {rows:,}; {size / rows:.3f} bytes/read (all live files and day "
-              f"copies, {size / 1e9:.2f} GB); files {st.compacted_files['reads']}")
+        print(f"rows {rows:,}; {size / rows:.3f} bytes/read (all live files and "
+              f"sidecars, {size / 1e9:.2f} GB); files {st.compacted_files['reads']}")
+        share = by_kind(root)
+        print("bytes/read by kind: " + ", ".join(f"{k} {v / rows:.4f}"
+                                                 for k, v in share.items()))
         out.update(rows=rows, bytes=size, bytes_per_read=size / rows, parquet_bytes=du,
-                   compacted_files=st.compacted_files["reads"])
+                   compacted_files=st.compacted_files["reads"],
+                   bytes_per_read_by_kind={k: v / rows for k, v in share.items()})
         if args.queries <= 0:
             return
         # one-time process warm-up (pyarrow imports pandas on a first timestamp
@@ -215,8 +236,10 @@ def main() -> None:
     ap.add_argument("--bucket-bits", type=int, default=16)
     ap.add_argument("--zstd", type=int, default=StoreConfig().zstd_level)
     ap.add_argument("--top-level", default="year", choices=["day", "month", "year"])
-    ap.add_argument("--no-day-copies", action="store_true",
-                    help="no dcp-MMDD day copies (feeder-days read month/year files)")
+    ap.add_argument("--day-copies", action="store_true",
+                    help="also keep dcp-MMDD day copies (feeder-days read them)")
+    ap.add_argument("--block-meters", type=int, default=StoreConfig().block_meters,
+                    help="meters per block of the block-sum sidecars (0: none)")
     ap.add_argument("--merge-rows", type=int, default=32_000_000)
     ap.add_argument("--dir", type=Path, default=None, help="parent of the store (default tmp)")
     ap.add_argument("--keep", action="store_true")
@@ -234,7 +257,8 @@ def main() -> None:
         bench_registry(args.registry_meters, parent)
     end_t = T0 + (args.days + 40) * DAY
     cfg = StoreConfig(bucket_bits=args.bucket_bits, zstd_level=args.zstd,
-                      top_level=args.top_level, day_copies=not args.no_day_copies,
+                      top_level=args.top_level, day_copies=args.day_copies,
+                      block_meters=args.block_meters,
                       merge_rows=args.merge_rows, part_rows=args.part_rows)
     rng = np.random.default_rng(42)
     out: dict[str, object] = {"args": {k: str(v) for k, v in vars(args).items()}}

@@ -126,7 +126,7 @@ class BlockWriter:
             str(self.tmp), schema, compression="zstd", compression_level=zstd_level,
             use_dictionary=["reading_type", "reads"],
             column_encoding={"day": "DELTA_BINARY_PACKED", "block": "DELTA_BINARY_PACKED",
-                             "second": "DELTA_BINARY_PACKED", "value": "DELTA_BINARY_PACKED"},
+                             "second": "DELTA_BINARY_PACKED", "value": "BYTE_STREAM_SPLIT"},
             write_statistics=["day", "block"], data_page_size=1 << 20)
 
     def add(self, reads: pa.Table) -> None:
