@@ -222,6 +222,16 @@ class QueryMixin:
         pa.Table
             ``interval_end`` (timestamp[s, UTC]), ``value`` (int64, sum in the reading
             type's resolution), ``meters`` (int64, reads summed), sorted by time.
+
+        Notes
+        -----
+        Per live file of the day: a month/year file with a block-sum sidecar
+        (:mod:`headend.store._blocks`) gives the sums of the whole blocks in the range,
+        and only the rows of the partial blocks at both ends are decoded; other files
+        (segments, day files, month/year files without sums) are read row by row. A
+        valid day copy (``StoreConfig.day_copies``) replaces them all. Every path adds
+        the same integers, so the result equals ``interval_sum`` of the feeder-day's
+        ``scan_reads`` exactly.
         """
         if meter_hi <= meter_lo:
             return interval_sum(S.READS.empty_table())

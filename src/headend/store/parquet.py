@@ -28,14 +28,17 @@ file is obsolete when a compacted file whose scope (day MMDD, month MM, year) co
 its scope has a larger sequence number. Readers ignore obsolete files; the owner of the
 bucket deletes them.
 
-Day copies (``StoreConfig.day_copies``): a month/year file sorted by meter serves a
+Block sums (``StoreConfig.block_meters``): a month/year file sorted by meter serves a
 meter-year from one row group but a feeder-day only by decoding the feeder's rows of
-the whole month/year. So before a closed month/year merge absorbs a day, compaction
-keeps the day's data as ``dcp-MMDD`` (a hard link to the day file, which is already
-sorted by meter: no extra write), a second copy read only by ``feeder_interval_sum``.
-A copy is valid while no live segment/day file of its day is newer; scans, dedup and
-meter histories never read copies. Measured at 1.0 B reads: ~0.6 B/read for the year
-files plus ~0.6 for the copies (docs/store.md).
+the whole month/year. So beside each month/year file of reads compaction writes a
+``.blocks`` sidecar of per-(day, interval end, block of 16 meters, type) sums
+(:mod:`headend.store._blocks`): a feeder-day adds the sums of its whole blocks and
+decodes only the rows of the partial blocks at its ends (+~0.08-0.11 B/read).
+Day copies (``StoreConfig.day_copies``, off by default) are the older way: before a
+closed month/year merge absorbs a day, compaction keeps the day's data as
+``dcp-MMDD``, a second copy read only by ``feeder_interval_sum`` (about twice the
+bytes). A copy is valid while no live segment/day file of its day is newer; scans,
+dedup and meter histories never read copies (docs/store.md).
 
 Durability protocol
 -------------------
@@ -87,7 +90,8 @@ cached while the directory's mtime is unchanged), keeps the row groups whose cac
 ``meter_idx`` statistics overlap the meter range, decodes them (files in parallel),
 filters with NumPy masks and sorts by key when several files contribute.
 ``meter_history`` reads one row group per file; ``feeder_interval_sum`` reads the
-day's valid copy when there is one (else the live files of the day), and sums with one
+block sums of month/year files plus the rows of at most two partial blocks, and the
+day's other live files (or the day's valid copy, with copies on), and sums with one
 ``bincount`` per row-group batch, skipping the meter column inside the range.
 """
 
