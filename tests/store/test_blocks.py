@@ -198,3 +198,57 @@ def test_block_meters_must_be_a_power_of_two() -> None:
         StoreConfig(block_meters=24)
     assert StoreConfig(block_meters=0).block_bits == 0
     assert StoreConfig(block_meters=64).block_bits == 6
+
+
+CRASH_BLOCKS = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np, pyarrow as pa
+from headend.model import schema as S
+from headend.store import ParquetStore, StoreConfig
+import headend.store._compact as C
+cfg = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096,
+                  auto_compact_segments=0, writer_threads=1, block_meters=4)
+t0 = int(sys.argv[2])
+n = 10 * 96
+m = np.repeat(np.arange(10, dtype=np.int32), 96)
+t = np.tile(t0 + 900 * (1 + np.arange(96, dtype=np.int64)), 10)
+tab = pa.table([pa.array(m), pa.array(np.zeros(n, np.uint8)), pa.array(t).cast(S.TS),
+                pa.array((m * 7 + t % 13).astype(np.int32)), pa.array(np.zeros(n, np.uint32))],
+               schema=S.READS)
+s = ParquetStore(Path(sys.argv[1]), config=cfg, clock=lambda: t0 + 400 * 86400)
+s.append_reads(tab)
+print("acked", flush=True)
+real = C._fs.publish_path
+def sidecars_then_die(path, write_to, *a, **k):
+    if path.name.startswith("year-") and path.suffix == ".parquet":
+        write_to(C._fs.temp_path(path))  # publishes the sidecars, not the year file
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(path, write_to, *a, **k)
+C._fs.publish_path = sidecars_then_die
+s.compact()
+print("not reached", flush=True)
+"""
+
+
+def test_kill_9_after_the_sidecars_before_their_file(tmp_path: Path) -> None:
+    from .test_parquet_store import run_child
+
+    p = run_child(CRASH_BLOCKS, str(tmp_path), str(T0))
+    assert p.returncode == -9, p.stderr
+    orphan = sidecars(tmp_path)
+    assert len(orphan) == 1 and not list((tmp_path / "reads").rglob(orphan[0][:-7]))
+    m = np.repeat(np.arange(10), 96)
+    t = np.tile(T0 + 900 * (1 + np.arange(96)), 10)
+    a = reads(m, np.zeros_like(m), t, m * 7 + t % 13)
+    c = cfg(block_meters=4)
+    with ParquetStore(tmp_path, config=c, clock=lambda: CLOSED) as s:
+        assert rows(s.scan_reads()) == sorted(rows(a))
+        assert s.append_reads(a).accepted == 0  # takes the bucket: orphans removed
+        assert sidecars(tmp_path) == []
+        for lo, hi in [(0, 10), (1, 9)]:
+            assert rows(s.feeder_interval_sum(lo, hi, 0, T0)) == by_scan(s, lo, hi, 0, T0)
+        s.compact()
+        assert len(sidecars(tmp_path)) == 1
+        for lo, hi in [(0, 10), (1, 9)]:
+            assert rows(s.feeder_interval_sum(lo, hi, 0, T0)) == by_scan(s, lo, hi, 0, T0)

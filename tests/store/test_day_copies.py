@@ -1,4 +1,5 @@
-"""Day copies (``dcp-MMDD``): feeder-days from the copy equal a plain scan, late data,
+"""Day copies (``dcp-MMDD``, opt-in with ``day_copies=True`` since block sums answer
+feeder-days by default): feeder-days from the copy equal a plain scan, late data,
 dedup across copies, crash safety of the copy step."""
 
 from __future__ import annotations
