@@ -47,7 +47,8 @@ _MAX_U64: Final = "18446744073709551615"
 _TOPO: Final = ("substation_id", "feeder_id", "transformer_id", "collector_id", "meter_id")
 _INPUT: Final = [f for f in S.METERS if f.name not in ("meter_idx", "serial")]
 #: reading-type slots per meter in the dense group index of :class:`IntervalHistory`
-_RT_SLOTS: Final = 32
+#: (codes 0-7; a higher code has no learned interval)
+_RT_SLOTS: Final = 8
 #: ``interval_source`` codes
 UNKNOWN, DECLARED, LEARNED = 0, 1, 2
 SOURCE_NAMES: Final = ("", "declared", "learned")
@@ -162,7 +163,8 @@ class IntervalHistory:
         self.meter, self.rt, self.effective_from = m[order], rt[order], eff[order]
         self.interval_s = learned.column("interval_s").to_numpy().astype(np.int32)[order]
         self._group = self.meter * _RT_SLOTS + self.rt
-        n_groups = (int(self.meter.max()) + 1 if len(m) else 0) * _RT_SLOTS
+        n_meters = max(len(self.declared), int(self.meter.max()) + 1 if len(m) else 0)
+        n_groups = n_meters * _RT_SLOTS
         self._first = np.full(n_groups, -1, np.int64)
         self._count = np.zeros(n_groups, np.int64)
         self._current: tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]] | None = None
@@ -170,9 +172,28 @@ class IntervalHistory:
             start = np.r_[True, self._group[1:] != self._group[:-1]]
             self._first[self._group[start]] = np.flatnonzero(start)
             self._count[:] = np.bincount(self._group, minlength=n_groups)
+        #: any key with more than one learned interval (then rows are per segment)
+        self.changed = bool((self._count > 1).any())
+        # dense answer per (meter, reading type): declared, else the only learned
+        # interval, else 0 (unknown); -1 where the time decides (several entries)
+        dec = np.zeros(n_meters, np.int32)
+        dec[: len(self.declared)] = self.declared
+        fast = np.where(self._count == 1, self.interval_s[np.maximum(self._first, 0)]
+                        if len(m) else 0, np.where(self._count > 1, -1, 0)).astype(np.int32)
+        self._fast = np.where(np.repeat(dec, _RT_SLOTS) > 0, np.repeat(dec, _RT_SLOTS), fast)
 
     def __len__(self) -> int:
         return len(self.meter)
+
+    def _dense(self, m: npt.NDArray[np.int64], rt: npt.NDArray[np.int64]
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_] | None]:
+        """Dense group of each read, and which reads fall outside the table (or None)."""
+        g = m * _RT_SLOTS + rt
+        if len(m) and (int(m.max()) * _RT_SLOTS + _RT_SLOTS > len(self._fast)
+                       or int(rt.max()) >= _RT_SLOTS or int(m.min()) < 0):
+            out = (m < 0) | (rt >= _RT_SLOTS) | (g >= len(self._fast))
+            return np.where(out, 0, g), out
+        return g, None
 
     def segments(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
                  interval_end: npt.NDArray[np.int64]
@@ -188,47 +209,58 @@ class IntervalHistory:
             Position of the learned entry (sorted by key and time); -1 for a declared
             or unknown interval.
         """
+        out = self.at(meter_idx, reading_type, interval_end)
         m = np.asarray(meter_idx).astype(np.int64)
-        out = np.zeros(len(m), np.int32)
-        seg = np.full(len(m), -1, np.int64)
-        if len(m) == 0:
-            return out, seg
-        dec = np.zeros(len(m), np.int32)
+        g, outside = self._dense(m, np.asarray(reading_type).astype(np.int64))
+        seg = self._first[g] if len(self._first) else np.full(len(m), -1, np.int64)
+        if outside is not None:
+            seg[outside] = -1
+        dec = np.zeros(len(m), bool)
         inside = m < len(self.declared)
-        dec[inside] = self.declared[m[inside]]
-        if len(self.meter):
-            g = m * _RT_SLOTS + np.asarray(reading_type).astype(np.int64)
-            ok = (g < len(self._first)) & (dec == 0)
-            gi = np.where(ok, g, 0)
-            first = np.where(ok, self._first[gi], -1)
-            count = np.where(ok, self._count[gi], 0)
-            seg = first
-            multi = np.flatnonzero(count > 1)
-            if len(multi):  # keys whose interval changed: search their entries by time
-                t = np.maximum(np.asarray(interval_end, np.int64)[multi], S.KEY_EPOCH_S)
-                key = S.read_key(self.meter.astype(np.int32), self.rt.astype(np.uint8),
-                                 self.effective_from)
-                q = S.read_key(m[multi].astype(np.int32),
-                               np.asarray(reading_type, np.uint8)[multi], t)
-                pos = np.searchsorted(key, q, side="right") - 1
-                seg[multi] = np.clip(pos, first[multi], first[multi] + count[multi] - 1)
-            has = seg >= 0
-            out[has] = self.interval_s[seg[has]]
-        declared = dec > 0
-        out[declared] = dec[declared]
-        seg[declared] = -1
+        dec[inside] = self.declared[m[inside]] > 0
+        seg[dec] = -1
+        multi = np.flatnonzero(self._count[g] > 1 if len(self._count) else np.zeros(0, bool))
+        if len(multi):
+            seg[multi] = self._search(m[multi], np.asarray(reading_type)[multi],
+                                      np.asarray(interval_end, np.int64)[multi], g[multi])
+            seg[dec] = -1
         return out, seg
+
+    def _search(self, m: npt.NDArray[np.int64], rt: npt.NDArray[np.uint8],
+                t: npt.NDArray[np.int64], g: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Learned entry in effect for reads of keys with several entries."""
+        key = S.read_key(self.meter.astype(np.int32), self.rt.astype(np.uint8),
+                         self.effective_from)
+        q = S.read_key(m.astype(np.int32), np.asarray(rt, np.uint8),
+                       np.maximum(t, S.KEY_EPOCH_S))
+        pos = np.searchsorted(key, q, side="right") - 1
+        first = self._first[g]
+        out: npt.NDArray[np.int64] = np.clip(pos, first, first + self._count[g] - 1)
+        return out
+
+    def at(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
+           interval_end: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+        """Interval in effect for each read [s]; 0 where unknown."""
+        m = np.asarray(meter_idx).astype(np.int64)
+        if len(m) == 0 or len(self._fast) == 0:
+            return np.zeros(len(m), np.int32)
+        g, outside = self._dense(m, np.asarray(reading_type).astype(np.int64))
+        out = self._fast[g]
+        if outside is not None:
+            out = np.where(outside, 0, out).astype(np.int32)
+        if self.changed:
+            multi = np.flatnonzero(out < 0)
+            if len(multi):
+                seg = self._search(m[multi], np.asarray(reading_type)[multi],
+                                   np.asarray(interval_end, np.int64)[multi], g[multi])
+                out[multi] = self.interval_s[seg]
+        return out
 
     def ordinal(self, segment: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Number of each learned entry within its key (0 for the first interval)."""
         seg = np.asarray(segment, np.int64)
         out: npt.NDArray[np.int64] = seg - self._first[self._group[seg]]
         return out
-
-    def at(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
-           interval_end: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
-        """Interval in effect for each read [s]; 0 where unknown."""
-        return self.segments(meter_idx, reading_type, interval_end)[0]
 
     def current(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
         """Per meter: the interval in effect now [s] (declared, else the shortest latest

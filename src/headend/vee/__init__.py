@@ -11,7 +11,8 @@ from __future__ import annotations
 from headend.vee.config import DEFAULT_CONFIG, VeeConfig
 from headend.vee.estimate import Estimation, estimate
 from headend.vee.grid import Grid, LocalCalendar, build_grids, local_calendar
-from headend.vee.run import VeeListener, VeeSummary, run_vee, vee_tables
+from headend.vee.listener import VeeListener
+from headend.vee.run import VeeSummary, run_vee, vee_tables, vee_window
 from headend.vee.validate import Validation, register_spans, validate
 from headend.vee.versions import VersionStore, current_reads
 
@@ -33,4 +34,5 @@ __all__ = [
     "run_vee",
     "validate",
     "vee_tables",
+    "vee_window",
 ]

@@ -55,12 +55,14 @@ EST_PRORATE = np.uint32(EST | _bit("estimated_prorated"))
 @dataclass(slots=True)
 class Estimation:
     """Estimated cells of one grid: ``value`` (raw steps, integral) and ``quality``
-    where ``mask``; ``counts`` per method."""
+    where ``mask``; ``counts`` per method; ``long_rows``: rows with a gap longer than
+    ``max_interpolation_s`` (the ones like days and registers were used for)."""
 
     value: F64
     quality: U32
     mask: B
     counts: dict[str, int] = field(default_factory=dict)
+    long_rows: I64 = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 def gap_runs(missing: B) -> tuple[I64, I64, I64]:
@@ -210,7 +212,7 @@ def estimate(grid: Grid, cal: LocalCalendar, cfg: VeeConfig, *,
     counts["interpolation"] = int((est_bits == EST_INTERP).sum())
     counts["like_day"] = int((est_bits == EST_LIKE).sum())
     counts["prorated"] = int((est_bits == EST_PRORATE).sum())
-    return Estimation(value, quality, missing, counts)
+    return Estimation(value, quality, missing, counts, lrows)
 
 
 def _prorate(grid: Grid, spans: RegisterSpans, long_: B, like: F64, value: F64,

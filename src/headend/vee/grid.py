@@ -82,22 +82,26 @@ class Grid:
 
 
 def _read_steps(meter: npt.NDArray[np.int32], rt: npt.NDArray[np.uint8], t: I64,
-                intervals: Any) -> tuple[I64, I64, B]:
+                intervals: Any) -> tuple[I64, I64 | None, B | None]:
     """Interval, row key and "interval known" of every read.
 
     The row key is ``meter << 20 | segment`` (a meter whose interval changed has a row
-    per interval it had). Reads of keys whose interval is unknown get a provisional
+    per interval it had); None when no interval changed (the row is the meter).
+    "Known" is None when every interval is known. Reads of keys whose interval is unknown get a provisional
     step, the coarsest grid holding all their reads, only to validate them.
     """
     if not hasattr(intervals, "segments"):  # interval of each meter, indexed by meter_idx
         step = np.asarray(intervals, np.int64)[meter]
-        return step, meter.astype(np.int64) << 20, np.ones(len(meter), bool)
-    ivl, seg = intervals.segments(meter, rt, t)
-    step = ivl.astype(np.int64)
-    local = np.zeros(len(meter), np.int64)
-    learned = seg >= 0
-    if learned.any():  # segment number within its key: 0, 1, ...
+        return step, None, None
+    local = None
+    if intervals.changed:  # some key changed interval: number its segments 0, 1, ...
+        ivl, seg = intervals.segments(meter, rt, t)
+        learned = seg >= 0
+        local = np.zeros(len(meter), np.int64)
         local[learned] = intervals.ordinal(seg[learned])
+    else:
+        ivl = intervals.at(meter, rt, t)
+    step = ivl.astype(np.int64)
     known = step > 0
     if not known.all():
         u = np.flatnonzero(~known)
@@ -106,7 +110,10 @@ def _read_steps(meter: npt.NDArray[np.int32], rt: npt.NDArray[np.uint8], t: I64,
         d = np.zeros(len(ug), np.int64)
         np.gcd.at(d, inv, t[u] % 86_400)
         step[u] = np.gcd(np.where(d > 0, d, 86_400), 86_400)[inv]
-    return step, (meter.astype(np.int64) << 20) | local, known
+    else:
+        known = None
+    row_key = None if local is None else (meter.astype(np.int64) << 20) | local
+    return step, row_key, known
 
 
 def build_grids(reads: pa.Table, intervals: Any) -> list[Grid]:
@@ -139,8 +146,11 @@ def build_grids(reads: pa.Table, intervals: Any) -> list[Grid]:
     quality = reads.column("quality").to_numpy()
     step_of, row_key, known = _read_steps(meter, rt, t, intervals)
     # group key from small codes: (reading type, index of the interval length)
-    lengths, ivl_code = np.unique(step_of, return_inverse=True)
-    gcode = rt.astype(np.int64) * len(lengths) + ivl_code.reshape(-1)
+    # (steps divide a day: a table lookup instead of a sort)
+    seen = np.bincount(step_of, minlength=1) > 0
+    lengths = np.flatnonzero(seen)
+    code_of = np.cumsum(seen) - 1
+    gcode = rt.astype(np.int64) * len(lengths) + code_of[step_of]
     present_groups = np.flatnonzero(np.bincount(gcode))
     grids: list[Grid] = []
     for gc in present_groups:
@@ -150,22 +160,22 @@ def build_grids(reads: pa.Table, intervals: Any) -> list[Grid]:
             sel = np.flatnonzero(gcode == gc)
         step = int(lengths[gc % len(lengths)])
         g_rt = int(gc // len(lengths))
-        k = row_key[sel]
         # ceil to the grid (a no-op for aligned reads)
         tt = -(-t[sel] // step) * step
-        if (k & 0xFFFFF).any():  # some meter changed interval: rows by (meter, segment)
-            rows, row_of = np.unique(k, return_inverse=True)
+        if row_key is not None:  # some meter changed interval: rows by (meter, segment)
+            rows, row_of = np.unique(row_key[sel], return_inverse=True)
+            row_meter = (rows >> 20).astype(np.int32)
         else:  # meter indices are small dense integers: a lookup table beats unique()
-            m = k >> 20
+            m = meter[sel]
             seen = np.zeros(int(m.max()) + 1, dtype=np.bool_)
             seen[m] = True
-            rows = np.flatnonzero(seen).astype(np.int64) << 20
+            row_meter = np.flatnonzero(seen).astype(np.int32)
             row_of = (np.cumsum(seen) - 1)[m]
         t0 = int(tt.min())
         col = (tt - t0) // step
         ncol = int(col.max()) + 1
-        vals = np.full((len(rows), ncol), np.nan)
-        qual = np.zeros((len(rows), ncol), dtype=np.uint32)
+        vals = np.full((len(row_meter), ncol), np.nan)
+        qual = np.zeros((len(row_meter), ncol), dtype=np.uint32)
         flat = row_of * ncol + col
         vals.ravel()[flat] = value[sel]
         qual.ravel()[flat] = quality[sel]
@@ -174,12 +184,12 @@ def build_grids(reads: pa.Table, intervals: Any) -> list[Grid]:
         last = ncol - 1 - present[:, ::-1].argmax(axis=1)
         cols = np.arange(ncol)
         expected = (cols[None, :] >= first[:, None]) & (cols[None, :] <= last[:, None])
-        known_sel = known[sel]
-        if not known_sel.all():  # interval unknown: validate, do not estimate
-            blind = np.zeros(len(rows), bool)
+        known_sel = None if known is None else known[sel]
+        if known_sel is not None and not known_sel.all():  # unknown: validate, not estimate
+            blind = np.zeros(len(row_meter), bool)
             blind[row_of[~known_sel]] = True
             expected[blind] = present[blind]
-        grids.append(Grid(g_rt, step, (rows >> 20).astype(np.int32), t0, vals, qual, expected))
+        grids.append(Grid(g_rt, step, row_meter, t0, vals, qual, expected))
     return grids
 
 

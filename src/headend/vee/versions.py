@@ -13,6 +13,15 @@ versions 1, 2, ... are appended here, each with its method (``validate``,
 creation time. The *current* value of a key is its highest version, or the stored
 read if it has none.
 
+Reads that passed validation
+----------------------------
+A read that passes every check only gains the *validated* bit (3.0.1); VEE does not
+write a version for it. Instead it records what it covered in
+``<root>/vee/coverage.parquet`` (:class:`Coverage`: per meter and reading type, the
+spans of interval ends VEE ran over, merged) and :func:`current_reads` adds the bit to
+every covered read without a version. Versions are written only for what VEE changed
+beyond that: suspect reads, estimates, a late read replacing its estimate.
+
 Contract: appends are durable on return and idempotent in effect (VEE appends a
 version only when value or quality differ from the current one); readers may run
 concurrently with one writer.
@@ -38,9 +47,17 @@ from headend.model import codes
 from headend.model.schema import READS, TS, VEE_VERSIONS, read_key
 from headend.store._fs import fsync_dir, locked, publish_path, remove_temp_files
 
-__all__ = ["EDITED", "VersionStore", "current_reads"]
+__all__ = ["COVERAGE", "EDITED", "VALIDATED", "Coverage", "VersionStore", "current_reads"]
 
 EDITED = np.uint32(1 << codes.QUALITY_BY_NAME["edited"].bit)
+VALIDATED = np.uint32(1 << codes.QUALITY_BY_NAME["validated"].bit)
+#: spans of interval ends ``[start, end)`` VEE has run over, per meter and reading type
+COVERAGE = pa.schema([
+    pa.field("meter_idx", pa.int32(), nullable=False),
+    pa.field("reading_type", pa.uint8(), nullable=False),
+    pa.field("start", TS, nullable=False),
+    pa.field("end", TS, nullable=False),
+])
 _KEY_COLS = ["meter_idx", "reading_type", "interval_end"]
 
 
@@ -211,6 +228,83 @@ class VersionStore:
         return int(out.column("version")[0].as_py())
 
 
+class Coverage:
+    """The spans VEE has validated (``<root>/vee/coverage.parquet``), merged per key.
+
+    Rewritten whole (temp file + fsync + rename) under the version store's lock; a
+    steady stream of VEE runs over adjacent windows keeps one span per key.
+    """
+
+    def __init__(self, root: Path | str) -> None:
+        self.dir = Path(root) / "vee"
+        self.path = self.dir / "coverage.parquet"
+
+    def table(self) -> pa.Table:
+        if not self.path.exists():
+            return COVERAGE.empty_table()
+        try:
+            return pq.read_table(self.path).cast(COVERAGE)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise StorageError(f"cannot read {self.path}: {exc}") from exc
+
+    def add(self, spans: pa.Table) -> None:
+        """Merge ``spans`` (:data:`COVERAGE`) into the coverage, durably."""
+        if spans.num_rows == 0:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with locked(self.dir / ".lock", what="VEE version store"):
+            t = pa.concat_tables([self.table(), spans.select(COVERAGE.names).cast(COVERAGE)])
+            g = (t.column("meter_idx").to_numpy().astype(np.int64) << 8) | t.column(
+                "reading_type").to_numpy()
+            a = t.column("start").cast(pa.int64()).to_numpy()
+            b = t.column("end").cast(pa.int64()).to_numpy()
+            o = np.lexsort((a, g))
+            g, a, b = g[o], a[o], b[o]
+            # union of intervals per key: a merged span starts where a span begins
+            # after every earlier span of its key has ended
+            end_so_far = _running_max_per_group(g, b)
+            new = np.r_[True, (g[1:] != g[:-1]) | (a[1:] > end_so_far[:-1])]
+            last = np.r_[new[1:], True]
+            out = pa.table({
+                "meter_idx": pa.array((g[new] >> 8).astype(np.int32)),
+                "reading_type": pa.array((g[new] & 0xFF).astype(np.uint8)),
+                "start": pa.array(a[new], pa.int64()).cast(TS),
+                "end": pa.array(end_so_far[last], pa.int64()).cast(TS),
+            }, schema=COVERAGE)
+            publish_path(self.path, lambda p: pq.write_table(out, p, compression="zstd"))
+
+    def covered(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
+                interval_end: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Whether each key lies in a span VEE has run over."""
+        t = self.table()
+        if t.num_rows == 0 or len(meter_idx) == 0:
+            return np.zeros(len(meter_idx), bool)
+        start = read_key(t.column("meter_idx").to_numpy(), t.column("reading_type").to_numpy(),
+                         t.column("start").cast(pa.int64()).to_numpy())
+        end = t.column("end").cast(pa.int64()).to_numpy()
+        q = read_key(meter_idx, reading_type, interval_end)
+        pos = np.searchsorted(start, q, side="right") - 1
+        ok = pos >= 0
+        p = np.maximum(pos, 0)
+        same = (t.column("meter_idx").to_numpy()[p] == meter_idx) & (
+            t.column("reading_type").to_numpy()[p] == reading_type)
+        out: npt.NDArray[np.bool_] = ok & same & (interval_end < end[p])
+        return out
+
+
+def _running_max_per_group(g: npt.NDArray[np.int64], b: npt.NDArray[np.int64]
+                           ) -> npt.NDArray[np.int64]:
+    """Running maximum of ``b`` restarting at each new ``g`` (rows sorted by ``g``)."""
+    if len(b) == 0:
+        return b
+    lo = int(b.min())
+    span = int(b.max()) - lo + 1
+    # offset each group above the previous one so one accumulate serves all groups
+    grp = np.cumsum(np.r_[0, g[1:] != g[:-1]])
+    out: npt.NDArray[np.int64] = np.maximum.accumulate(grp * span + (b - lo)) - grp * span + lo
+    return out
+
+
 def current_reads(root: Path | str, raw: pa.Table, registry: object | None = None, *,
                   start: int | None = None, end: int | None = None) -> pa.Table:
     """Overlay the current VEE version of every key onto ``raw`` (a store scan).
@@ -236,25 +330,33 @@ def current_reads(root: Path | str, raw: pa.Table, registry: object | None = Non
     """
     del registry
     vs = VersionStore(root)
-    if raw.num_rows == 0 or not vs._files():
+    cov = Coverage(root)
+    if raw.num_rows == 0 or not (vs._files() or cov.path.exists()):
         return raw
     raw = raw.select(READS.names).cast(READS)
-    meters = np.unique(raw.column("meter_idx").to_numpy())
-    rts = np.unique(raw.column("reading_type").to_numpy())
+    rm = raw.column("meter_idx").to_numpy()
+    rrt = raw.column("reading_type").to_numpy()
     t = raw.column("interval_end").cast(pa.int64()).to_numpy()
+    value = raw.column("value").to_numpy()
+    # reads VEE ran over and left without a version passed validation
+    quality = np.where(cov.covered(rm, rrt, t), raw.column("quality").to_numpy() | VALIDATED,
+                       raw.column("quality").to_numpy()).astype(np.uint32)
     lo = int(t.min()) if start is None else start
     hi = int(t.max()) + 1 if end is None else end
-    cur = vs.latest(meters=meters, start=lo, end=hi, reading_types=rts)
+    cur = (vs.latest(meters=np.unique(rm), start=lo, end=hi, reading_types=np.unique(rrt))
+           if vs._files() else VEE_VERSIONS.empty_table())
     if cur.num_rows == 0:
-        return raw
+        return pa.table({"meter_idx": raw.column("meter_idx"),
+                         "reading_type": raw.column("reading_type"),
+                         "interval_end": raw.column("interval_end"), "value": value,
+                         "quality": quality}, schema=READS)
     rk = _keys(raw)
     order = np.argsort(rk, kind="stable")
     rk_sorted = rk[order]
     ck = _keys(cur)
     pos = np.clip(np.searchsorted(rk_sorted, ck), 0, len(rk_sorted) - 1)
     hit = rk_sorted[pos] == ck
-    value = raw.column("value").to_numpy().copy()
-    quality = raw.column("quality").to_numpy().copy()
+    value = value.copy()
     value[order[pos[hit]]] = cur.column("value").to_numpy()[hit]
     quality[order[pos[hit]]] = cur.column("quality").to_numpy()[hit]
     out = pa.table({"meter_idx": raw.column("meter_idx"), "reading_type": raw.column("reading_type"),
