@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -185,8 +185,8 @@ class IntervalHistory:
     def __len__(self) -> int:
         return len(self.meter)
 
-    def _dense(self, m: npt.NDArray[np.int64], rt: npt.NDArray[np.int64]
-               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_] | None]:
+    def _dense(self, m: npt.NDArray[np.integer[Any]], rt: npt.NDArray[np.integer[Any]]
+               ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.bool_] | None]:
         """Dense group of each read, and which reads fall outside the table (or None)."""
         g = m * _RT_SLOTS + rt
         if len(m) and (int(m.max()) * _RT_SLOTS + _RT_SLOTS > len(self._fast)
@@ -222,7 +222,8 @@ class IntervalHistory:
         multi = np.flatnonzero(self._count[g] > 1 if len(self._count) else np.zeros(0, bool))
         if len(multi):
             seg[multi] = self._search(m[multi], np.asarray(reading_type)[multi],
-                                      np.asarray(interval_end, np.int64)[multi], g[multi])
+                                      np.asarray(interval_end, np.int64)[multi],
+                                      g[multi].astype(np.int64))
             seg[dec] = -1
         return out, seg
 
@@ -241,18 +242,22 @@ class IntervalHistory:
     def at(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
            interval_end: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
         """Interval in effect for each read [s]; 0 where unknown."""
-        m = np.asarray(meter_idx).astype(np.int64)
+        m = np.asarray(meter_idx)
         if len(m) == 0 or len(self._fast) == 0:
             return np.zeros(len(m), np.int32)
-        g, outside = self._dense(m, np.asarray(reading_type).astype(np.int64))
-        out = self._fast[g]
+        # int32 arithmetic: meter_idx < 2**27, so meter * 8 + reading type < 2**31
+        g, outside = self._dense(m.astype(np.int32, copy=False),
+                                 np.asarray(reading_type).astype(np.int32, copy=False))
+        out: npt.NDArray[np.int32] = self._fast[g]
         if outside is not None:
             out = np.where(outside, 0, out).astype(np.int32)
         if self.changed:
             multi = np.flatnonzero(out < 0)
             if len(multi):
-                seg = self._search(m[multi], np.asarray(reading_type)[multi],
-                                   np.asarray(interval_end, np.int64)[multi], g[multi])
+                seg = self._search(m[multi].astype(np.int64),
+                                   np.asarray(reading_type)[multi],
+                                   np.asarray(interval_end, np.int64)[multi],
+                                   g[multi].astype(np.int64))
                 out[multi] = self.interval_s[seg]
         return out
 
@@ -448,9 +453,13 @@ class MeterRegistry:
                    ) -> npt.NDArray[np.int32]:
         """Interval of each meter now [s]: declared, else learned, else ``unknown``
         (default 900 s, the basis of the per-interval physical limits)."""
-        self._take("interval_s", meter_idx)  # range check
-        cur = self.intervals().current()[0][np.asarray(meter_idx, np.int64)]
-        return np.where(cur > 0, cur, unknown).astype(np.int32)
+        m = np.asarray(meter_idx)
+        if len(m) and (int(m.min()) < 0 or int(m.max()) >= len(self._t())):
+            raise ValidationError("meter_idx not in the registry")
+        cur = self.intervals().current()[0]
+        eff = np.where(cur > 0, cur, unknown).astype(np.int32)
+        out: npt.NDArray[np.int32] = eff[m]
+        return out
 
     def commodity(self, meter_idx: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
         """``codes.Commodity`` of each meter."""

@@ -126,31 +126,40 @@ def learn_intervals(reads: pa.Table, history: Any) -> tuple[pa.Table, pa.Table]:
     m = reads.column("meter_idx").to_numpy()
     rt = reads.column("reading_type").to_numpy()
     t = reads.column("interval_end").cast(pa.int64()).to_numpy()
-    cur = history.at(m, rt, t)
-    declared = np.zeros(len(m), bool)
-    inside = m < len(history.declared)
-    declared[inside] = history.declared[m[inside]] > 0
     # dense group of each read: (meter, reading type) within this batch's meter range
     m0 = int(m.min())
-    g = (m.astype(np.int64) - m0) * 32 + rt
+    g = (m - m0).astype(np.int64) * 32 + rt
     n_groups = int(g.max()) + 1
+    key = np.flatnonzero(np.bincount(g, minlength=n_groups))
+    km, krt = (key // 32 + m0).astype(np.int32), (key % 32).astype(np.uint8)
+    dec_g = np.zeros(n_groups, bool)
+    inside = km < len(history.declared)
+    dec_g[key[inside]] = history.declared[km[inside]] > 0
+    if history.changed:  # the interval in effect depends on the time
+        cur = history.at(m, rt, t)
+    else:  # one interval per key: a lookup per key, a gather per read
+        cur_g = np.zeros(n_groups, np.int32)
+        cur_g[key] = history.at(km, krt, np.zeros(len(key), np.int64))
+        cur = cur_g[g]
+    declared = dec_g[g] if dec_g.any() else np.zeros(len(g), bool)
     known = cur > 0
     # --- keys already learned: changes from the first read off the grid on
     check = known & ~declared
-    off = np.zeros(len(m), bool)
-    off[check] = (t[check] % cur[check]) != 0
-    first_off = np.full(n_groups, np.iinfo(np.int64).max)
-    if off.any():
-        np.minimum.at(first_off, g[off], t[off])
     learn = ~known & ~declared
-    learn |= check & (t >= first_off[g])
-    # reads on the grid but too sparse for it: the meter may read less often now
     if check.any():
-        n, lo, hi = _per_group(g[check], t[check], n_groups)
+        off = check & ((t % np.maximum(cur, 1)) != 0)
+        if off.any():
+            first_off = np.full(n_groups, np.iinfo(np.int64).max)
+            np.minimum.at(first_off, g[off], t[off])
+            learn |= check & (t >= first_off[g])
+        # reads on the grid but too sparse for it: the meter may read less often now
+        all_ = check.all()
+        n, lo, hi = _per_group(g if all_ else g[check], t if all_ else t[check], n_groups)
         step = np.zeros(n_groups, np.int64)
-        step[g[check]] = cur[check]
+        step[g if all_ else g[check]] = cur if all_ else cur[check]
         sparse = (n >= MIN_READS) & (n < MIN_FILL * ((hi - lo) // np.maximum(step, 1) + 1))
-        learn |= check & sparse[g]
+        if sparse.any():
+            learn |= check & sparse[g]
     if not learn.any():
         return empty
     gl, tl = g[learn], t[learn]
