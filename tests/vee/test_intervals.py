@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from headend.ingest.hooks import open_ingestor
+from headend.model import codes
 from headend.model.schema import INTERVALS, TS
 from headend.store import DataDir
 from headend.store.registry import IntervalHistory
@@ -109,7 +110,7 @@ def test_estimates_stay_on_each_intervals_own_grid():
     table, _m, summary = vee_tables(pa.concat_tables([quarter, five]), h)
     assert summary.estimated == 3
     t = table.column("interval_end").cast(pa.int64()).to_numpy()
-    est = table.filter(pa.array(table.column("quality").to_numpy() >= 1 << 20))
+    est = table.filter(pa.array((table.column("quality").to_numpy() & codes.ESTIMATED_MASK) != 0))
     assert sorted(est.column("interval_end").cast(pa.int64()).to_pylist()) == [
         T0 + 4 * 900, T0 + 2 * 3600 + 6 * 300, T0 + 2 * 3600 + 7 * 300]
     assert np.all(np.diff(t) > 0)
@@ -168,3 +169,27 @@ def test_ingest_with_vee_off_still_learns(tmp_path: Path):
     ing.ingest_paths([tmp_path / "m.csv", tmp_path / "r.csv"])
     with DataDir.open(data) as dd:
         assert dd.registry.interval_s(np.array([0], np.int32)).tolist() == [3600]
+
+
+def test_ingest_of_a_meter_reprogrammed_from_15_to_5_minutes(tmp_path: Path):
+    meters = METERS_H + b"\nM1,electric,rf,true,C1,T1,F1,S1\n"
+    (tmp_path / "meters.csv").write_bytes(meters)
+    change = T0 + 86_400
+    q = [("M1", T0 + 900 * (i + 1), 0.2) for i in range(96) if i not in (20, 21)]
+    f = [("M1", change + 300 * (i + 1), 0.07) for i in range(288) if i not in (50,)]
+    (tmp_path / "day1.csv").write_bytes(_csv(q))
+    (tmp_path / "day2.csv").write_bytes(_csv(f))
+    data = tmp_path / "data"
+    ing = open_ingestor(data, rules=False)
+    ing.ingest_paths([tmp_path / "meters.csv", tmp_path / "day1.csv"])
+    ing.ingest_paths([tmp_path / "day2.csv"])
+    with DataDir.open(data) as dd:
+        h = dd.registry.intervals()
+        assert list(zip(h.effective_from.tolist(), h.interval_s.tolist(), strict=True)) == [
+            (T0 + 900, 900), (change + 300, 300)]
+        cur = current_reads(data, dd.store.scan_reads())
+    t = cur.column("interval_end").cast(pa.int64()).to_numpy()
+    est = (cur.column("quality").to_numpy() & codes.ESTIMATED_MASK) != 0
+    # the two quarter hours and the one 5-minute interval: nothing else invented
+    assert cur.num_rows == len(q) + len(f) + 3
+    assert sorted(t[est].tolist()) == [T0 + 900 * 21, T0 + 900 * 22, change + 300 * 51]

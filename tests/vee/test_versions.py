@@ -231,3 +231,26 @@ def test_listener_computes_what_run_vee_computes_for_its_window(tmp_path):
     cols = ["meter_idx", "reading_type", "interval_end", "version", "value", "quality", "method"]
     assert VersionStore(a).latest().select(cols).equals(VersionStore(b).latest().select(cols))
     assert current_reads(a, scan(a)).equals(current_reads(b, scan(b)))
+
+
+def test_listener_leaves_other_reading_types_of_the_batch_meters_alone(tmp_path):
+    """The store holds kwh_rec of meter 0 over the whole span; the batch brings its
+    kwh_del only: the edges of kwh_rec must not make its stored reads look missing."""
+    day = 86_400
+    rec = series(0, T0 + 900, 900, [5] * 96 * 4, rt=1)
+    _state(tmp_path, [rec, series(0, T0 + 900, 900, [100] * 96)])
+    new = series(0, T0 + 2 * day + 900, 900, [100] * 96, missing=[10])
+
+    class Batch:
+        reads = new
+
+    with DataDir.open(tmp_path) as dd:
+        dd.store.append_reads(new)
+    lis = VeeListener(tmp_path)
+    lis.on_stored(Batch())
+    lis.on_watermark(0)
+    cur = current_reads(tmp_path, scan(tmp_path))
+    est = cur.filter(pa.array((cur.column("quality").to_numpy() & EST_MASK) != 0))
+    # the hole of day 3, and day 2 between the stored and the new kwh_del reads
+    assert set(est.column("reading_type").to_pylist()) == {0}
+    assert est.num_rows == 1 + 96
