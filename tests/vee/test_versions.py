@@ -182,6 +182,20 @@ def test_compact_merges_files_and_keeps_every_version(root):
     assert vs.versions().equals(before)
 
 
+def _store_and_listen(root, new):
+    """Store ``new`` as ingest does, then hand it to a VEE listener."""
+
+    class Batch:
+        reads = new
+
+    with DataDir.open(root) as dd:
+        dd.store.append_reads(new)
+    lis = VeeListener(root)
+    lis.on_stored(Batch())
+    lis.on_watermark(0)
+    return lis
+
+
 def _state(root, batches):
     with DataDir.open(root) as dd:
         dd.registry.upsert(meters([900, 3600, 900]))
@@ -212,14 +226,7 @@ def test_listener_computes_what_run_vee_computes_for_its_window(tmp_path):
         _state(root, old)
         run_vee(root)
 
-    class Batch:
-        reads = new
-
-    with DataDir.open(a) as dd:
-        dd.store.append_reads(new)
-    lis = VeeListener(a)
-    lis.on_stored(Batch())
-    lis.on_watermark(0)
+    lis = _store_and_listen(a, new)
     with DataDir.open(b) as dd:
         dd.store.append_reads(new)
     t = new.column("interval_end").cast(pa.int64()).to_numpy()
@@ -241,14 +248,7 @@ def test_listener_leaves_other_reading_types_of_the_batch_meters_alone(tmp_path)
     _state(tmp_path, [rec, series(0, T0 + 900, 900, [100] * 96)])
     new = series(0, T0 + 2 * day + 900, 900, [100] * 96, missing=[10])
 
-    class Batch:
-        reads = new
-
-    with DataDir.open(tmp_path) as dd:
-        dd.store.append_reads(new)
-    lis = VeeListener(tmp_path)
-    lis.on_stored(Batch())
-    lis.on_watermark(0)
+    _store_and_listen(tmp_path, new)
     cur = current_reads(tmp_path, scan(tmp_path))
     est = cur.filter(pa.array((cur.column("quality").to_numpy() & EST_MASK) != 0))
     # the hole of day 3, and day 2 between the stored and the new kwh_del reads
