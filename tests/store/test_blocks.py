@@ -41,7 +41,10 @@ def sidecars(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "reads").rglob("*.blocks"))
 
 
-def test_block_sums_equal_a_grouped_sum() -> None:
+@pytest.mark.parametrize("slice_rows", [1 << 22, 700])
+def test_block_sums_equal_a_grouped_sum(monkeypatch: pytest.MonkeyPatch,
+                                        slice_rows: int) -> None:
+    monkeypatch.setattr(_blocks, "_SLICE", slice_rows)  # summed in slices, then merged
     rng = np.random.default_rng(3)
     n = 5000
     m = np.sort(rng.integers(0, 300, n)).astype(np.int32)

@@ -72,36 +72,56 @@ def block_sums(meter: npt.NDArray[np.int32], rt: npt.NDArray[np.uint8],
                t: npt.NDArray[np.int64], value: npt.NDArray[np.integer], bits: int
                ) -> pa.Table:
     """The :data:`BLOCKS` rows of reads (``t`` in Unix s), sorted by (day, reading type,
-    block, second)."""
+    block, second). Summed in slices of ``_SLICE`` reads, then the slices' sums (bounded
+    memory: a sort of 4 M keys at a time, not of a whole merged range)."""
     if len(meter) == 0:
         return BLOCKS.empty_table()
-    day = t // _DAY_S
-    sec = t - day * _DAY_S
-    block = np.right_shift(meter.astype(np.int64), bits)
+    slices = []
+    for i in range(0, len(meter), _SLICE):
+        tt = t[i:i + _SLICE]
+        day = tt // _DAY_S
+        slices.append(_group(day, rt[i:i + _SLICE],
+                             np.right_shift(meter[i:i + _SLICE].astype(np.int64), bits),
+                             tt - day * _DAY_S, value[i:i + _SLICE], None))
+    if len(slices) == 1:
+        return slices[0]
+    c = pa.concat_tables(slices)
+    day, rt_, block, sec = (_np(c.column(k)).astype(np.int64)
+                            for k in ("day", "reading_type", "block", "second"))
+    return _group(day, rt_, block, sec, _np(c.column("value")), _np(c.column("reads")))
+
+
+_SLICE: Final = 1 << 22
+
+
+def _group(day: npt.NDArray[np.int64], rt: npt.NDArray[Any], block: npt.NDArray[np.int64],
+           sec: npt.NDArray[np.int64], value: npt.NDArray[np.integer],
+           reads: npt.NDArray[np.int32] | None) -> pa.Table:
+    """Sum ``value`` and count (or sum ``reads``) per (day, type, block, second)."""
     d0, b0 = int(day.min()), int(block.min())
     if int(day.max()) - d0 < 1 << 13 and int(block.max()) - b0 < 1 << 25:
         # one int64 key: 13 bits of day, 8 of type, 25 of block, 17 of second
         key = (((day - d0) << 50) | (rt.astype(np.int64) << 42) | ((block - b0) << 17) | sec)
         order = np.argsort(key, kind="stable")  # runs of one meter's times: merges
         ks = key[order]
+        new = np.empty(len(order), bool)
+        new[0] = True
+        np.not_equal(ks[1:], ks[:-1], out=new[1:])
     else:  # a span no key packs (never in a month/year file)
         order = np.lexsort((sec, block, rt, day))
-        ks = np.stack([day[order], rt[order].astype(np.int64), block[order], sec[order]])
-    new = np.empty(len(order), bool)
-    new[0] = True
-    if ks.ndim == 1:
-        np.not_equal(ks[1:], ks[:-1], out=new[1:])
-    else:
-        new[1:] = (ks[:, 1:] != ks[:, :-1]).any(axis=0)
+        cols = np.stack([day[order], rt[order].astype(np.int64), block[order], sec[order]])
+        new = np.r_[True, (cols[:, 1:] != cols[:, :-1]).any(axis=0)]
     starts = np.flatnonzero(new)
     first = order[starts]
+    n = (np.diff(np.r_[starts, len(order)]) if reads is None
+         else np.add.reduceat(reads[order].astype(np.int64), starts))
     return pa.table({
         "day": pa.array(day[first].astype(np.int32)),
-        "reading_type": pa.array(rt[first], pa.uint8()),
+        "reading_type": pa.array(rt[first].astype(np.uint8)),
         "block": pa.array(block[first].astype(np.int32)),
         "second": pa.array(sec[first].astype(np.int32)),
         "value": pa.array(np.add.reduceat(value[order].astype(np.int64), starts)),
-        "reads": pa.array(np.diff(np.r_[starts, len(order)]).astype(np.int32)),
+        "reads": pa.array(n.astype(np.int32)),
     }, schema=BLOCKS)
 
 
