@@ -155,6 +155,18 @@ def test_default_store_answers_feeder_days_from_block_sums(
             p.stat().st_size for p in (tmp_path / "reads").rglob("*.parquet"))
 
 
+def test_unreadable_sidecar_falls_back_to_rows(tmp_path: Path) -> None:
+    a = grid_reads(40, 2, rts=(0, 1))
+    with ParquetStore(tmp_path, config=cfg(), clock=lambda: CLOSED) as s:
+        s.append_reads(a)
+        s.compact()
+        for p in (tmp_path / "reads").rglob("*.blocks"):
+            p.write_bytes(b"not parquet")
+        for lo, hi in [(0, 40), (3, 37)]:
+            assert rows(s.feeder_interval_sum(lo, hi, 1, T0 + DAY)) == by_scan(
+                s, lo, hi, 1, T0 + DAY)
+
+
 def test_sidecars_deleted_with_their_file_and_orphans_removed(tmp_path: Path) -> None:
     a = grid_reads(20, 2)
     with ParquetStore(tmp_path, config=cfg(top_level="month"), clock=lambda: CLOSED) as s:

@@ -232,7 +232,8 @@ class BlockCache:
         self._lock = threading.Lock()
 
     def get(self, data_path: Path) -> BlockFile | None:
-        """The sidecar of a data file, or None when it has none."""
+        """The sidecar of a data file, or None when it has none or it cannot be read
+        (the file's rows are then read instead)."""
         p = sidecar_of(data_path)
         try:
             st = os.stat(p)
@@ -244,7 +245,10 @@ class BlockCache:
             if hit is not None:
                 self._d.move_to_end(key)
                 return hit
-        bf = _open(p)
+        try:
+            bf = _open(p)
+        except (OSError, pa.ArrowException, KeyError, ValueError):
+            return None
         with self._lock:
             self._d[key] = bf
             if len(self._d) > self.max_entries:
