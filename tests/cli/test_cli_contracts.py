@@ -75,7 +75,7 @@ def test_ingest_json_seconds_by_stage(data: Path) -> None:
     code, summary = ingest(data, data.parent / "meters.csv", data.parent / "reads.csv", vee=True)
     assert code == 0
     stages = summary["seconds_by_stage"]
-    assert isinstance(stages, dict) and set(stages) == {"decode", "store", "vee", "rules"}
+    assert isinstance(stages, dict) and {"decode", "store", "vee", "rules"} <= set(stages)
     assert all(isinstance(v, float) and v >= 0 for v in stages.values()), stages
     assert stages["decode"] + stages["store"] > 0
     code, summary = ingest(data.parent / "other", data.parent / "meters.csv",
