@@ -4,14 +4,22 @@ Builds a store whose bucket-year directory already holds ``--segments`` segment 
 (default 100,000; hard links of one tiny valid segment per day, so the build takes
 seconds), then times appends of a fixed batch (``--meters`` x 96 15-minute reads of one
 day, each append a new day of the same directory) into it and into an empty store.
-Reports the median wall and CPU time per append, the ratio, the first append (which
+Appends alternate between the two stores (same machine load for both). Reports the
+median wall and CPU time per append, the ratio, the first append (which
 lists the directory once to build the owner's manifest) and the directory listings
 (``os.scandir``) per steady append.
+
+``--delta N`` (needs ``pip install deltalake``, not a dependency of headend) measures
+the alternative manifest, a Delta Lake transaction log: the commit alone of one file
+(``create_write_transaction`` with one add action) into a fresh table and after
+``N`` commits, the same for a whole ``write_deltalake`` append of the batch, and the
+time to open the table's snapshot (what a reader pays) at ``N`` commits.
 
 Run::
 
     python bench/bench_append.py                      # 100,000 segments, ~1 min
     python bench/bench_append.py --segments 10000     # quicker
+    python bench/bench_append.py --segments 10000 --delta 2000
 """
 
 from __future__ import annotations
@@ -91,25 +99,88 @@ def count_listings() -> Iterator[list[int]]:
         os.scandir, os.listdir = real_scandir, real_listdir  # type: ignore[assignment]
 
 
-def measure(root: Path, meters: int, appends: int) -> dict[str, float]:
-    """Time ``appends`` appends of one day each (Jan 1, 2, ...) into the store."""
-    wall: list[float] = []
-    cpu: list[float] = []
-    with ParquetStore(root, config=StoreConfig()) as s, count_listings() as listings:
-        batches = [day_reads(meters, day) for day in range(appends)]
+def measure(roots: dict[str, Path], meters: int, appends: int) -> dict[str, dict[str, float]]:
+    """Time ``appends`` appends of one day each (Jan 1, 2, ...) into each store,
+    alternating between the stores so that both see the same machine load."""
+    wall: dict[str, list[float]] = {k: [] for k in roots}
+    cpu: dict[str, list[float]] = {k: [] for k in roots}
+    steady: dict[str, int] = dict.fromkeys(roots, 0)
+    batches = [day_reads(meters, day) for day in range(appends)]
+    stores = {k: ParquetStore(r, config=StoreConfig()) for k, r in roots.items()}
+    try:
         for i, b in enumerate(batches):
-            if i == 1:
-                listings[0] = 0
-            w0, c0 = time.perf_counter(), time.process_time()
-            r = s.append_reads(b)
-            wall.append(time.perf_counter() - w0)
-            cpu.append(time.process_time() - c0)
-            assert r.accepted == len(b)
-        steady_listings = listings[0] / (appends - 1)
-    return {"first_ms": wall[0] * 1e3,
-            "median_ms": statistics.median(wall[1:]) * 1e3,
-            "median_cpu_ms": statistics.median(cpu[1:]) * 1e3,
-            "listings_per_append": steady_listings}
+            for k, s in stores.items():
+                with count_listings() as listings:
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    r = s.append_reads(b)
+                    wall[k].append(time.perf_counter() - w0)
+                    cpu[k].append(time.process_time() - c0)
+                assert r.accepted == len(b)
+                steady[k] += listings[0] if i else 0
+    finally:
+        for s in stores.values():
+            s.close()
+    return {k: {"first_ms": wall[k][0] * 1e3,
+                "median_ms": statistics.median(wall[k][1:]) * 1e3,
+                "median_cpu_ms": statistics.median(cpu[k][1:]) * 1e3,
+                "listings_per_append": steady[k] / (appends - 1)} for k in roots}
+
+
+def _delta_types(t: pa.Table) -> pa.Table:
+    """The batch in types Delta Lake accepts (signed ints, microsecond timestamps)."""
+    return pa.table({"meter_idx": t["meter_idx"], "reading_type": t["reading_type"].cast(pa.int16()),
+                     "interval_end": t["interval_end"].cast(pa.timestamp("us", "UTC")),
+                     "value": t["value"], "quality": t["quality"].cast(pa.int64())})
+
+
+def measure_delta(base: Path, meters: int, commits: int, appends: int) -> dict[str, float]:
+    """Delta Lake commit and append costs, fresh and after ``commits`` commits [ms]."""
+    try:
+        from deltalake import DeltaTable, write_deltalake
+        from deltalake.transaction import AddAction
+    except ImportError as exc:
+        raise SystemExit("--delta needs the deltalake package (pip install deltalake)") from exc
+    batch = _delta_types(day_reads(meters, 0))
+    uri = str(base / "delta")
+    write_deltalake(uri, batch.slice(0, 1), mode="append")
+    dt = DeltaTable(uri)
+    f = next(Path(uri).glob("*.parquet"))
+    n = [0]
+
+    def commit() -> float:  # the writer keeps its snapshot current, as ours does
+        n[0] += 1  # a new file name each commit (the file itself is not read)
+        add = AddAction(f"seg-{n[0]:012d}.parquet", f.stat().st_size, {},
+                        int(time.time() * 1000), True, "{}")
+        t0 = time.perf_counter()
+        dt.create_write_transaction([add], "append", batch.schema)
+        dt.update_incremental()
+        return time.perf_counter() - t0
+
+    first = [commit() for _ in range(appends)]
+    for _ in range(commits - 2 * appends):
+        commit()
+    last = [commit() for _ in range(appends)]
+    w0 = time.perf_counter()
+    opened = DeltaTable(uri)
+    open_ms = (time.perf_counter() - w0) * 1e3
+    n_commits = opened.version()
+    writes = []
+    for _ in range(min(appends, 11)):
+        w0 = time.perf_counter()
+        write_deltalake(uri, batch, mode="append")
+        writes.append(time.perf_counter() - w0)
+    fresh_uri = str(base / "delta-fresh")
+    fresh_writes = []
+    for _ in range(min(appends, 11)):
+        w0 = time.perf_counter()
+        write_deltalake(fresh_uri, batch, mode="append")
+        fresh_writes.append(time.perf_counter() - w0)
+    med = statistics.median
+    return {"commits": n_commits,
+            "commit_fresh_ms": med(first) * 1e3, "commit_after_ms": med(last) * 1e3,
+            "open_snapshot_ms": open_ms,
+            "write_fresh_ms": med(fresh_writes[1:]) * 1e3,
+            "write_after_ms": med(writes[1:]) * 1e3}
 
 
 def main() -> None:
@@ -119,19 +190,22 @@ def main() -> None:
     ap.add_argument("--appends", type=int, default=31)
     ap.add_argument("--dir", type=Path, default=None, help="where to build (default: tmp)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--delta", type=int, default=0, metavar="N",
+                    help="also measure Delta Lake commits after N commits (needs deltalake)")
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(dir=a.dir, prefix="bench-append-"))
     try:
-        empty = measure(base / "empty", a.meters, a.appends)
         build_s = build(base / "full", a.segments)
-        full = measure(base / "full", a.meters, a.appends)
+        got = measure({"empty": base / "empty", "full": base / "full"}, a.meters, a.appends)
+        empty, full = got["empty"], got["full"]
+        delta = measure_delta(base, a.meters, a.delta, a.appends) if a.delta else None
     finally:
         shutil.rmtree(base, ignore_errors=True)
     out = {"segments": a.segments, "reads_per_append": a.meters * 96, "build_s": build_s,
            "empty": empty, "full": full,
            "ratio_median": full["median_ms"] / empty["median_ms"],
            "ratio_median_cpu": full["median_cpu_ms"] / empty["median_cpu_ms"]}
-    print(f"append of {a.meters * 96:,} reads, median of {a.appends - 1}:")
+    print(f"append of {a.meters * 96:,} reads, median of {a.appends - 1} (alternating):")
     for k in ("empty", "full"):
         r = out[k]
         assert isinstance(r, dict)
@@ -140,6 +214,13 @@ def main() -> None:
               f"  first {r['first_ms']:8.1f} ms  listings/append {r['listings_per_append']:.2f}")
     print(f"  full / empty: {out['ratio_median']:.3f} wall, {out['ratio_median_cpu']:.3f} CPU"
           f"  (build {build_s:.1f} s)")
+    if delta is not None:
+        out["delta"] = delta
+        print(f"Delta Lake ({delta['commits']:,.0f} commits): commit of one add action "
+              f"{delta['commit_fresh_ms']:.2f} ms fresh, {delta['commit_after_ms']:.2f} ms "
+              f"after; open snapshot {delta['open_snapshot_ms']:.1f} ms; write_deltalake "
+              f"append {delta['write_fresh_ms']:.1f} ms fresh, "
+              f"{delta['write_after_ms']:.1f} ms after")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
 

@@ -45,6 +45,7 @@ class DirManifest:
         self._lock = threading.Lock()
         self._by_scope: dict[str, dict[tuple[Path, int], FileEntry]] = {}
         self._shared: dict[Path, int] = {}  # entries left of each multi-day segment
+        self._segments: dict[str, int] = {}  # segment entries per day
         self._version = 0
         self._view: tuple[int, list[FileEntry], dict[str, FileEntry]] | None = None
         self._next = 0
@@ -52,7 +53,7 @@ class DirManifest:
 
     def _load(self, entries: list[FileEntry]) -> None:
         with self._lock:
-            self._by_scope, self._shared = {}, {}
+            self._by_scope, self._shared, self._segments = {}, {}, {}
             self._put(entries)
             self._next = max(self._next, max((f.seq for f in entries), default=-1) + 1)
             self._version += 1
@@ -78,8 +79,11 @@ class DirManifest:
     def _put(self, entries: Iterable[FileEntry]) -> None:
         for f in entries:
             d = self._by_scope.setdefault(f.scope, {})
-            if f.shared and (f.path, f.batch) not in d:
-                self._shared[f.path] = self._shared.get(f.path, 0) + 1
+            if (f.path, f.batch) not in d:
+                if f.shared:
+                    self._shared[f.path] = self._shared.get(f.path, 0) + 1
+                if f.is_segment:
+                    self._segments[f.scope] = self._segments.get(f.scope, 0) + 1
             d[(f.path, f.batch)] = f
 
     def discard(self, entries: Iterable[FileEntry]) -> None:
@@ -87,10 +91,12 @@ class DirManifest:
         with self._lock:
             for f in entries:
                 got = self._by_scope.get(f.scope, {}).pop((f.path, f.batch), None)
-                if got is not None and f.shared:
-                    left = self._shared.pop(f.path) - 1
-                    if left:
-                        self._shared[f.path] = left
+                if got is None:
+                    continue
+                if f.shared:
+                    self._shared[f.path] -= 1
+                if f.is_segment:
+                    self._segments[f.scope] -= 1
             self._version += 1
 
     def shared_left(self, path: Path) -> int:
@@ -117,7 +123,7 @@ class DirManifest:
     def segments_of_day(self, mmdd: str) -> int:
         """Number of segment entries of day ``mmdd``."""
         with self._lock:
-            return sum(f.is_segment for f in self._by_scope.get(mmdd, {}).values())
+            return self._segments.get(mmdd, 0)
 
     def view(self) -> tuple[list[FileEntry], dict[str, FileEntry]]:
         """(live files, valid day copies), recomputed only after a change."""

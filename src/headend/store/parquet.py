@@ -10,6 +10,9 @@ On-disk layout
           y=2026/                          UTC year of interval_end (read_time, event_time)
             seg-1126-000000000041.arrow    segment: rows of one append for day 11-26,
                                            sorted by key, Arrow IPC, uncompressed
+            seg-0101-0214-000000000042.arrow
+                                           multi-day segment: one append's rows of Jan 1
+                                           to Feb 14, one record batch per day
             day-1125-000000000040.parquet  compacted day 11-25 (sorted by key, zstd)
             mon-10-000000000039.parquet    compacted month 10 (closed months)
             year-000000000007.parquet      compacted year (top_level="year", closed years)
@@ -48,9 +51,12 @@ Durability protocol
       1 key = read_key(...); stable sort; first occurrence of each key wins
       2 split into (bucket, day) partitions; take each bucket's flock (held until close)
       3 drop keys the partition's dedup index already holds
-      4 per partition: write .tmp-<pid>-<uuid>-seg-MMDD-<seq>.arrow, fsync, rename
+      4 per run of consecutive days of a bucket-year: write
+        .tmp-<pid>-<uuid>-seg-MMDD[-MMDD]-<seq>.arrow (a record batch a day), fsync,
+        rename
       5 fsync each touched directory                        <- durable
-      6 add the keys to the dedup index; return             <- acknowledged
+      6 add the files to the owner's manifest, the keys to the dedup index; return
+                                                            <- acknowledged
 
     compact(bucket-year)
       0 (day_copies) before a month/year merge: link or merge each absorbed day into
@@ -82,6 +88,13 @@ Dedup index
 On a miss the index is rebuilt from the key columns of the partition's live files
 (segments and day file of that day, and the month/year file holding it). Only the
 process holding the bucket's lock writes the bucket, so its index is authoritative.
+
+Manifest
+--------
+The same holds for the bucket's files: the owner lists each bucket-year directory once
+(when it takes the bucket, and after a compaction) and then keeps its manifest
+(:mod:`headend.store._manifest`) as it publishes and deletes files, so an append never
+lists a directory and costs the same whatever the number of files (bench_append.py).
 
 Queries
 -------
