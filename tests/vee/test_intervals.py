@@ -13,7 +13,7 @@ from headend.ingest.hooks import open_ingestor
 from headend.model import codes
 from headend.model.schema import INTERVALS, TS
 from headend.store import DataDir
-from headend.store.registry import IntervalHistory
+from headend.store.intervals import IntervalHistory
 from headend.vee import current_reads, vee_tables
 from headend.vee.intervals import learn_intervals
 

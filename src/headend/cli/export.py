@@ -145,7 +145,7 @@ def export_meters(data: DataOption = DEFAULT_DATA_PATH) -> None:
     """The meter registry as canonical meters CSV, then interval_minutes (declared or
     learned; empty while unknown) and interval_source (declared|learned|empty)."""
     from headend.store import DataDir
-    from headend.store.registry import SOURCE_NAMES
+    from headend.store.intervals import SOURCE_NAMES
     from headend.wire.csvfmt import write_meters_csv
 
     with DataDir.open(data) as dd:

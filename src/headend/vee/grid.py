@@ -125,7 +125,7 @@ def build_grids(reads: pa.Table, intervals: Any) -> list[Grid]:
         Interval reads in :data:`~headend.model.schema.READS`, one row per key.
     intervals : IntervalHistory or ndarray of int32
         The interval in effect for each read
-        (:class:`~headend.store.registry.IntervalHistory`), or the interval of each
+        (:class:`~headend.store.intervals.IntervalHistory`), or the interval of each
         meter [s] indexed by ``meter_idx``.
 
     Returns
