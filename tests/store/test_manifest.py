@@ -96,10 +96,10 @@ def test_bulk_file_writes_one_segment_per_bucket_year(tmp_path: Path) -> None:
         assert s.append_reads(a).accepted == 0
     with ParquetStore(tmp_path, config=SMALL, clock=lambda: T0 + 5 * DAY) as s:
         assert s.append_reads(a.slice(5000, 3000)).accepted == 0  # indexes from the files
-        s.compact()  # December 2025 closed: a month file; January open: day files
+        s.compact()  # December 2025 closed: straight to a month file; January: day files
         got_names = names(tmp_path)
         assert [n for n in got_names if n.startswith("b=000000")] == (
-            ["b=000000/y=2025/mon-12-000000000011.parquet"]
+            ["b=000000/y=2025/mon-12-000000000001.parquet"]
             + [f"b=000000/y=2026/day-{mmdd}-{q:012d}.parquet"
                for q, mmdd in enumerate([f"01{d:02d}" for d in range(1, 32)], 1)])
         assert rows(s.scan_reads()) == sorted(rows(a))

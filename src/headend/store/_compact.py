@@ -118,6 +118,12 @@ def _merge_levels(
                 f.path.unlink(missing_ok=True)
     # 1. segments of a day -> day file
     days = sorted({f.scope for f in live if f.is_segment})
+    if not days_only and not copies and config.top_level != "day":
+        # days of a closed month (year) go straight into its file below: a bulk load of
+        # the past is written once, not as day files first
+        grace = config.close_grace_s
+        whole = config.top_level == "year" and _closed(year, None, grace, now)
+        days = [x for x in days if not (whole or _closed(year, int(x[:2]), grace, now))]
     for mmdd in days:
         inputs = [f for f in live if f.scope == mmdd]
         merge_files(kind, inputs, d / file_name("day", mmdd, next_seq()), config, metas)
