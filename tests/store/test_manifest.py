@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from headend.store import ParquetStore
+from headend.errors import StorageError
+from headend.store import ParquetStore, StoreConfig
+from headend.store import parquet as P
 
 from ._data import DAY, T0, grid_reads, reads, rows
 from .conftest import SMALL
@@ -204,3 +206,45 @@ def test_kill_9_during_bulk_append_or_day_merge(tmp_path: Path, mode: str) -> No
         assert rows(s.scan_reads()) == sorted(rows(a))
         assert not [q for q in (tmp_path / "reads").rglob(".tmp-*")]
         assert not [q for q in (tmp_path / "reads").rglob("seg-*")]
+
+
+def test_inline_auto_compaction_of_multi_day_segments(tmp_path: Path) -> None:
+    """auto_compact_segments without the background thread: the second bulk batch of
+    the same days merges every day; the shared files go with their last day."""
+    cfg = StoreConfig(bucket_bits=4, auto_compact_segments=2, background_compaction=False,
+                      top_level="month", day_copies=False, writer_threads=1)
+    a = grid_reads(4, 3)
+    with ParquetStore(tmp_path, config=cfg, clock=lambda: T0) as s:
+        s.append_reads(a.slice(0, 1000))
+        s.append_reads(a.slice(1000))
+        assert [n.split("/")[-1][:8] for n in names(tmp_path)] == [
+            "day-0101", "day-0102", "day-0103", "day-0104"]
+        assert rows(s.scan_reads()) == sorted(rows(a))
+        assert s.append_reads(a).accepted == 0
+
+
+def test_failed_append_then_retry_stores_each_row_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed append may leave some of its segments durable: the owner lists the
+    directories again, so the retry finds their keys (no row twice)."""
+    a = grid_reads(32, 2)  # buckets 0 and 1: two segment files per append
+    real = P._write_segment
+    calls = [0]
+
+    def second_fails(path: Path, table: Any, days: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise OSError("disk full")
+        real(path, table, days)
+
+    cfg = StoreConfig(bucket_bits=4, auto_compact_segments=0, writer_threads=1,
+                      day_copies=False)
+    with ParquetStore(tmp_path, config=cfg) as s:
+        with monkeypatch.context() as m:
+            m.setattr(P, "_write_segment", second_fails)
+            with pytest.raises(StorageError):
+                s.append_reads(a)
+        assert len(names(tmp_path)) == 1  # bucket 0's segment is durable
+        assert s.append_reads(a).accepted == len(a) // 2
+        got = rows(s.scan_reads())
+        assert got == sorted(rows(a))

@@ -110,6 +110,7 @@ day's other live files (or the day's valid copy, with copies on), and sums with 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import queue
@@ -387,8 +388,11 @@ class ParquetStore(QueryMixin):
         except (OSError, StorageError) as exc:
             for j in jobs:  # some segments may be durable: rebuild those indexes from disk
                 self._index._d.pop(j.ckey, None)
-            for d in {j.dir for j in jobs}:  # and list those directories again
-                self._manifests.pop(d, None)
+            for d in {j.dir for j in jobs}:  # and list those directories again (in
+                m = self._manifests.get(d)    # place: seqs never go down, a background
+                if m is not None:             # merge in flight records into the same)
+                    with contextlib.suppress(OSError):
+                        m.reload()
             raise StorageError(f"append of {kind.name} failed: {exc}") from exc
         for (path, seq), run in zip(paths, runs, strict=True):
             st = os.stat(path)
