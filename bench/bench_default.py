@@ -16,7 +16,8 @@ Cases:
 * ``frames``: binary frames of ``headend simulate`` (a day, ``--frame-meters``),
   default command;
 * ``day`` and ``year``: ``--year-meters`` 15-minute meters, one channel, one day and
-  365 days in one file, default command, per-read rates compared;
+  365 days in one file, and one day of ``365 x --year-meters`` meters (as many reads as
+  the year), default command, per-read rates compared;
 * ``history``: the day after the year, ingested into the store that holds the year.
 
 Usage::
@@ -180,17 +181,23 @@ def main() -> None:
     if "year" not in a.skip:
         n = a.year_meters
         ids = realdata.meter_ids(n, seed=11)
-        minutes = np.full(n, 15, np.int64)
         day, year, nxt = work / f"day-{n}", work / f"year-{n}", work / f"next-{n}"
-        for d, start, days in ((day, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1),
-                               (year, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), 365),
-                               (nxt, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1)):
+        wide = work / f"day-{n * 365}"  # one day of as many reads as the year
+        wide_ids = realdata.meter_ids(n * 365, seed=12)
+        for d, ms, start, days in (
+                (day, ids, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1),
+                (wide, wide_ids, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1),
+                (year, ids, dt.datetime(2025, 1, 1, tzinfo=dt.UTC), 365),
+                (nxt, ids, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1)):
             if not (d / "reads.csv").exists():
                 d.mkdir(parents=True, exist_ok=True)
-                realdata.write_meters(d / "meters.csv", ids, minutes)
-                realdata.write_reads(d / "reads.csv", ids, minutes, start, days, volts=False)
+                mm = np.full(len(ms), 15, np.int64)
+                realdata.write_meters(d / "meters.csv", ms, mm)
+                realdata.write_reads(d / "reads.csv", ms, mm, start, days, volts=False)
         figures["day_csv_default"] = median_case(data, [day / "meters.csv", day / "reads.csv"],
                                                  a.repeat)
+        figures["day_same_reads_csv_default"] = dw = median_case(
+            data, [wide / "meters.csv", wide / "reads.csv"], 1)
         figures["year_csv_default"] = y = median_case(
             data, [year / "meters.csv", year / "reads.csv"], 1)
         # the next day into the store that holds the year (no fresh directory)
@@ -199,6 +206,8 @@ def main() -> None:
         h["reads_per_cpu_s"] = h["accepted"] / h["cpu"]
         d1 = figures["day_csv_default"]["reads_per_cpu_s"]
         figures["year_vs_day_per_read_rate"] = y["reads_per_cpu_s"] / d1
+        figures["year_vs_day_same_reads_per_read_rate"] = (y["reads_per_cpu_s"]
+                                                           / dw["reads_per_cpu_s"])
         figures["day_into_year_store_vs_empty_rate"] = h["reads_per_cpu_s"] / d1
     flat = {k: (json.dumps(v, default=str) if isinstance(v, dict | list) else v)
             for k, v in figures.items()}
