@@ -157,7 +157,9 @@ def test_listener_runs_vee_after_ingest(root):
     with DataDir.open(root) as dd:
         dd.store.append_reads(Batch.reads)
     lis.on_stored(Batch())
-    lis.on_watermark(T0 + 900 * 12)
+    lis.on_watermark(T0 + 900 * 12)  # 3 hours of event time: VEE waits
+    assert lis.last is None
+    lis.close()  # the ingestor closes: VEE on what waits
     assert lis.last is not None and lis.last.estimated == 2  # the two still missing
     cur = current_reads(root, scan(root))
     t = cur.column("interval_end").cast(pa.int64()).to_numpy()
@@ -192,7 +194,7 @@ def _store_and_listen(root, new):
         dd.store.append_reads(new)
     lis = VeeListener(root)
     lis.on_stored(Batch())
-    lis.on_watermark(0)
+    lis.close()
     return lis
 
 

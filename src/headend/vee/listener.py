@@ -1,11 +1,16 @@
 """VEE as an ingest listener: validate and estimate the batches already in memory.
 
 :class:`VeeListener` keeps the reads of every stored batch (``on_stored``) and runs VEE
-on them when the ingest call ends (``on_watermark``, or earlier once
-:data:`FLUSH_ROWS` reads wait). It computes exactly what
-:func:`~headend.vee.run.run_vee` computes for the window ``[lo - CONTEXT_S, hi +
-CONTEXT_S]`` around the new reads (``lo``, ``hi``: their first and last interval end)
-for the keys of the new reads, but reads from the store only
+on them once the watermark is ``delay_s`` (:data:`DELAY_S`, 6 hours of event time)
+past the first of them (``on_watermark``), once :data:`FLUSH_ROWS` reads wait, or when
+the ingestor closes (``close``, ``flush``). A bulk file spans more than ``delay_s`` and
+gets its VEE when its ingest call ends; on the live path (an upload every 15 minutes)
+the uploads of ``delay_s`` share one VEE run, whose cost is that of the 2-day context
+around them, not of each upload (see docs/vee.md, "Running after ingest").
+
+A run computes exactly what :func:`~headend.vee.run.run_vee` computes for the window
+``[lo - CONTEXT_S, hi + CONTEXT_S]`` around the waiting reads (``lo``, ``hi``: their
+first and last interval end) for the keys of those reads, but reads from the store only
 
 * the stored reads at the edges: ``CONTEXT_S`` to ``2 x CONTEXT_S`` before and after
   the new span, of the (meter, reading type) keys of the batch;
@@ -14,26 +19,39 @@ for the keys of the new reads, but reads from the store only
   inside it): their holes may hold reads stored earlier;
 * the like-day lookback of the meters with a gap longer than ``max_interpolation_s``;
 * register reads (one a day) of the batch's meters.
+
+Reads that wait are stored already; only their VEE waits. So that a process that stops
+without flushing (killed, power loss) does not leave them without VEE, the listener
+keeps a marker ``<root>/vee/pending-<uuid>`` (the first interval end waiting, under an
+``flock`` while the process lives); the next listener on the data directory to flush
+runs :func:`~headend.vee.run.run_vee` from a day before it for every marker whose
+process is gone.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import uuid
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from headend.model.schema import READS, REGISTERS
 from headend.vee.config import DEFAULT_CONFIG, VeeConfig
 from headend.vee.run import COMPACT_FILES, CONTEXT_S, VeeSummary, window_versions
 from headend.vee.versions import VersionStore
 
-__all__ = ["FLUSH_ROWS", "VeeListener"]
+__all__ = ["DELAY_S", "FLUSH_ROWS", "VeeListener"]
 
-#: run VEE before the ingest call ends once this many new reads wait (bounds memory)
+#: run VEE once this many new reads wait, even before the watermark says so (memory)
 FLUSH_ROWS: Final = 8_000_000
+#: run VEE once the watermark is this far past the first read waiting [s]
+DELAY_S: Final = 21_600
 
 
 def _keys_short_of_grid(reads: pa.Table, intervals: Any, lo: int, hi: int
@@ -79,15 +97,84 @@ def _same_keys(part: pa.Table, keys: tuple[int, npt.NDArray[np.bool_]]) -> pa.Ta
     return part if ok.all() else part.filter(pa.array(ok))
 
 
-class VeeListener:
-    """Ingest listener: VEE on the newly stored reads, from memory (see the module)."""
+class _PendingMark:
+    """The marker of reads waiting for VEE: ``<root>/vee/pending-<uuid>`` holds the first
+    interval end waiting [Unix s] and is ``flock``-ed while its listener lives."""
 
-    def __init__(self, root: Path | str, config: VeeConfig = DEFAULT_CONFIG) -> None:
+    def __init__(self, vee_dir: Path) -> None:
+        self.dir = vee_dir
+        self.path = vee_dir / f"pending-{uuid.uuid4().hex}"
+        self._fd: int | None = None
+
+    def set(self, first_s: int) -> None:
+        """Record (or move back) the first interval end waiting."""
+        if self._fd is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        data = str(first_s).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+        os.fsync(self._fd)
+
+    def clear(self) -> None:
+        """Nothing waits any more: remove the marker."""
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def orphans(self) -> list[tuple[Path, int]]:
+        """Markers no living listener holds: (path, first interval end waiting)."""
+        out = []
+        for path in sorted(self.dir.glob("pending-*")):
+            if path == self.path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its listener lives
+                os.close(fd)
+                continue
+            try:
+                text = os.read(fd, 64).decode().strip()
+            finally:
+                os.close(fd)
+            if text.lstrip("-").isdigit():  # an empty one is being written: leave it
+                out.append((path, int(text)))
+        return out
+
+
+class VeeListener:
+    """Ingest listener: VEE on the newly stored reads, from memory (see the module).
+
+    Parameters
+    ----------
+    root : Path
+        The data directory.
+    config : VeeConfig
+    delay_s : int
+        Run VEE once the watermark is this far past the first interval end waiting
+        [s] (:data:`DELAY_S`); 0 runs it at the end of every ingest call.
+    flush_rows : int
+        ... or once this many reads wait (:data:`FLUSH_ROWS`).
+    """
+
+    def __init__(self, root: Path | str, config: VeeConfig = DEFAULT_CONFIG, *,
+                 delay_s: int = DELAY_S, flush_rows: int = FLUSH_ROWS) -> None:
         self.root = Path(root)
         self.config = config
+        self.delay_s = delay_s
+        self.flush_rows = flush_rows
         self._reads: list[pa.Table] = []
         self._regs: list[pa.Table] = []
         self._rows = 0
+        self._first: int | None = None  # first interval end waiting [Unix s]
+        self._mark = _PendingMark(self.root / "vee")
+        self._orphans_done = False
         self.last: VeeSummary | None = None
 
     def on_stored(self, batch: Any) -> None:
@@ -95,24 +182,46 @@ class VeeListener:
         if reads.num_rows:
             self._reads.append(reads.select(READS.names))
             self._rows += reads.num_rows
+            first = pc.min(reads.column("interval_end")).cast(pa.int64()).as_py()
+            if self._first is None or first < self._first:
+                self._first = first
+                self._mark.set(first)
         regs = getattr(batch, "registers", None)
         if regs is not None and regs.num_rows:
             self._regs.append(regs)
-        if self._rows >= FLUSH_ROWS:
-            self._flush()
+        if self._rows >= self.flush_rows:
+            self.flush()
 
     def on_watermark(self, event_time_s: int) -> None:
-        del event_time_s
-        self._flush()
+        if self._first is not None and event_time_s - self._first >= self.delay_s:
+            self.flush()
+
+    def close(self) -> None:
+        """Run VEE on what waits (the ingestor closes; the listener stays usable)."""
+        self.flush()
+
+    def flush(self) -> None:
+        """Run VEE now on every read waiting (and on what a stopped process left)."""
+        if not self._orphans_done:
+            self._orphans_done = True
+            self._recover()
+        if self._reads:
+            self._flush()
+        self._reads, self._regs, self._rows, self._first = [], [], 0, None
+        self._mark.clear()
+
+    def _recover(self) -> None:
+        """VEE from a day before the first read each stopped listener left waiting."""
+        from headend.vee.run import run_vee
+
+        for path, first in self._mark.orphans():
+            run_vee(self.root, start=first - CONTEXT_S, config=self.config)
+            path.unlink(missing_ok=True)
 
     def _flush(self) -> None:
         from headend.store import DataDir
 
-        if not self._reads:
-            self._regs = []
-            return
         new = pa.concat_tables(self._reads).cast(READS)
-        self._reads, self._regs, self._rows = [], [], 0
         t = new.column("interval_end").cast(pa.int64()).to_numpy()
         lo, hi = int(t.min()), int(t.max())
         start, end = lo - CONTEXT_S, hi + 1 + CONTEXT_S
