@@ -85,16 +85,21 @@ def _key_set(reads: pa.Table) -> tuple[int, npt.NDArray[np.bool_]]:
 
 
 def _same_keys(part: pa.Table, keys: tuple[int, npt.NDArray[np.bool_]]) -> pa.Table:
-    """Rows of ``part`` whose (meter, reading type) is one of ``keys``."""
+    """Rows of ``part`` whose (meter, reading type) is one of ``keys`` (checked once per
+    run of equal keys: a scan is in key order)."""
     part = part.select(READS.names).cast(READS)
     if part.num_rows == 0:
         return part
     m0, has = keys
-    g = (part.column("meter_idx").to_numpy().astype(np.int64) - m0) * 32 + part.column(
-        "reading_type").to_numpy()
+    m = part.column("meter_idx").to_numpy()
+    rt = part.column("reading_type").to_numpy()
+    first = np.flatnonzero(np.r_[True, (m[1:] != m[:-1]) | (rt[1:] != rt[:-1])])
+    g = (m[first].astype(np.int64) - m0) * 32 + rt[first]
     ok = (g >= 0) & (g < len(has))
     ok[ok] = has[g[ok]]
-    return part if ok.all() else part.filter(pa.array(ok))
+    if ok.all():
+        return part
+    return part.filter(pa.array(np.repeat(ok, np.diff(np.r_[first, len(m)]))))
 
 
 class _PendingMark:
