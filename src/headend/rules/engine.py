@@ -273,12 +273,13 @@ class RuleEngine:
         out: list[tuple[Chunk, list[Chunk]]] = []
         nb = int(batch_of_tick[-1]) + 1
         rb, eb = batch_of_tick[rk], batch_of_tick[ek]
-        r_by_b, r_cut_b = _group(rb, nb, r.key())
-        e_by_b, e_cut_b = _group(eb, nb, e.key())
+        r_key, e_key = r.key(), e.key()
+        r_by_b, r_cut_b = _group(rb, nb, r_key)
+        e_by_b, e_cut_b = _group(eb, nb, e_key)
         per_tick_rules = any(rule.kind not in TICK_FREE_KINDS for rule in self.rules)
         if per_tick_rules:
-            r_by_t, r_cut_t = _group(rk, n_ticks, r.key())
-            e_by_t, e_cut_t = _group(ek, n_ticks, e.key())
+            r_by_t, r_cut_t = _group(rk, n_ticks, r_key)
+            e_by_t, e_cut_t = _group(ek, n_ticks, e_key)
             rt_s, et_s = r.take(r_by_t), e.take(e_by_t)
         rb_s, eb_s = r.take(r_by_b), e.take(e_by_b)
         prev = self.watermark
