@@ -36,5 +36,8 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point of the ``headend`` console script."""
+    from headend import _allocator
+
+    _allocator.tune()  # large column temporaries reused, not page-faulted in again
     _register()
     app()
