@@ -61,7 +61,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = ap.parse_args()
 
+    from headend import _allocator
     from headend.ingest.hooks import open_ingestor
+
+    _allocator.tune()  # as the headend process does (serve, worker, ingest)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="headend-day-", dir="/work/tmp"
                                               if Path("/work/tmp").is_dir() else None))
