@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from headend.store import DataDir
@@ -148,3 +149,39 @@ def test_a_stopped_listener_leaves_its_reads_to_the_next(tmp_path):
     _ingest(ref, [day])
     assert est.equals(current_reads(ref, scan(ref)))
     alive.close()
+
+
+def test_late_data_days_old_gets_a_run_of_its_own(tmp_path):
+    """Reads waiting for their run and a late upload ten days older: two VEE runs, each
+    over its own window (what two ingest calls, one each, give), not one over 11 days."""
+    day = _day()
+    shift = 10 * 86_400
+    t = day.column("interval_end").cast(pa.int64()).to_numpy()
+    old = day.set_column(2, day.schema.field(2), pa.array(t - shift).cast(day.schema.field(2).type))
+
+    class Batch:
+        registers = None
+
+        def __init__(self, reads: pa.Table) -> None:
+            self.reads = reads
+
+    for root in (tmp_path / "a", tmp_path / "b"):
+        with DataDir.open(root) as dd:
+            dd.registry.upsert(meters([900, 3600, 900]))
+            dd.store.append_reads(pa.concat_tables([day, old]))
+    both = VeeListener(tmp_path / "a")
+    both.on_stored(Batch(day))
+    both.on_stored(Batch(old))
+    both.close()
+    for part in (old, day):  # one listener call each, the old behaviour
+        one = VeeListener(tmp_path / "b", delay_s=0)
+        one.on_stored(Batch(part))
+        one.close()
+    assert both.last is not None and both.last.reads == 2 * day.num_rows
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert current_reads(a, scan(a)).equals(current_reads(b, scan(b)))
+    assert VersionStore(a).latest().select(COLS).equals(VersionStore(b).latest().select(COLS))
+    spans = [pq.read_table(r / "vee" / "coverage.parquet").sort_by(
+        [("meter_idx", "ascending"), ("reading_type", "ascending"), ("start", "ascending")])
+        for r in (a, b)]
+    assert spans[0].num_rows == 2 * 3 and spans[0].equals(spans[1])  # two windows a key

@@ -102,6 +102,25 @@ def _same_keys(part: pa.Table, keys: tuple[int, npt.NDArray[np.bool_]]) -> pa.Ta
     return part.filter(pa.array(np.repeat(ok, np.diff(np.r_[first, len(m)]))))
 
 
+def _span_groups(spans: list[tuple[int, int]]) -> list[list[int]]:
+    """Batches (indices into ``spans``, each a batch's first and last interval end [s])
+    grouped so that a group's windows touch: a batch more than ``2 x CONTEXT_S`` away
+    from the others (late data days old) gets a VEE run of its own, not one window
+    stretched over the days between."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    groups: list[list[int]] = []
+    hi = 0
+    for i in order:
+        lo_i, hi_i = spans[i]
+        if groups and lo_i <= hi + 2 * CONTEXT_S:
+            groups[-1].append(i)
+            hi = max(hi, hi_i)
+        else:
+            groups.append([i])
+            hi = hi_i
+    return groups
+
+
 class _PendingMark:
     """The marker of reads waiting for VEE: ``<root>/vee/pending-<uuid>`` holds the first
     interval end waiting [Unix s] and is ``flock``-ed while its listener lives."""
@@ -175,7 +194,7 @@ class VeeListener:
         self.delay_s = delay_s
         self.flush_rows = flush_rows
         self._reads: list[pa.Table] = []
-        self._regs: list[pa.Table] = []
+        self._spans: list[tuple[int, int]] = []  # first, last interval end of each [s]
         self._rows = 0
         self._first: int | None = None  # first interval end waiting [Unix s]
         self._mark = _PendingMark(self.root / "vee")
@@ -185,15 +204,14 @@ class VeeListener:
     def on_stored(self, batch: Any) -> None:
         reads: pa.Table = batch.reads
         if reads.num_rows:
+            mm = pc.min_max(reads.column("interval_end").cast(pa.int64()))
+            first, last = mm["min"].as_py(), mm["max"].as_py()
             self._reads.append(reads.select(READS.names))
+            self._spans.append((first, last))
             self._rows += reads.num_rows
-            first = pc.min(reads.column("interval_end")).cast(pa.int64()).as_py()
             if self._first is None or first < self._first:
                 self._first = first
                 self._mark.set(first)
-        regs = getattr(batch, "registers", None)
-        if regs is not None and regs.num_rows:
-            self._regs.append(regs)
         if self._rows >= self.flush_rows:
             self.flush()
 
@@ -211,8 +229,11 @@ class VeeListener:
             self._orphans_done = True
             self._recover()
         if self._reads:
-            self._flush()
-        self._reads, self._regs, self._rows, self._first = [], [], 0, None
+            total = VeeSummary()
+            for group in _span_groups(self._spans):
+                total.add(self._flush(pa.concat_tables([self._reads[i] for i in group])))
+            self.last = total
+        self._reads, self._spans, self._rows, self._first = [], [], 0, None
         self._mark.clear()
 
     def _recover(self) -> None:
@@ -223,10 +244,11 @@ class VeeListener:
             run_vee(self.root, start=first - CONTEXT_S, config=self.config)
             path.unlink(missing_ok=True)
 
-    def _flush(self) -> None:
+    def _flush(self, new: pa.Table) -> VeeSummary:
+        """VEE over the window of the new reads ``new`` (see the module)."""
         from headend.store import DataDir
 
-        new = pa.concat_tables(self._reads).cast(READS)
+        new = new.cast(READS)
         t = new.column("interval_end").cast(pa.int64()).to_numpy()
         lo, hi = int(t.min()), int(t.max())
         start, end = lo - CONTEXT_S, hi + 1 + CONTEXT_S
@@ -253,8 +275,9 @@ class VeeListener:
                                              end=c_hi + margin))
 
             vs = VersionStore(self.root)
-            self.last = window_versions(self.root, reads, regs.cast(REGISTERS), intervals,
-                                        start=start, end=end, config=self.config, now=None,
-                                        author="vee", history=history, vs=vs)
+            summary = window_versions(self.root, reads, regs.cast(REGISTERS), intervals,
+                                      start=start, end=end, config=self.config, now=None,
+                                      author="vee", history=history, vs=vs)
         if len(vs._files()) > COMPACT_FILES:
             vs.compact()
+        return summary
