@@ -6,7 +6,8 @@ past the first of them (``on_watermark``), once :data:`FLUSH_ROWS` reads wait, o
 the ingestor closes (``close``, ``flush``). A bulk file spans more than ``delay_s`` and
 gets its VEE when its ingest call ends; on the live path (an upload every 15 minutes)
 the uploads of ``delay_s`` share one VEE run, whose cost is that of the 2-day context
-around them, not of each upload (see docs/vee.md, "Running after ingest").
+around them, not of each upload (see docs/vee.md, "Running after ingest"). Batches
+waiting more than two days apart (late data days old) get a run each.
 
 A run computes exactly what :func:`~headend.vee.run.run_vee` computes for the window
 ``[lo - CONTEXT_S, hi + CONTEXT_S]`` around the waiting reads (``lo``, ``hi``: their
