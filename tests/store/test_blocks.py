@@ -19,6 +19,7 @@ from headend.store._layout import ParquetMeta
 from headend.store._query import interval_sum
 
 from ._data import DAY, T0, grid_reads, reads, rows
+from .test_day_copies import killed_in_compaction
 from .test_parquet_store import files
 
 BASE = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096,
@@ -215,25 +216,7 @@ def test_block_meters_must_be_a_power_of_two() -> None:
     assert StoreConfig(block_meters=64).block_bits == 6
 
 
-CRASH_BLOCKS = """
-import os, signal, sys
-from pathlib import Path
-import numpy as np, pyarrow as pa
-from headend.model import schema as S
-from headend.store import ParquetStore, StoreConfig
-import headend.store._compact as C
-cfg = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096,
-                  auto_compact_segments=0, writer_threads=1, block_meters=4)
-t0 = int(sys.argv[2])
-n = 10 * 96
-m = np.repeat(np.arange(10, dtype=np.int32), 96)
-t = np.tile(t0 + 900 * (1 + np.arange(96, dtype=np.int64)), 10)
-tab = pa.table([pa.array(m), pa.array(np.zeros(n, np.uint8)), pa.array(t).cast(S.TS),
-                pa.array((m * 7 + t % 13).astype(np.int32)), pa.array(np.zeros(n, np.uint32))],
-               schema=S.READS)
-s = ParquetStore(Path(sys.argv[1]), config=cfg, clock=lambda: t0 + 400 * 86400)
-s.append_reads(tab)
-print("acked", flush=True)
+SIDECARS_THEN_DIE = """
 real = C._fs.publish_path
 def sidecars_then_die(path, write_to, *a, **k):
     if path.name.startswith("year-") and path.suffix == ".parquet":
@@ -241,21 +224,15 @@ def sidecars_then_die(path, write_to, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     real(path, write_to, *a, **k)
 C._fs.publish_path = sidecars_then_die
-s.compact()
-print("not reached", flush=True)
 """
 
 
 def test_kill_9_after_the_sidecars_before_their_file(tmp_path: Path) -> None:
-    from .test_parquet_store import run_child
-
-    p = run_child(CRASH_BLOCKS, str(tmp_path), str(T0))
-    assert p.returncode == -9, p.stderr
+    a = killed_in_compaction(
+        tmp_path, "bucket_bits=5, row_group_rows=1024, merge_rows=4096, "
+        "auto_compact_segments=0, writer_threads=1, block_meters=4", SIDECARS_THEN_DIE)
     orphan = sidecars(tmp_path)
     assert len(orphan) == 1 and not list((tmp_path / "reads").rglob(orphan[0][:-7]))
-    m = np.repeat(np.arange(10), 96)
-    t = np.tile(T0 + 900 * (1 + np.arange(96)), 10)
-    a = reads(m, np.zeros_like(m), t, m * 7 + t % 13)
     c = cfg(block_meters=4)
     with ParquetStore(tmp_path, config=c, clock=lambda: CLOSED) as s:
         assert rows(s.scan_reads()) == sorted(rows(a))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from headend.store import ParquetStore, StoreConfig
@@ -178,9 +179,7 @@ def test_kill_9_in_copy_compaction(tmp_path: Path, mode: str) -> None:
     p = run_child(CRASH_COPY, str(tmp_path), str(T0), mode)
     assert p.returncode == -9, p.stderr
     assert p.stdout == "acked\n"
-    m = np.repeat(np.arange(10), 96)
-    t = np.tile(T0 + 900 * (1 + np.arange(96)), 10)
-    a = reads(m, np.zeros_like(m), t, m * 7 + t % 13)
+    a = child_reads()
     late = [(0, 0, T0 + 450, (T0 + 900) % 13, 0)] if mode in ("late", "in_copy_merge") else []
     expect = sorted(rows(a) + late)
     cfg = StoreConfig(**{**{f: getattr(CFG, f) for f in CFG.__dataclass_fields__},
@@ -223,15 +222,24 @@ def test_year_split_into_meter_parts(tmp_path: Path) -> None:
         assert s.append_reads(a).accepted == 0
 
 
-CRASH_PARTS = """
+def child_reads() -> pa.Table:
+    """The reads :func:`child_appending` acknowledges (day ``T0``)."""
+    m = np.repeat(np.arange(10), 96)
+    t = np.tile(T0 + 900 * (1 + np.arange(96)), 10)
+    return reads(m, np.zeros_like(m), t, m * 7 + t % 13)
+
+
+def child_appending(config: str) -> str:
+    """Head of a child process: a store of ``StoreConfig(<config>)`` at argv[1], clock
+    in the next year, with 10 meters x 96 reads of the day at argv[2] acknowledged."""
+    return """
 import os, signal, sys
 from pathlib import Path
 import numpy as np, pyarrow as pa
 from headend.model import schema as S
 from headend.store import ParquetStore, StoreConfig
 import headend.store._compact as C
-cfg = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096, top_level="year",
-                  part_rows=300, auto_compact_segments=0, writer_threads=1)
+cfg = StoreConfig(CONFIG)
 t0 = int(sys.argv[2])
 n = 10 * 96
 m = np.repeat(np.arange(10, dtype=np.int32), 96)
@@ -242,6 +250,20 @@ tab = pa.table([pa.array(m), pa.array(np.zeros(n, np.uint8)), pa.array(t).cast(S
 s = ParquetStore(Path(sys.argv[1]), config=cfg, clock=lambda: t0 + 400 * 86400)
 s.append_reads(tab)
 print("acked", flush=True)
+""".replace("CONFIG", config)
+
+
+def killed_in_compaction(tmp_path: Path, config: str, patch: str) -> pa.Table:
+    """Run :func:`child_appending` with ``config``, then ``patch`` (code that makes the
+    child SIGKILL itself) and ``compact()``; returns the reads it acknowledged."""
+    code = child_appending(config) + patch + '\ns.compact()\nprint("not reached")\n'
+    p = run_child(code, str(tmp_path), str(T0))
+    assert p.returncode == -9, p.stderr
+    assert p.stdout == "acked\n"
+    return child_reads()
+
+
+DIE_ON_SECOND_PART = """
 real, calls = C._fs.publish_path, []
 def die_on_second_part(path, *a, **k):
     real(path, *a, **k)
@@ -250,18 +272,14 @@ def die_on_second_part(path, *a, **k):
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 C._fs.publish_path = die_on_second_part
-s.compact()
-print("not reached", flush=True)
 """
 
 
 def test_kill_9_between_parts(tmp_path: Path) -> None:
-    p = run_child(CRASH_PARTS, str(tmp_path), str(T0))
-    assert p.returncode == -9, p.stderr
+    a = killed_in_compaction(
+        tmp_path, 'bucket_bits=5, row_group_rows=1024, merge_rows=4096, top_level="year", '
+        "part_rows=300, auto_compact_segments=0, writer_threads=1", DIE_ON_SECOND_PART)
     assert sum("of" in f for f in files(tmp_path)) == 2  # an incomplete set on disk
-    m = np.repeat(np.arange(10), 96)
-    t = np.tile(T0 + 900 * (1 + np.arange(96)), 10)
-    a = reads(m, np.zeros_like(m), t, m * 7 + t % 13)
     cfg = StoreConfig(bucket_bits=5, row_group_rows=1024, merge_rows=4096, top_level="year",
                       part_rows=300, auto_compact_segments=0)
     with ParquetStore(tmp_path, config=cfg, clock=lambda: CLOSED) as s:
