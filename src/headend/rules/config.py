@@ -246,7 +246,7 @@ class EngineConfig(_Cfg):
 
     allowed_lateness_s: int = Field(0, ge=0)
     tick_s: int = Field(300, gt=0)  # rules step through buffered data this much at a time
-    checkpoint_interval_s: float = Field(0.0, ge=0)  # wall clock; 0: at every watermark
+    checkpoint_interval_s: float = Field(60.0, ge=0)  # wall clock; 0: at every watermark
     partitions: int = Field(1, ge=1)  # engines sharing the network, split by substation
     partition: int = Field(0, ge=0)  # this engine's partition
     max_buffer_rows: int = Field(20_000_000, gt=0)
