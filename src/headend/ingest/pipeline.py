@@ -475,13 +475,7 @@ class Ingestor:
                 keys[collector_id] = self.data.keys.get(collector_id)
             return keys[collector_id]
 
-        it = iter(wf.iter_frames(data, key_for, source=source))
-        while True:
-            started = time.perf_counter()
-            item = next(it, None)
-            result.seconds_by_stage["decode"] += time.perf_counter() - started
-            if item is None:
-                break
+        for item in _timed(wf.iter_frames(data, key_for, source=source), result, "decode"):
             if isinstance(item, FrameError):
                 start, end = item.span  # type: ignore[attr-defined]
                 self._quarantine(
@@ -526,13 +520,7 @@ class Ingestor:
         own = committer is None
         commit = _Committer(self) if committer is None else committer
         try:
-            it = iter(decode_csv(data, source=source))
-            while True:
-                started = time.perf_counter()
-                decoded = next(it, None)
-                result.seconds_by_stage["decode"] += time.perf_counter() - started
-                if decoded is None:
-                    break
+            for decoded in _timed(decode_csv(data, source=source), result, "decode"):
                 result.add(self.ingest_decoded(decoded, release=release, committer=commit))
         except DecodeError as err:
             # the whole input is unusable (e.g. unknown header): quarantine it whole
@@ -814,6 +802,21 @@ class _Committer:
             return self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def _timed(items: Iterable[Any], result: IngestResult, stage: str) -> Iterator[Any]:
+    """``items``, adding the time spent producing each to ``result``'s ``stage``."""
+    it = iter(items)
+    while True:
+        started = time.perf_counter()
+        item = next(it, _END)
+        result.seconds_by_stage[stage] += time.perf_counter() - started
+        if item is _END:
+            return
+        yield item
+
+
+_END: Final = object()
 
 
 def _listener_name(listener: object) -> str:
