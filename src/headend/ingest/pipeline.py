@@ -25,12 +25,11 @@ from __future__ import annotations
 import logging
 import mmap
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -38,143 +37,21 @@ import pyarrow as pa
 
 from headend.errors import DecodeError, FrameError
 from headend.ingest import rejects as rj
+from headend.ingest._commit import Committer, timed
 from headend.ingest.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
 from headend.ingest.outbox import Outbox
-from headend.ingest.validate import (
-    DEFAULT_VALIDATION,
-    ROW_REASONS,
-    ValidationConfig,
-    check_events,
-    check_reads,
-    check_registers,
-)
+from headend.ingest.result import STAGES, IngestConfig, IngestResult, Listener, StoredBatch
+from headend.ingest.validate import ROW_REASONS, check_events, check_reads, check_registers
 from headend.model import reasons, schema
 from headend.store import DataDir
 from headend.store.reference import upsert_reference
 from headend.wire import frame as wf
 from headend.wire.csvfmt import decode_csv, detect_kind
 
-__all__ = ["IngestConfig", "IngestResult", "Ingestor", "Listener", "StoredBatch"]
+__all__ = ["STAGES", "IngestConfig", "IngestResult", "Ingestor", "Listener", "StoredBatch"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class StoredBatch:
-    """Rows that one append made durable for the first time (tables in model.schema);
-    for a listener with ``republish_on_redelivery``, every valid row of an upload the
-    bus delivered again (``Ingestor.ingest_bytes(redelivery=True)``)."""
-
-    source: str
-    reads: pa.Table  #: new reads in key order (meter, type, interval end)
-    registers: pa.Table  #: new registers in key order (meter, register, read time)
-    events: pa.Table  #: new events in key order (meter, event time, code)
-
-
-class Listener(Protocol):
-    """Something that reacts to newly stored data (rules engine, bus publisher, VEE).
-
-    ``on_stored`` is called after the data is durable, with new rows only, in ingest
-    order, from the ingesting thread; it must not block for long. ``on_watermark`` is
-    called at the end of each ingest call with the largest event time seen [Unix s].
-    """
-
-    def on_stored(self, batch: StoredBatch) -> None: ...
-
-    def on_watermark(self, event_time_s: int) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class IngestConfig:
-    """Ingest settings.
-
-    Attributes
-    ----------
-    batch_reads : int
-        Frames are grouped until this many interval reads, then stored together.
-    validation : ValidationConfig
-        Structural limits.
-    release_on_registry_change : bool
-        After meters or collector keys are loaded, re-process quarantined rows that
-        waited for them (``unknown_meter``, ``unknown_collector``).
-    """
-
-    batch_reads: int = 2_000_000
-    validation: ValidationConfig = DEFAULT_VALIDATION
-    release_on_registry_change: bool = True
-
-
-@dataclass(slots=True)
-class IngestResult:
-    """The acknowledgement of an ingest call: counts of rows by outcome.
-
-    ``accepted`` rows were new and are durable; ``duplicate`` rows were already stored;
-    ``quarantined`` rows (or frames, or unreadable files) wait in the quarantine with a
-    reason; ``released`` rows came out of quarantine and were accepted.
-    """
-
-    accepted: int = 0
-    duplicate: int = 0
-    quarantined: int = 0
-    released: int = 0
-    by_kind: Counter[str] = field(default_factory=Counter)
-    by_reason: Counter[str] = field(default_factory=Counter)
-    meters_loaded: int = 0
-    collectors_loaded: int = 0
-    weather_loaded: int = 0
-    reference_loaded: Counter[str] = field(default_factory=Counter)
-    files: int = 0
-    unusable: list[str] = field(default_factory=list)
-    #: batches a listener failed to take, kept in the outbox for it, by listener
-    outboxed: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-    #: time spent per stage [s]: decode (decoding and validation), store (dedup and
-    #: durable append), and each listener's stage (vee, rules, ...); stages on the
-    #: committer thread overlap with decoding, so their sum may exceed ``seconds``
-    seconds_by_stage: defaultdict[str, float] = field(
-        default_factory=lambda: defaultdict(float))
-
-    def add(self, other: IngestResult) -> None:
-        self.accepted += other.accepted
-        self.duplicate += other.duplicate
-        self.quarantined += other.quarantined
-        self.released += other.released
-        self.by_kind.update(other.by_kind)
-        self.by_reason.update(other.by_reason)
-        self.meters_loaded += other.meters_loaded
-        self.collectors_loaded += other.collectors_loaded
-        self.weather_loaded += other.weather_loaded
-        self.reference_loaded.update(other.reference_loaded)
-        self.files += other.files
-        self.unusable.extend(other.unusable)
-        self.outboxed.update(other.outboxed)
-        for stage, s in other.seconds_by_stage.items():
-            self.seconds_by_stage[stage] += s
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "duplicate": self.duplicate,
-            "quarantined": self.quarantined,
-            "released": self.released,
-            "by_kind": dict(sorted(self.by_kind.items())),
-            "by_reason": dict(sorted(self.by_reason.items())),
-            "meters_loaded": self.meters_loaded,
-            "collectors_loaded": self.collectors_loaded,
-            "weather_loaded": self.weather_loaded,
-            "reference_loaded": dict(sorted(self.reference_loaded.items())),
-            "files": self.files,
-            "unusable": list(self.unusable),
-            "outboxed": dict(sorted(self.outboxed.items())),
-            "seconds": round(self.seconds, 3),
-            "seconds_by_stage": {k: round(self.seconds_by_stage.get(k, 0.0), 3)
-                                 for k in sorted(set(STAGES) | set(self.seconds_by_stage))},
-        }
-
-
-#: stages always present in ``seconds_by_stage`` (0 when a stage did not run); other
-#: listeners add their own
-STAGES: Final = ("decode", "store", "vee", "rules")
 
 # order in which file kinds are ingested when several are given at once
 _KIND_ORDER = {"collectors": 0, "meters": 1, "transformers": 2, "customers": 2, "weather": 2,
@@ -269,7 +146,7 @@ class Ingestor:
         kinds = {p: _sniff_kind(p) for p in files}
         ordered = sorted(files, key=lambda p: _KIND_ORDER.get(kinds[p], 3))
         total = IngestResult()
-        pending = _PendingFrames(committer=_Committer(self))
+        pending = _PendingFrames(committer=Committer(self))
         try:
             self._ingest_ordered(ordered, kinds, pending, total, progress)
         finally:
@@ -346,7 +223,7 @@ class Ingestor:
         *,
         now_s: int | tuple[npt.NDArray[np.int64], ...] | None = None,
         release: bool = True,
-        committer: _Committer | None = None,
+        committer: Committer | None = None,
     ) -> IngestResult:
         """Validate, store and acknowledge one decoded unit (the core step).
 
@@ -475,7 +352,7 @@ class Ingestor:
                 keys[collector_id] = self.data.keys.get(collector_id)
             return keys[collector_id]
 
-        for item in _timed(wf.iter_frames(data, key_for, source=source), result, "decode"):
+        for item in timed(wf.iter_frames(data, key_for, source=source), result, "decode"):
             if isinstance(item, FrameError):
                 start, end = item.span  # type: ignore[attr-defined]
                 self._quarantine(
@@ -512,15 +389,15 @@ class Ingestor:
         return result
 
     def _ingest_csv(self, data: bytes | Path, source: str, *, release: bool = True,
-                    committer: _Committer | None = None) -> IngestResult:
+                    committer: Committer | None = None) -> IngestResult:
         """Decode ``data`` block by block; validated blocks are gathered into batches of
         about ``batch_reads`` rows and stored on the committer's thread while the next
         blocks decode (the caller waits on ``committer``; without one, this call does)."""
         result = IngestResult()
         own = committer is None
-        commit = _Committer(self) if committer is None else committer
+        commit = Committer(self) if committer is None else committer
         try:
-            for decoded in _timed(decode_csv(data, source=source), result, "decode"):
+            for decoded in timed(decode_csv(data, source=source), result, "decode"):
                 result.add(self.ingest_decoded(decoded, release=release, committer=commit))
         except DecodeError as err:
             # the whole input is unusable (e.g. unknown header): quarantine it whole
@@ -541,7 +418,7 @@ class Ingestor:
         return result
 
     def _ingest_frame_group(self, frames: list[wf.Frame], source: str, release: bool,
-                            committer: _Committer | None = None) -> IngestResult:
+                            committer: Committer | None = None) -> IngestResult:
         def cat(name: str, dtype: str) -> npt.NDArray[Any]:
             parts = [getattr(f, name) for f in frames]
             return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
@@ -732,91 +609,8 @@ class _PendingFrames:
     n_reads: int = 0
     open_files: list[tuple[Any, mmap.mmap]] = field(default_factory=list)
     keys: dict[int, bytes | None] = field(default_factory=dict)
-    committer: _Committer | None = None
+    committer: Committer | None = None
     release: bool = True  # loading registry rows releases what waited in quarantine
-
-
-class _Committer:
-    """Stores validated batches on a second thread, one batch at a time, in order.
-
-    While batch *n* is being made durable, the ingesting thread decodes and validates
-    batch *n+1* (NumPy and Arrow release the GIL), so both cores work. ``wait`` returns
-    the counts of what was stored; callers acknowledge only after it.
-    """
-
-    def __init__(self, ingestor: Ingestor) -> None:
-        self._ingestor = ingestor
-        self._batch_rows = ingestor.config.batch_reads
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headend-commit")
-        self._future: Future[IngestResult] | None = None
-        self._done = IngestResult()  # counts of finished commits not yet handed out
-        self._parts: list[tuple[str, pa.Table | None, pa.Table | None, pa.Table | None]] = []
-        self._rows = 0
-
-    def submit(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
-               evs: pa.Table | None) -> None:
-        """Queue validated rows; they are stored, in order, once about ``batch_reads``
-        rows are queued (few large appends from many small blocks) or on ``wait``."""
-        self._parts.append((source, reads, regs, evs))
-        self._rows += sum(len(t) for t in (reads, regs, evs) if t is not None)
-        if self._rows >= self._batch_rows:
-            self._dispatch()
-
-    def _dispatch(self) -> None:
-        if not self._parts:
-            return
-        parts, self._parts, self._rows = self._parts, [], 0
-        sources = sorted({p[0] for p in parts})
-        source = sources[0] if len(sources) == 1 else f"{sources[0]} (+{len(sources) - 1})"
-
-        def cat(i: int) -> pa.Table | None:
-            tables = [p[i] for p in parts if p[i] is not None]
-            return None if not tables else tables[0] if len(tables) == 1 else (
-                pa.concat_tables(tables).combine_chunks())
-
-        reads, regs, evs = cat(1), cat(2), cat(3)
-        self._collect()  # one commit at a time, in order
-        self._future = self._pool.submit(self._run, source, reads, regs, evs)
-
-    def _run(self, source: str, reads: pa.Table | None, regs: pa.Table | None,
-             evs: pa.Table | None) -> IngestResult:
-        result = IngestResult()
-        self._ingestor._store(source, reads, regs, evs, result)
-        return result
-
-    def _collect(self) -> None:
-        if self._future is not None:
-            fut, self._future = self._future, None
-            self._done.add(fut.result())
-
-    def wait(self) -> IngestResult:
-        """Store what is queued; counts of everything stored since the last ``wait``
-        (raises what the store raised)."""
-        self._dispatch()
-        self._collect()
-        out, self._done = self._done, IngestResult()
-        return out
-
-    def close(self) -> IngestResult:
-        try:
-            return self.wait()
-        finally:
-            self._pool.shutdown(wait=True)
-
-
-def _timed(items: Iterable[Any], result: IngestResult, stage: str) -> Iterator[Any]:
-    """``items``, adding the time spent producing each to ``result``'s ``stage``."""
-    it = iter(items)
-    while True:
-        started = time.perf_counter()
-        item = next(it, _END)
-        result.seconds_by_stage[stage] += time.perf_counter() - started
-        if item is _END:
-            return
-        yield item
-
-
-_END: Final = object()
 
 
 def _listener_name(listener: object) -> str:
