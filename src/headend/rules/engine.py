@@ -33,12 +33,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -46,6 +44,7 @@ from headend.model import schema
 from headend.rules import flow, grid, revenue
 from headend.rules.alerts import Alarm, Alert, AlertSink, JsonlSink, Outage, RecordBook
 from headend.rules.base import Chunk, Context, Output, Rule
+from headend.rules.chunking import Cols, chunk_of, column, group_rows
 from headend.rules.config import RuleSet, RuleSpec, default_ruleset, load_ruleset
 from headend.rules.outage import EvidencePinger, OutageRule, Pinger
 from headend.rules.topology import Topology
@@ -250,10 +249,10 @@ class RuleEngine:
         self._buf_reads = [rest_r] if len(rest_r) else []
         self._buf_events = [rest_e] if len(rest_e) else []
         self._buf_rows = len(rest_r) + len(rest_e)
-        r = _Cols(_np(reads, "meter_idx", np.int32), _np(reads, "reading_type", np.uint8), rt,
-                  _np(reads, "value", np.int32), _np(reads, "quality", np.uint32))
-        e = _Cols(_np(events, "meter_idx", np.int32), np.zeros(len(et), np.uint8), et,
-                  _np(events, "event_code", np.uint32), np.zeros(len(et), np.uint32))
+        r = Cols(column(reads, "meter_idx", np.int32), column(reads, "reading_type", np.uint8), rt,
+                  column(reads, "value", np.int32), column(reads, "quality", np.uint32))
+        e = Cols(column(events, "meter_idx", np.int32), np.zeros(len(et), np.uint8), et,
+                  column(events, "event_code", np.uint32), np.zeros(len(et), np.uint32))
         # tick number of each row: the slice ending at min(k * tick, w)
         tick = self.config.engine.tick_s
         rk, ek = -(-rt // tick), -(-et // tick)
@@ -274,12 +273,12 @@ class RuleEngine:
         nb = int(batch_of_tick[-1]) + 1
         rb, eb = batch_of_tick[rk], batch_of_tick[ek]
         r_key, e_key = r.key(), e.key()
-        r_by_b, r_cut_b = _group(rb, nb, r_key)
-        e_by_b, e_cut_b = _group(eb, nb, e_key)
+        r_by_b, r_cut_b = group_rows(rb, nb, r_key)
+        e_by_b, e_cut_b = group_rows(eb, nb, e_key)
         per_tick_rules = any(rule.kind not in TICK_FREE_KINDS for rule in self.rules)
         if per_tick_rules:
-            r_by_t, r_cut_t = _group(rk, n_ticks, r_key)
-            e_by_t, e_cut_t = _group(ek, n_ticks, e_key)
+            r_by_t, r_cut_t = group_rows(rk, n_ticks, r_key)
+            e_by_t, e_cut_t = group_rows(ek, n_ticks, e_key)
             rt_s, et_s = r.take(r_by_t), e.take(e_by_t)
         rb_s, eb_s = r.take(r_by_b), e.take(e_by_b)
         prev = self.watermark
@@ -294,10 +293,10 @@ class RuleEngine:
             if per_tick_rules:
                 p = prev
                 for k in tb.tolist():
-                    tick_chunks.append(_chunk(p, int(bounds[k]), rt_s, r_cut_t[k], r_cut_t[k + 1],
+                    tick_chunks.append(chunk_of(p, int(bounds[k]), rt_s, r_cut_t[k], r_cut_t[k + 1],
                                               et_s, e_cut_t[k], e_cut_t[k + 1]))
                     p = int(bounds[k])
-            out.append((_chunk(prev, wm, rb_s, r_cut_b[b], r_cut_b[b + 1],
+            out.append((chunk_of(prev, wm, rb_s, r_cut_b[b], r_cut_b[b + 1],
                                eb_s, e_cut_b[b], e_cut_b[b + 1]), tick_chunks))
             prev = wm
         return out
@@ -487,62 +486,3 @@ def _write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-@dataclass(frozen=True, slots=True)
-class _Cols:
-    """Columns of reads (meter, type, time, value, quality) or events (meter, -, time,
-    code, -) in one order."""
-
-    meter: npt.NDArray[np.int32]
-    rtype: npt.NDArray[np.uint8]
-    time: npt.NDArray[np.int64]
-    a: npt.NDArray[Any]
-    b: npt.NDArray[np.uint32]
-
-    def key(self) -> npt.NDArray[np.uint64]:
-        """Sort key: (meter, type, time) for reads, (meter, time) for events."""
-        return schema.read_key(self.meter, self.rtype, self.time)
-
-    def take(self, order: npt.NDArray[np.int64]) -> _Cols:
-        return _Cols(self.meter[order], self.rtype[order], self.time[order], self.a[order],
-                     self.b[order])
-
-
-def _np(t: pa.Table, name: str, dtype: Any) -> npt.NDArray[Any]:
-    return np.asarray(t.column(name).to_numpy(), dtype=dtype)
-
-
-def _group(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64]
-           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Order of the rows by group ``g`` (0..n-1), by ``key`` within a group, and the
-    group boundaries (``cut[i]:cut[i + 1]``).
-
-    A stable radix sort by group (16 bits a pass) keeps the input order inside a group;
-    where that is not already key order (rows of several sorted runs), the group is
-    sorted by key: timsort merges the runs in near-linear time.
-    """
-    if n <= 1:
-        order = np.arange(len(g), dtype=np.int64)
-    else:
-        order = np.argsort((g & 0xFFFF).astype(np.uint16), kind="stable")
-        if n > 0xFFFF:
-            order = order[np.argsort((g[order] >> 16).astype(np.uint16), kind="stable")]
-    cut = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(g, minlength=n), out=cut[1:])
-    if len(order) > 1:
-        ks = key[order]
-        down = np.flatnonzero(ks[1:] < ks[:-1]) + 1
-        if len(down):  # positions where the key steps down inside a group
-            inside = down[~np.isin(down, cut)]
-            for grp in np.unique(np.searchsorted(cut, inside, side="right") - 1).tolist():
-                a, z = int(cut[grp]), int(cut[grp + 1])
-                order[a:z] = order[a:z][np.argsort(ks[a:z], kind="stable")]
-    return order, cut
-
-
-def _chunk(wm_prev: int, wm: int, r: _Cols, r0: int, r1: int, e: _Cols, e0: int, e1: int
-           ) -> Chunk:
-    return Chunk(wm_prev=wm_prev, wm=wm, r_meter=r.meter[r0:r1], r_type=r.rtype[r0:r1],
-                 r_time=r.time[r0:r1], r_value=r.a[r0:r1], r_quality=r.b[r0:r1],
-                 e_meter=e.meter[e0:e1], e_time=e.time[e0:e1], e_code=e.a[e0:e1])
