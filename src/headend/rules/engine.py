@@ -7,9 +7,12 @@ Flow::
                                ▼
                          pending buffer (durable: <data>/rules/pending/*.arrow)
     on_watermark(t) ──► watermark := t - allowed_lateness
-                               │ rows with event time <= watermark, as one Chunk
+                               │ rows with event time <= watermark, in chunks
+                               ▼                             (headend.rules.chunking)
+       outage location, silent meters: one chunk per tick (tick_s of event time)
+       the other rules (TICK_FREE_KINDS): one chunk per batch of <= batch_rows rows
                                ▼
-                 rules (outage first, then the others) ──► Output (outages, alarms)
+                      Output (outages, alarms)
                                ▼
            RecordBook (outages.jsonl, alarms.jsonl) ──► AlertSink (new or changed only)
                                ▼
