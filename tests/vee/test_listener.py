@@ -9,7 +9,7 @@ import pytest
 
 from headend.store import DataDir
 from headend.vee import VersionStore, current_reads
-from headend.vee.listener import DELAY_S, VeeListener
+from headend.vee.listener import DELAY_S, VeeListener, meter_chunks
 
 from ._data import T0, series
 from .test_versions import meters, scan
@@ -185,3 +185,33 @@ def test_late_data_days_old_gets_a_run_of_its_own(tmp_path):
         [("meter_idx", "ascending"), ("reading_type", "ascending"), ("start", "ascending")])
         for r in (a, b)]
     assert spans[0].num_rows == 2 * 3 and spans[0].equals(spans[1])  # two windows a key
+
+
+@pytest.mark.parametrize("chunk_meters", [1, 2])
+def test_a_run_in_meter_chunks_equals_one_chunk(tmp_path, chunk_meters):
+    """The same uploads with a run in chunks of 1 or 2 meters (meter 1, hourly with a
+    gap, ends one chunk or starts the next) and in one chunk: the same versions,
+    coverage, current reads and counts."""
+    ups = _uploads(_day())
+    one = _ingest(tmp_path / "one", ups, delay_s=DELAY_S, chunk_meters=10_000)
+    cut = _ingest(tmp_path / "cut", ups, delay_s=DELAY_S, chunk_meters=chunk_meters)
+    assert one.last is not None and cut.last is not None
+    assert one.last.as_dict() == cut.last.as_dict()
+    a, b = tmp_path / "one", tmp_path / "cut"
+    assert current_reads(a, scan(a)).equals(current_reads(b, scan(b)))
+    va = VersionStore(a).versions().select(["meter_idx", "reading_type", "interval_end",
+                                            "version", "value", "quality", "method"])
+    vb = VersionStore(b).versions().select(va.column_names)
+    assert va.num_rows > 0 and va.equals(vb)
+    assert (pq.read_table(a / "vee" / "coverage.parquet")
+            .equals(pq.read_table(b / "vee" / "coverage.parquet")))
+
+
+def test_meter_chunks_stay_within_a_store_bucket():
+    """Chunks of at most ``chunk_meters``, cut at bucket edges, every meter once."""
+    ms = np.r_[np.arange(65_530, 65_540), np.arange(200_000, 200_003)].astype(np.int32)
+    chunks = meter_chunks(ms, 4)
+    assert [c.tolist() for c in chunks] == [
+        [65_530, 65_531, 65_532], [65_533, 65_534, 65_535], [65_536, 65_537, 65_538, 65_539],
+        [200_000, 200_001, 200_002]]
+    assert meter_chunks(np.array([], np.int32), 4) == []

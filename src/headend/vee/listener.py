@@ -1,25 +1,31 @@
-"""VEE as an ingest listener: validate and estimate the batches already in memory.
+"""VEE as an ingest listener: validate and estimate what ingest stored, meters in chunks.
 
-:class:`VeeListener` keeps the reads of every stored batch (``on_stored``) and runs VEE
-on them once the watermark is ``delay_s`` (:data:`DELAY_S`, 6 hours of event time)
-past the first of them (``on_watermark``), once :data:`FLUSH_ROWS` reads wait, or when
-the ingestor closes (``close``, ``flush``). A bulk file spans more than ``delay_s`` and
-gets its VEE when its ingest call ends; on the live path (an upload every 15 minutes)
-the uploads of ``delay_s`` share one VEE run, whose cost is that of the 2-day context
-around them, not of each upload (see docs/vee.md, "Running after ingest"). Batches
-waiting more than two days apart (late data days old) get a run each.
+:class:`VeeListener` notes what each stored batch brought (``on_stored``): its first
+and last interval end and its (meter, reading type) keys, as a bit per reading type
+per meter (4 bytes a meter, whatever the number of reads). It runs VEE once the
+watermark is ``delay_s`` (:data:`DELAY_S`, 6 hours of event time) past the first
+interval end waiting (``on_watermark``), or when the ingestor closes (``close``,
+``flush``). A bulk file spans more than ``delay_s`` and gets its VEE when its ingest
+call ends; on the live path (an upload every 15 minutes) the uploads of ``delay_s``
+share one VEE run, whose cost is that of the 2-day context around them, not of each
+upload (see docs/vee.md, "Running after ingest"). Batches waiting more than two days
+apart (late data days old) get a run each.
 
+The reads themselves are not kept: they are stored already, and a run reads them back
+from the store with their context, :data:`CHUNK_METERS` meters at a time (a contiguous
+range of ``meter_idx``, which the store reads by row group), so that the memory of a
+run is that of one chunk, independent of the fleet and of the number of reads waiting.
 A run computes exactly what :func:`~headend.vee.run.run_vee` computes for the window
 ``[lo - CONTEXT_S, hi + CONTEXT_S]`` around the waiting reads (``lo``, ``hi``: their
-first and last interval end) for the keys of those reads, but reads from the store only
+first and last interval end) for the keys of those reads; per chunk it reads
 
-* the stored reads at the edges: ``CONTEXT_S`` to ``2 x CONTEXT_S`` before and after
-  the new span, of the (meter, reading type) keys of the batch;
-* inside the new span, the stored reads of the few (meter, reading type) keys whose
-  new reads do not fill their grid over it (holes, or a key that starts or stops
-  inside it): their holes may hold reads stored earlier;
-* the like-day lookback of the meters with a gap longer than ``max_interpolation_s``;
-* register reads (one a day) of the batch's meters.
+* the stored reads of the chunk's waiting keys within ``CONTEXT_S`` of the window
+  (other keys of the meter range are dropped: a reading type the batches did not bring
+  is left alone);
+* the register reads of the chunk's meters over the same span;
+* the like-day lookback of the chunk's meters with a gap longer than
+  ``max_interpolation_s``;
+* the current versions of the chunk's keys in the window.
 
 Reads that wait are stored already; only their VEE waits. So that a process that stops
 without flushing (killed, power loss) does not leave them without VEE, the listener
@@ -32,8 +38,10 @@ process is gone.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,83 +51,109 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headend.model.schema import READS, REGISTERS
+from headend.store.config import DEFAULT_BUCKET_BITS
 from headend.vee.config import DEFAULT_CONFIG, VeeConfig
-from headend.vee.run import COMPACT_FILES, CONTEXT_S, VeeSummary, window_versions
+from headend.vee.run import (
+    CHUNK_METERS,
+    COMPACT_FILES,
+    CONTEXT_S,
+    CoverSink,
+    VeeSummary,
+    window_versions,
+)
 from headend.vee.versions import VersionStore
 
-__all__ = ["DELAY_S", "FLUSH_ROWS", "VeeListener"]
+__all__ = ["DELAY_S", "VeeListener"]
 
-#: run VEE once this many new reads wait, even before the watermark says so (memory)
-FLUSH_ROWS: Final = 8_000_000
 #: run VEE once the watermark is this far past the first read waiting [s]
 DELAY_S: Final = 21_600
+#: reading types a key mask holds (a bit each)
+_RT_BITS: Final = 32
 
 
-def _keys_short_of_grid(reads: pa.Table, intervals: Any, lo: int, hi: int
-                        ) -> npt.NDArray[np.int32]:
-    """Meters with a (meter, reading type) whose new reads leave holes in ``[lo, hi]``
-    on its grid (counted: the reads of a key are distinct), or whose interval is
-    unknown or changes within it."""
+def _key_bits(reads: pa.Table) -> npt.NDArray[np.uint32]:
+    """The (meter, reading type) keys of ``reads``: per ``meter_idx``, bit ``rt`` set
+    when the meter has reads of reading type ``rt``."""
     m = reads.column("meter_idx").to_numpy()
     rt = reads.column("reading_type").to_numpy()
-    m0 = int(m.min())
-    g = (m - m0).astype(np.int64) * 32 + rt
-    n = np.bincount(g)
-    key = np.flatnonzero(n)
-    km = (key // 32 + m0).astype(np.int32)
-    krt = (key % 32).astype(np.uint8)
-    # one lookup per key: its interval at the span's start and end (a change: short)
-    s_lo = intervals.at(km, krt, np.full(len(key), lo, np.int64)).astype(np.int64)
-    s_hi = intervals.at(km, krt, np.full(len(key), hi, np.int64)).astype(np.int64)
-    s = np.maximum(s_lo, 1)
-    cells = (hi // s) - (-(-lo // s)) + 1  # grid points in [lo, hi]
-    short = (s_lo == 0) | (s_lo != s_hi) | (n[key] < cells)
-    return np.unique(km[short]).astype(np.int32)
+    bits = np.zeros(int(m.max()) + 1, np.uint32)
+    for r in np.flatnonzero(np.bincount(rt, minlength=_RT_BITS)):
+        bits[m[rt == r]] |= np.uint32(1 << int(r))
+    return bits
 
 
-def _key_set(reads: pa.Table) -> tuple[int, npt.NDArray[np.bool_]]:
-    """The (meter, reading type) keys of ``reads`` as a dense membership table."""
-    m = reads.column("meter_idx").to_numpy()
-    m0 = int(m.min())
-    has = np.bincount((m - m0).astype(np.int64) * 32 + reads.column("reading_type").to_numpy()) > 0
-    return m0, has
+def _or(a: npt.NDArray[np.uint32], b: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    if len(a) < len(b):
+        a, b = b, a
+    out = a.copy()
+    out[:len(b)] |= b
+    return out
 
 
-def _same_keys(part: pa.Table, keys: tuple[int, npt.NDArray[np.bool_]]) -> pa.Table:
+@dataclass(slots=True)
+class _Waiting:
+    """Batches waiting for one VEE run: their first and last interval end [s], their
+    keys (:func:`_key_bits`) and the number of reads they brought."""
+
+    lo: int
+    hi: int
+    keys: npt.NDArray[np.uint32]
+    rows: int
+
+    def touches(self, other: _Waiting) -> bool:
+        """Whether the windows touch (a batch more than ``2 x CONTEXT_S`` away from the
+        others, late data days old, gets a VEE run of its own, not one window stretched
+        over the days between)."""
+        return other.lo <= self.hi + 2 * CONTEXT_S and self.lo <= other.hi + 2 * CONTEXT_S
+
+    def merge(self, other: _Waiting) -> None:
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+        self.keys = _or(self.keys, other.keys)
+        self.rows += other.rows
+
+
+def _add_waiting(groups: list[_Waiting], new: _Waiting) -> list[_Waiting]:
+    """``groups`` with ``new`` merged into every group it touches (and those into one)."""
+    keep = []
+    for g in groups:
+        if g.touches(new):
+            new.merge(g)
+        else:
+            keep.append(g)
+    return sorted([*keep, new], key=lambda g: g.lo)
+
+
+def _of_keys(part: pa.Table, keys: npt.NDArray[np.uint32]) -> pa.Table:
     """Rows of ``part`` whose (meter, reading type) is one of ``keys`` (checked once per
     run of equal keys: a scan is in key order)."""
     part = part.select(READS.names).cast(READS)
     if part.num_rows == 0:
         return part
-    m0, has = keys
     m = part.column("meter_idx").to_numpy()
     rt = part.column("reading_type").to_numpy()
     first = np.flatnonzero(np.r_[True, (m[1:] != m[:-1]) | (rt[1:] != rt[:-1])])
-    g = (m[first].astype(np.int64) - m0) * 32 + rt[first]
-    ok = (g >= 0) & (g < len(has))
-    ok[ok] = has[g[ok]]
+    fm = m[first]
+    ok = fm < len(keys)
+    ok[ok] = ((keys[fm[ok]] >> rt[first][ok].astype(np.uint32)) & 1).astype(bool)
     if ok.all():
         return part
     return part.filter(pa.array(np.repeat(ok, np.diff(np.r_[first, len(m)]))))
 
 
-def _span_groups(spans: list[tuple[int, int]]) -> list[list[int]]:
-    """Batches (indices into ``spans``, each a batch's first and last interval end [s])
-    grouped so that a group's windows touch: a batch more than ``2 x CONTEXT_S`` away
-    from the others (late data days old) gets a VEE run of its own, not one window
-    stretched over the days between."""
-    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
-    groups: list[list[int]] = []
-    hi = 0
-    for i in order:
-        lo_i, hi_i = spans[i]
-        if groups and lo_i <= hi + 2 * CONTEXT_S:
-            groups[-1].append(i)
-            hi = max(hi, hi_i)
-        else:
-            groups.append([i])
-            hi = hi_i
-    return groups
+def meter_chunks(meters: npt.NDArray[np.int32], chunk_meters: int,
+                 bucket_bits: int = DEFAULT_BUCKET_BITS) -> list[npt.NDArray[np.int32]]:
+    """``meters`` (sorted) in chunks of at most ``chunk_meters``, none across a store
+    bucket of ``2**bucket_bits`` meters (the store reads a bucket's segments whole for
+    any meter range in it: a chunk across two reads both)."""
+    if len(meters) == 0:
+        return []
+    out: list[npt.NDArray[np.int32]] = []
+    bucket = meters >> bucket_bits
+    edges = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1], True])
+    for a, b in itertools.pairwise(edges):
+        n = -(-(b - a) // chunk_meters)  # equal chunks within the bucket
+        out.extend(np.array_split(meters[a:b], n))
+    return out
 
 
 class _PendingMark:
@@ -174,7 +208,7 @@ class _PendingMark:
 
 
 class VeeListener:
-    """Ingest listener: VEE on the newly stored reads, from memory (see the module).
+    """Ingest listener: VEE on the newly stored reads, in meter chunks (see the module).
 
     Parameters
     ----------
@@ -184,19 +218,18 @@ class VeeListener:
     delay_s : int
         Run VEE once the watermark is this far past the first interval end waiting
         [s] (:data:`DELAY_S`); 0 runs it at the end of every ingest call.
-    flush_rows : int
-        ... or once this many reads wait (:data:`FLUSH_ROWS`).
+    chunk_meters : int
+        Meters per VEE chunk (:data:`~headend.vee.run.CHUNK_METERS`): bounds the memory
+        of a run (reads, dense matrices) whatever the fleet.
     """
 
     def __init__(self, root: Path | str, config: VeeConfig = DEFAULT_CONFIG, *,
-                 delay_s: int = DELAY_S, flush_rows: int = FLUSH_ROWS) -> None:
+                 delay_s: int = DELAY_S, chunk_meters: int = CHUNK_METERS) -> None:
         self.root = Path(root)
         self.config = config
         self.delay_s = delay_s
-        self.flush_rows = flush_rows
-        self._reads: list[pa.Table] = []
-        self._spans: list[tuple[int, int]] = []  # first, last interval end of each [s]
-        self._rows = 0
+        self.chunk_meters = chunk_meters
+        self._waiting: list[_Waiting] = []
         self._first: int | None = None  # first interval end waiting [Unix s]
         self._mark = _PendingMark(self.root / "vee")
         self._orphans_done = False
@@ -204,17 +237,15 @@ class VeeListener:
 
     def on_stored(self, batch: Any) -> None:
         reads: pa.Table = batch.reads
-        if reads.num_rows:
-            mm = pc.min_max(reads.column("interval_end").cast(pa.int64()))
-            first, last = mm["min"].as_py(), mm["max"].as_py()
-            self._reads.append(reads.select(READS.names))
-            self._spans.append((first, last))
-            self._rows += reads.num_rows
-            if self._first is None or first < self._first:
-                self._first = first
-                self._mark.set(first)
-        if self._rows >= self.flush_rows:
-            self.flush()
+        if not reads.num_rows:
+            return
+        mm = pc.min_max(reads.column("interval_end").cast(pa.int64()))
+        first, last = mm["min"].as_py(), mm["max"].as_py()
+        self._waiting = _add_waiting(self._waiting,
+                                     _Waiting(first, last, _key_bits(reads), reads.num_rows))
+        if self._first is None or first < self._first:
+            self._first = first
+            self._mark.set(first)
 
     def on_watermark(self, event_time_s: int) -> None:
         if self._first is not None and event_time_s - self._first >= self.delay_s:
@@ -229,12 +260,12 @@ class VeeListener:
         if not self._orphans_done:
             self._orphans_done = True
             self._recover()
-        if self._reads:
+        if self._waiting:
             total = VeeSummary()
-            for group in _span_groups(self._spans):
-                total.add(self._flush(pa.concat_tables([self._reads[i] for i in group])))
+            for group in self._waiting:
+                total.add(self._run(group))
             self.last = total
-        self._reads, self._spans, self._rows, self._first = [], [], 0, None
+        self._waiting, self._first = [], None
         self._mark.clear()
 
     def _recover(self) -> None:
@@ -245,40 +276,37 @@ class VeeListener:
             run_vee(self.root, start=first - CONTEXT_S, config=self.config)
             path.unlink(missing_ok=True)
 
-    def _flush(self, new: pa.Table) -> VeeSummary:
-        """VEE over the window of the new reads ``new`` (see the module)."""
+    def _run(self, w: _Waiting) -> VeeSummary:
+        """VEE over the window of the waiting batches ``w``, chunk by chunk."""
         from headend.store import DataDir
 
-        new = new.cast(READS)
-        t = new.column("interval_end").cast(pa.int64()).to_numpy()
-        lo, hi = int(t.min()), int(t.max())
-        start, end = lo - CONTEXT_S, hi + 1 + CONTEXT_S
+        start, end = w.lo - CONTEXT_S, w.hi + 1 + CONTEXT_S
         c_lo, c_hi = start - CONTEXT_S, end + CONTEXT_S
         margin = self.config.like_day_lookback_days * 86_400
-        meters = np.unique(new.column("meter_idx").to_numpy()).astype(np.int32)
-        keys = _key_set(new)
+        total = VeeSummary()
+        vs = VersionStore(self.root)
+        sink = CoverSink(self.root)
         with DataDir.open(self.root) as dd:
             store = dd.store
             intervals = dd.registry.intervals()
-            parts = [store.scan_reads(meters=meters, start=c_lo, end=lo),
-                     store.scan_reads(meters=meters, start=hi + 1, end=c_hi)]
-            inside = _keys_short_of_grid(new, intervals, lo, hi)
-            if len(inside):  # their holes may hold reads stored before: read them
-                parts.append(store.scan_reads(meters=inside, start=lo, end=hi + 1))
-                new = new.filter(pa.array(~np.isin(new.column("meter_idx").to_numpy(),
-                                                   inside)))
-            reads = pa.concat_tables([new, *(_same_keys(p, keys) for p in parts)])
-            regs = store.scan_registers(meters=meters, start=c_lo, end=c_hi)
 
             def history(ms: npt.NDArray[np.int32]) -> tuple[pa.Table, pa.Table]:
                 return (store.scan_reads(meters=ms, start=c_lo - margin, end=c_hi + margin),
                         store.scan_registers(meters=ms, start=c_lo - margin,
                                              end=c_hi + margin))
 
-            vs = VersionStore(self.root)
-            summary = window_versions(self.root, reads, regs.cast(REGISTERS), intervals,
-                                      start=start, end=end, config=self.config, now=None,
-                                      author="vee", history=history, vs=vs)
+            meters = np.flatnonzero(w.keys).astype(np.int32)
+            for ms in meter_chunks(meters, self.chunk_meters):
+                span = np.arange(ms[0], ms[-1] + 1, dtype=np.int32)  # a range: by row group
+                reads = _of_keys(store.scan_reads(meters=span, start=c_lo, end=c_hi), w.keys)
+                if reads.num_rows == 0:
+                    continue
+                regs = store.scan_registers(meters=ms, start=c_lo, end=c_hi)
+                total.add(window_versions(self.root, reads, regs.cast(REGISTERS), intervals,
+                                          start=start, end=end, config=self.config,
+                                          now=None, author="vee", history=history, vs=vs,
+                                          cover_sink=sink))
+        sink.flush()
         if len(vs._files()) > COMPACT_FILES:
             vs.compact()
-        return summary
+        return total

@@ -38,8 +38,8 @@ from headend.vee.grid import Grid, build_grids, grid_to_table, local_calendar
 from headend.vee.validate import FAILED, register_spans, validate
 from headend.vee.versions import COVERAGE, Coverage, VersionStore
 
-__all__ = ["CONTEXT_S", "METHODS", "VeeSummary", "record", "run_vee", "vee_tables",
-           "vee_window", "window_versions"]
+__all__ = ["CHUNK_METERS", "CONTEXT_S", "METHODS", "CoverSink", "VeeSummary", "record",
+           "run_vee", "vee_tables", "vee_window", "window_versions"]
 
 #: method names as stored in the version store
 METHODS = ("validate", "interpolation", "like_day", "prorated", "edit")
@@ -49,6 +49,8 @@ CHUNK_METERS = 5_000
 COMPACT_FILES = 32
 #: reads this far either side of a VEE window are its context [s]
 CONTEXT_S = 86_400
+#: coverage spans (a row per key) buffered before they are merged into the file
+COVER_ROWS = 1_000_000
 
 #: history loader: meters -> (reads, register reads) over the like-day lookback
 History = Callable[[npt.NDArray[np.int32]], tuple[pa.Table, pa.Table]]
@@ -283,12 +285,15 @@ def vee_tables(reads: pa.Table, intervals: Any, *,
 
 
 def record(root: Path | str, rows: pa.Table, method: pa.Array, cover: pa.Table,
-           versions: pa.Table, *, author: str = "vee") -> int:
+           versions: pa.Table, *, author: str = "vee",
+           cover_sink: CoverSink | None = None) -> int:
     """Append the versions ``rows`` call for and the coverage; returns versions written.
 
     A row is written when its key's current version differs in value or quality (and
     is not a manual edit), or, for a key without a version, unless it is a read that
-    merely passed validation (the coverage says so).
+    merely passed validation (the coverage says so). With ``cover_sink`` the coverage
+    goes there instead (the caller merges it once for many chunks: each merge rewrites
+    the coverage file of the whole fleet).
     """
     vs = VersionStore(root)
     write = np.ones(rows.num_rows, bool)
@@ -319,8 +324,33 @@ def record(root: Path | str, rows: pa.Table, method: pa.Array, cover: pa.Table,
         mask = pa.array(write)
         written = vs.append(rows.filter(mask), method=method.filter(mask), author=author,
                             reason="VEE run").num_rows
-    Coverage(root).add(cover)
+    if cover_sink is not None:
+        cover_sink.add(cover)
+    else:
+        Coverage(root).add(cover)
     return written
+
+
+class CoverSink:
+    """Coverage of many VEE chunks, merged into ``<root>/vee/coverage.parquet`` once
+    :data:`COVER_ROWS` spans wait or at :meth:`flush` (a span is a row per key)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self._cov = Coverage(root)
+        self._parts: list[pa.Table] = []
+        self._rows = 0
+
+    def add(self, cover: pa.Table) -> None:
+        if cover.num_rows:
+            self._parts.append(cover)
+            self._rows += cover.num_rows
+            if self._rows >= COVER_ROWS:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            self._cov.add(pa.concat_tables(self._parts))
+        self._parts, self._rows = [], 0
 
 
 def run_vee(root: Path | str, *, start: int | None = None, end: int | None = None,
@@ -363,6 +393,7 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
             return (dd.store.scan_reads(meters=ms, start=h_lo, end=h_hi),
                     dd.store.scan_registers(meters=ms, start=h_lo, end=h_hi))
 
+        sink = CoverSink(root)
         for i in range(0, len(todo), CHUNK_METERS):
             chunk = todo[i:i + CHUNK_METERS].astype(np.int32)
             raw = dd.store.scan_reads(meters=chunk, start=lo, end=hi)
@@ -371,8 +402,10 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
             regs = dd.store.scan_registers(meters=chunk, start=lo, end=hi)
             summary = window_versions(root, raw, regs, intervals, start=start, end=end,
                                       config=config, now=now, author=author,
-                                      history=history if windowed else None, vs=vs)
+                                      history=history if windowed else None, vs=vs,
+                                      cover_sink=sink)
             total.add(summary)
+        sink.flush()
     if len(vs._files()) > COMPACT_FILES:
         vs.compact()
     return total
@@ -381,7 +414,8 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
 def window_versions(root: Path | str, reads: pa.Table, registers: pa.Table | None,
                     intervals: Any, *, start: int | None, end: int | None,
                     config: VeeConfig, now: int | None, author: str,
-                    history: History | None, vs: VersionStore | None = None) -> VeeSummary:
+                    history: History | None, vs: VersionStore | None = None,
+                    cover_sink: CoverSink | None = None) -> VeeSummary:
     """:func:`vee_window` then :func:`record`: the versions of one window."""
     vs = vs or VersionStore(root)
     versions = None
@@ -395,5 +429,6 @@ def window_versions(root: Path | str, reads: pa.Table, registers: pa.Table | Non
                                               versions=versions, history=history)
     summary.versions_written = record(
         root, rows, method, cover,
-        versions if versions is not None else VEE_VERSIONS.empty_table(), author=author)
+        versions if versions is not None else VEE_VERSIONS.empty_table(), author=author,
+        cover_sink=cover_sink)
     return summary

@@ -108,7 +108,11 @@ class VersionStore:
             return b if a is None else a & b
 
         if meters is not None:
-            flt = both(flt, pc.field("meter_idx").isin(pa.array(meters, pa.int32())))
+            ms = np.asarray(meters, np.int32)
+            if len(ms):  # a range first: row-group statistics skip other meters' files
+                flt = both(flt, (pc.field("meter_idx") >= pa.scalar(int(ms.min()), pa.int32()))
+                           & (pc.field("meter_idx") <= pa.scalar(int(ms.max()), pa.int32())))
+            flt = both(flt, pc.field("meter_idx").isin(pa.array(ms, pa.int32())))
         if reading_types is not None:
             flt = both(flt, pc.field("reading_type").isin(pa.array(reading_types, pa.uint8())))
         if start is not None:
