@@ -14,9 +14,9 @@ VEE over the window ``[start, end)`` works on the reads and register reads withi
 high/low checks); only keys inside the window get versions. Meters with a gap longer
 than ``max_interpolation_s`` in it are run again over ``like_day_lookback_days``
 either side (like days, register prorating). The ingest listener
-(:class:`~headend.vee.listener.VeeListener`) builds the same input from the batches in
-memory plus the stored reads at their edges, so that it computes what :func:`run_vee`
-computes for its window.
+(:class:`~headend.vee.listener.VeeListener`) reads the same input back from the store
+for the keys of the batches waiting, chunk by chunk, so that it computes what
+:func:`run_vee` computes for its window.
 """
 
 from __future__ import annotations
