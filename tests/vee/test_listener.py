@@ -187,13 +187,16 @@ def test_late_data_days_old_gets_a_run_of_its_own(tmp_path):
     assert spans[0].num_rows == 2 * 3 and spans[0].equals(spans[1])  # two windows a key
 
 
-@pytest.mark.parametrize("chunk_meters", [1, 2])
-def test_a_run_in_meter_chunks_equals_one_chunk(tmp_path, chunk_meters):
+@pytest.mark.parametrize(("chunk_meters", "sink_rows"), [(1, 10**6), (2, 10**6), (1, 1)])
+def test_a_run_in_meter_chunks_equals_one_chunk(tmp_path, monkeypatch, chunk_meters,
+                                                sink_rows):
     """The same uploads with a run in chunks of 1 or 2 meters (meter 1, hourly with a
     gap, ends one chunk or starts the next) and in one chunk: the same versions,
-    coverage, current reads and counts."""
+    coverage, current reads and counts; also when every chunk's versions and coverage
+    are written at once (``SINK_ROWS`` = 1) rather than once a run."""
     ups = _uploads(_day())
     one = _ingest(tmp_path / "one", ups, delay_s=DELAY_S, chunk_meters=10_000)
+    monkeypatch.setattr("headend.vee.run.SINK_ROWS", sink_rows)
     cut = _ingest(tmp_path / "cut", ups, delay_s=DELAY_S, chunk_meters=chunk_meters)
     assert one.last is not None and cut.last is not None
     assert one.last.as_dict() == cut.last.as_dict()

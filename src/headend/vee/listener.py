@@ -57,7 +57,7 @@ from headend.vee.run import (
     CHUNK_METERS,
     COMPACT_FILES,
     CONTEXT_S,
-    CoverSink,
+    RunSink,
     VeeSummary,
     window_versions,
 )
@@ -285,7 +285,7 @@ class VeeListener:
         margin = self.config.like_day_lookback_days * 86_400
         total = VeeSummary()
         vs = VersionStore(self.root)
-        sink = CoverSink(self.root)
+        sink = RunSink(self.root, author="vee")
         with DataDir.open(self.root) as dd:
             store = dd.store
             intervals = dd.registry.intervals()
@@ -305,7 +305,7 @@ class VeeListener:
                 total.add(window_versions(self.root, reads, regs.cast(REGISTERS), intervals,
                                           start=start, end=end, config=self.config,
                                           now=None, author="vee", history=history, vs=vs,
-                                          cover_sink=sink))
+                                          sink=sink))
         sink.flush()
         if len(vs._files()) > COMPACT_FILES:
             vs.compact()

@@ -38,7 +38,7 @@ from headend.vee.grid import Grid, build_grids, grid_to_table, local_calendar
 from headend.vee.validate import FAILED, register_spans, validate
 from headend.vee.versions import COVERAGE, Coverage, VersionStore
 
-__all__ = ["CHUNK_METERS", "CONTEXT_S", "METHODS", "CoverSink", "VeeSummary", "record",
+__all__ = ["CHUNK_METERS", "CONTEXT_S", "METHODS", "RunSink", "VeeSummary", "record",
            "run_vee", "vee_tables", "vee_window", "window_versions"]
 
 #: method names as stored in the version store
@@ -49,8 +49,8 @@ CHUNK_METERS = 5_000
 COMPACT_FILES = 32
 #: reads this far either side of a VEE window are its context [s]
 CONTEXT_S = 86_400
-#: coverage spans (a row per key) buffered before they are merged into the file
-COVER_ROWS = 1_000_000
+#: versions and coverage spans a run buffers before it writes them (:class:`RunSink`)
+SINK_ROWS = 1_000_000
 
 #: history loader: meters -> (reads, register reads) over the like-day lookback
 History = Callable[[npt.NDArray[np.int32]], tuple[pa.Table, pa.Table]]
@@ -285,17 +285,14 @@ def vee_tables(reads: pa.Table, intervals: Any, *,
 
 
 def record(root: Path | str, rows: pa.Table, method: pa.Array, cover: pa.Table,
-           versions: pa.Table, *, author: str = "vee",
-           cover_sink: CoverSink | None = None) -> int:
+           versions: pa.Table, *, author: str = "vee", sink: RunSink | None = None) -> int:
     """Append the versions ``rows`` call for and the coverage; returns versions written.
 
     A row is written when its key's current version differs in value or quality (and
     is not a manual edit), or, for a key without a version, unless it is a read that
-    merely passed validation (the coverage says so). With ``cover_sink`` the coverage
-    goes there instead (the caller merges it once for many chunks: each merge rewrites
-    the coverage file of the whole fleet).
+    merely passed validation (the coverage says so). With ``sink`` both go there
+    instead, to be written once for many chunks of meters (:class:`RunSink`).
     """
-    vs = VersionStore(root)
     write = np.ones(rows.num_rows, bool)
     q = rows.column("quality").to_numpy()
     meth = np.asarray(method.indices) if isinstance(method, pa.DictionaryArray) else None
@@ -319,38 +316,63 @@ def record(root: Path | str, rows: pa.Table, method: pa.Array, cover: pa.Table,
         same = ((versions.column("value").to_numpy()[p] == rows.column("value").to_numpy()[hit])
                 & (versions.column("quality").to_numpy()[p] == q[hit]))
         write[hit] = ~edited & ~same
-    written = 0
-    if write.any():
+    own = sink is None
+    sink = sink or RunSink(root, author=author)
+    written = int(write.sum())
+    if written:
         mask = pa.array(write)
-        written = vs.append(rows.filter(mask), method=method.filter(mask), author=author,
-                            reason="VEE run").num_rows
-    if cover_sink is not None:
-        cover_sink.add(cover)
-    else:
-        Coverage(root).add(cover)
+        sink.add_versions(rows.filter(mask), method.filter(mask))
+    sink.add_cover(cover)
+    if own:
+        sink.flush()
     return written
 
 
-class CoverSink:
-    """Coverage of many VEE chunks, merged into ``<root>/vee/coverage.parquet`` once
-    :data:`COVER_ROWS` spans wait or at :meth:`flush` (a span is a row per key)."""
+class RunSink:
+    """Versions and coverage of many VEE chunks, written together.
 
-    def __init__(self, root: Path | str) -> None:
+    Each append to the version store reads the current versions of its keys from every
+    part file, and each coverage merge rewrites the coverage of the whole fleet: per
+    chunk of a run over millions of meters, both would grow with the number of chunks.
+    Rows wait here until :data:`SINK_ROWS` versions or spans wait, or :meth:`flush`;
+    versions are written before the coverage that says their keys were run over. The
+    chunks of one run have distinct keys (their meters differ).
+    """
+
+    def __init__(self, root: Path | str, *, author: str = "vee") -> None:
+        self._vs = VersionStore(root)
         self._cov = Coverage(root)
-        self._parts: list[pa.Table] = []
-        self._rows = 0
+        self.author = author
+        self._rows: list[pa.Table] = []
+        self._methods: list[pa.Array] = []
+        self._cover: list[pa.Table] = []
+        self._n = 0
 
-    def add(self, cover: pa.Table) -> None:
+    def add_versions(self, rows: pa.Table, method: pa.Array) -> None:
+        self._rows.append(rows)
+        self._methods.append(method.cast(pa.string()))
+        self._n += rows.num_rows
+        self._maybe_flush()
+
+    def add_cover(self, cover: pa.Table) -> None:
         if cover.num_rows:
-            self._parts.append(cover)
-            self._rows += cover.num_rows
-            if self._rows >= COVER_ROWS:
-                self.flush()
+            self._cover.append(cover)
+            self._n += cover.num_rows
+            self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if self._n >= SINK_ROWS:
+            self.flush()
 
     def flush(self) -> None:
-        if self._parts:
-            self._cov.add(pa.concat_tables(self._parts))
-        self._parts, self._rows = [], 0
+        """Write what waits: versions first, then the coverage."""
+        if self._rows:
+            self._vs.append(pa.concat_tables(self._rows),
+                            method=pa.concat_arrays(self._methods), author=self.author,
+                            reason="VEE run")
+        if self._cover:
+            self._cov.add(pa.concat_tables(self._cover))
+        self._rows, self._methods, self._cover, self._n = [], [], [], 0
 
 
 def run_vee(root: Path | str, *, start: int | None = None, end: int | None = None,
@@ -393,7 +415,7 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
             return (dd.store.scan_reads(meters=ms, start=h_lo, end=h_hi),
                     dd.store.scan_registers(meters=ms, start=h_lo, end=h_hi))
 
-        sink = CoverSink(root)
+        sink = RunSink(root, author=author)
         for i in range(0, len(todo), CHUNK_METERS):
             chunk = todo[i:i + CHUNK_METERS].astype(np.int32)
             raw = dd.store.scan_reads(meters=chunk, start=lo, end=hi)
@@ -403,7 +425,7 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
             summary = window_versions(root, raw, regs, intervals, start=start, end=end,
                                       config=config, now=now, author=author,
                                       history=history if windowed else None, vs=vs,
-                                      cover_sink=sink)
+                                      sink=sink)
             total.add(summary)
         sink.flush()
     if len(vs._files()) > COMPACT_FILES:
@@ -415,7 +437,7 @@ def window_versions(root: Path | str, reads: pa.Table, registers: pa.Table | Non
                     intervals: Any, *, start: int | None, end: int | None,
                     config: VeeConfig, now: int | None, author: str,
                     history: History | None, vs: VersionStore | None = None,
-                    cover_sink: CoverSink | None = None) -> VeeSummary:
+                    sink: RunSink | None = None) -> VeeSummary:
     """:func:`vee_window` then :func:`record`: the versions of one window."""
     vs = vs or VersionStore(root)
     versions = None
@@ -430,5 +452,5 @@ def window_versions(root: Path | str, reads: pa.Table, registers: pa.Table | Non
     summary.versions_written = record(
         root, rows, method, cover,
         versions if versions is not None else VEE_VERSIONS.empty_table(), author=author,
-        cover_sink=cover_sink)
+        sink=sink)
     return summary
