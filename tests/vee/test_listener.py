@@ -4,12 +4,12 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from headend.store import DataDir
 from headend.vee import VersionStore, current_reads
 from headend.vee.listener import DELAY_S, VeeListener, meter_chunks
+from headend.vee.versions import Coverage
 
 from ._data import T0, series
 from .test_versions import meters, scan
@@ -181,7 +181,7 @@ def test_late_data_days_old_gets_a_run_of_its_own(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert current_reads(a, scan(a)).equals(current_reads(b, scan(b)))
     assert VersionStore(a).latest().select(COLS).equals(VersionStore(b).latest().select(COLS))
-    spans = [pq.read_table(r / "vee" / "coverage.parquet").sort_by(
+    spans = [Coverage(r).table().sort_by(
         [("meter_idx", "ascending"), ("reading_type", "ascending"), ("start", "ascending")])
         for r in (a, b)]
     assert spans[0].num_rows == 2 * 3 and spans[0].equals(spans[1])  # two windows a key
@@ -206,8 +206,7 @@ def test_a_run_in_meter_chunks_equals_one_chunk(tmp_path, monkeypatch, chunk_met
                                             "version", "value", "quality", "method"])
     vb = VersionStore(b).versions().select(va.column_names)
     assert va.num_rows > 0 and va.equals(vb)
-    assert (pq.read_table(a / "vee" / "coverage.parquet")
-            .equals(pq.read_table(b / "vee" / "coverage.parquet")))
+    assert Coverage(a).table().equals(Coverage(b).table())
 
 
 def test_meter_chunks_stay_within_a_store_bucket():

@@ -6,10 +6,11 @@ import pytest
 
 from headend.errors import ValidationError
 from headend.model import codes
-from headend.model.schema import READS
+from headend.model.schema import READS, TS
 from headend.store import DataDir
 from headend.vee import VersionStore, current_reads, run_vee
 from headend.vee.listener import VeeListener
+from headend.vee.versions import COVER_METERS, COVERAGE, Coverage
 
 from ._data import T0, series
 
@@ -256,3 +257,38 @@ def test_listener_leaves_other_reading_types_of_the_batch_meters_alone(tmp_path)
     # the hole of day 3, and day 2 between the stored and the new kwh_del reads
     assert set(est.column("reading_type").to_pylist()) == {0}
     assert est.num_rows == 1 + 96
+
+
+def _spans(rows):
+    """COVERAGE rows (meter, reading type, start, end), times as seconds after T0."""
+    return pa.table({"meter_idx": pa.array([r[0] for r in rows], pa.int32()),
+                     "reading_type": pa.array([r[1] for r in rows], pa.uint8()),
+                     "start": pa.array([T0 + r[2] for r in rows], pa.int64()).cast(TS),
+                     "end": pa.array([T0 + r[3] for r in rows], pa.int64()).cast(TS)},
+                    schema=COVERAGE)
+
+
+def test_coverage_files_per_meter_range_and_the_single_file_before(tmp_path):
+    """The single coverage file of the layout before is read, then split into a file
+    per ``COVER_METERS`` meters at the next add; an add rewrites only its meters' files
+    and spans merge per key across the old and the new."""
+    import pyarrow.parquet as pq
+
+    far = COVER_METERS + 3  # another file
+    (tmp_path / "vee").mkdir()
+    pq.write_table(_spans([(5, 0, 100, 200), (far, 1, 0, 50)]),
+                   tmp_path / "vee" / "coverage.parquet")
+    cov = Coverage(tmp_path)
+    assert cov.exists()
+    q = np.array([5, 5, far], np.int32), np.array([0, 0, 1], np.uint8)
+    assert cov.covered(*q, T0 + np.array([150, 200, 49])).tolist() == [True, False, True]
+    cov.add(_spans([(5, 0, 200, 300), (7, 0, 0, 10)]))
+    assert not (tmp_path / "vee" / "coverage.parquet").exists()
+    files = sorted(p.name for p in (tmp_path / "vee" / "coverage").iterdir())
+    assert files == ["m=000000.parquet", "m=000001.parquet"]
+    assert cov.table().equals(_spans([(5, 0, 100, 300), (7, 0, 0, 10), (far, 1, 0, 50)]))
+    before = (tmp_path / "vee" / "coverage" / "m=000001.parquet").stat().st_mtime_ns
+    cov.add(_spans([(6, 2, 0, 10)]))  # the other file is left alone
+    assert (tmp_path / "vee" / "coverage" / "m=000001.parquet").stat().st_mtime_ns == before
+    assert cov.covered(*q, T0 + np.array([150, 299, 49])).tolist() == [True, True, True]
+    assert cov.table(np.array([far], np.int32)).num_rows == 1

@@ -29,6 +29,8 @@ concurrently with one writer.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import time
 import uuid
 from datetime import UTC, datetime
@@ -59,6 +61,8 @@ COVERAGE = pa.schema([
     pa.field("end", TS, nullable=False),
 ])
 _KEY_COLS = ["meter_idx", "reading_type", "interval_end"]
+#: meters per coverage file (an add rewrites the files of the meters it brings)
+COVER_METERS = 1 << 16
 
 
 def _keys(t: pa.Table) -> npt.NDArray[np.uint64]:
@@ -233,54 +237,81 @@ class VersionStore:
 
 
 class Coverage:
-    """The spans VEE has validated (``<root>/vee/coverage.parquet``), merged per key.
+    """The spans VEE has validated, merged per key, in a file per :data:`COVER_METERS`
+    meters (``<root>/vee/coverage/m=<meter_idx // COVER_METERS>.parquet``).
 
-    Rewritten whole (temp file + fsync + rename) under the version store's lock; a
-    steady stream of VEE runs over adjacent windows keeps one span per key.
+    An add rewrites (temp file + fsync + rename) only the files of the meters it brings,
+    under the version store's lock, so that its cost is that of those meters, not of the
+    fleet's coverage; a steady stream of VEE runs over adjacent windows keeps one span
+    per key. A single ``<root>/vee/coverage.parquet`` (the layout before) is read too
+    and split into the per-meter files at the next add.
     """
 
     def __init__(self, root: Path | str) -> None:
         self.dir = Path(root) / "vee"
-        self.path = self.dir / "coverage.parquet"
+        self.path = self.dir / "coverage.parquet"  # the single file of the layout before
+        self.parts = self.dir / "coverage"
 
-    def table(self) -> pa.Table:
-        if not self.path.exists():
-            return COVERAGE.empty_table()
+    def exists(self) -> bool:
+        """Whether VEE has recorded any span."""
+        return self.path.exists() or (self.parts.is_dir()
+                                      and any(self.parts.glob("m=*.parquet")))
+
+    def _part(self, bucket: int) -> Path:
+        return self.parts / f"m={bucket:06d}.parquet"
+
+    @staticmethod
+    def _read(path: Path) -> pa.Table | None:
         try:
-            return pq.read_table(self.path).cast(COVERAGE)
+            return pq.read_table(path).cast(COVERAGE)
+        except FileNotFoundError:
+            return None
         except (OSError, pa.ArrowInvalid) as exc:
-            raise StorageError(f"cannot read {self.path}: {exc}") from exc
+            raise StorageError(f"cannot read {path}: {exc}") from exc
+
+    def table(self, meters: npt.NDArray[np.int32] | None = None) -> pa.Table:
+        """Every span (of the files holding ``meters``), sorted by key and start."""
+        if meters is None:
+            paths = sorted(self.parts.glob("m=*.parquet")) if self.parts.is_dir() else []
+        else:
+            paths = [self._part(int(b)) for b in
+                     np.unique(np.asarray(meters, np.int64) // COVER_METERS)]
+        got = [t for t in (self._read(p) for p in paths) if t is not None]
+        old = self._read(self.path) if self.path.exists() else None
+        if old is None:  # per-meter files in meter order: sorted already
+            return pa.concat_tables(got) if got else COVERAGE.empty_table()
+        return _merge_spans(pa.concat_tables([old, *got]))
 
     def add(self, spans: pa.Table) -> None:
         """Merge ``spans`` (:data:`COVERAGE`) into the coverage, durably."""
         if spans.num_rows == 0:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.parts.mkdir(parents=True, exist_ok=True)
         with locked(self.dir / ".lock", what="VEE version store"):
-            t = pa.concat_tables([self.table(), spans.select(COVERAGE.names).cast(COVERAGE)])
-            g = (t.column("meter_idx").to_numpy().astype(np.int64) << 8) | t.column(
-                "reading_type").to_numpy()
-            a = t.column("start").cast(pa.int64()).to_numpy()
-            b = t.column("end").cast(pa.int64()).to_numpy()
-            o = np.lexsort((a, g))
-            g, a, b = g[o], a[o], b[o]
-            # union of intervals per key: a merged span starts where a span begins
-            # after every earlier span of its key has ended
-            end_so_far = _running_max_per_group(g, b)
-            new = np.r_[True, (g[1:] != g[:-1]) | (a[1:] > end_so_far[:-1])]
-            last = np.r_[new[1:], True]
-            out = pa.table({
-                "meter_idx": pa.array((g[new] >> 8).astype(np.int32)),
-                "reading_type": pa.array((g[new] & 0xFF).astype(np.uint8)),
-                "start": pa.array(a[new], pa.int64()).cast(TS),
-                "end": pa.array(end_so_far[last], pa.int64()).cast(TS),
-            }, schema=COVERAGE)
-            publish_path(self.path, lambda p: pq.write_table(out, p, compression="zstd"))
+            new = spans.select(COVERAGE.names).cast(COVERAGE)
+            old = self._read(self.path) if self.path.exists() else None
+            if old is not None:  # the layout before: split it into the per-meter files
+                new = pa.concat_tables([old, new])
+            b = new.column("meter_idx").to_numpy().astype(np.int64) // COVER_METERS
+            order = np.argsort(b, kind="stable")
+            b = b[order]
+            new = new.take(pa.array(order))
+            edges = np.flatnonzero(np.r_[True, b[1:] != b[:-1], True])
+            for i, j in itertools.pairwise(edges):
+                path = self._part(int(b[i]))
+                cur = self._read(path)
+                part = new.slice(i, j - i)
+                out = _merge_spans(part if cur is None else pa.concat_tables([cur, part]))
+                publish_path(path, functools.partial(_write_spans, out), sync_dir=False)
+            fsync_dir(self.parts)
+            if old is not None:
+                self.path.unlink()
+                fsync_dir(self.dir)
 
     def covered(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
                 interval_end: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """Whether each key lies in a span VEE has run over."""
-        t = self.table()
+        t = self.table(meter_idx)
         if t.num_rows == 0 or len(meter_idx) == 0:
             return np.zeros(len(meter_idx), bool)
         start = read_key(t.column("meter_idx").to_numpy(), t.column("reading_type").to_numpy(),
@@ -294,6 +325,31 @@ class Coverage:
             t.column("reading_type").to_numpy()[p] == reading_type)
         out: npt.NDArray[np.bool_] = ok & same & (interval_end < end[p])
         return out
+
+
+def _write_spans(t: pa.Table, path: Path) -> None:
+    pq.write_table(t, path, compression="zstd")
+
+
+def _merge_spans(t: pa.Table) -> pa.Table:
+    """:data:`COVERAGE` spans as the union of intervals per key, sorted by key and start."""
+    g = (t.column("meter_idx").to_numpy().astype(np.int64) << 8) | t.column(
+        "reading_type").to_numpy()
+    a = t.column("start").cast(pa.int64()).to_numpy()
+    b = t.column("end").cast(pa.int64()).to_numpy()
+    o = np.lexsort((a, g))
+    g, a, b = g[o], a[o], b[o]
+    # union of intervals per key: a merged span starts where a span begins
+    # after every earlier span of its key has ended
+    end_so_far = _running_max_per_group(g, b)
+    new = np.r_[True, (g[1:] != g[:-1]) | (a[1:] > end_so_far[:-1])]
+    last = np.r_[new[1:], True]
+    return pa.table({
+        "meter_idx": pa.array((g[new] >> 8).astype(np.int32)),
+        "reading_type": pa.array((g[new] & 0xFF).astype(np.uint8)),
+        "start": pa.array(a[new], pa.int64()).cast(TS),
+        "end": pa.array(end_so_far[last], pa.int64()).cast(TS),
+    }, schema=COVERAGE)
 
 
 def _running_max_per_group(g: npt.NDArray[np.int64], b: npt.NDArray[np.int64]
@@ -335,7 +391,7 @@ def current_reads(root: Path | str, raw: pa.Table, registry: object | None = Non
     del registry
     vs = VersionStore(root)
     cov = Coverage(root)
-    if raw.num_rows == 0 or not (vs._files() or cov.path.exists()):
+    if raw.num_rows == 0 or not (vs._files() or cov.exists()):
         return raw
     raw = raw.select(READS.names).cast(READS)
     rm = raw.column("meter_idx").to_numpy()
