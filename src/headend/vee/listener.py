@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,8 @@ from headend.vee.run import (
 from headend.vee.versions import VersionStore
 
 __all__ = ["DELAY_S", "VeeListener"]
+
+log = logging.getLogger(__name__)
 
 #: run VEE once the watermark is this far past the first read waiting [s]
 DELAY_S: Final = 21_600
@@ -280,6 +284,7 @@ class VeeListener:
         """VEE over the window of the waiting batches ``w``, chunk by chunk."""
         from headend.store import DataDir
 
+        t0 = time.perf_counter()
         start, end = w.lo - CONTEXT_S, w.hi + 1 + CONTEXT_S
         c_lo, c_hi = start - CONTEXT_S, end + CONTEXT_S
         margin = self.config.like_day_lookback_days * 86_400
@@ -296,7 +301,8 @@ class VeeListener:
                                              end=c_hi + margin))
 
             meters = np.flatnonzero(w.keys).astype(np.int32)
-            for ms in meter_chunks(meters, self.chunk_meters):
+            chunks = meter_chunks(meters, self.chunk_meters)
+            for ms in chunks:
                 span = np.arange(ms[0], ms[-1] + 1, dtype=np.int32)  # a range: by row group
                 reads = _of_keys(store.scan_reads(meters=span, start=c_lo, end=c_hi), w.keys)
                 if reads.num_rows == 0:
@@ -309,4 +315,7 @@ class VeeListener:
         sink.flush()
         if len(vs._files()) > COMPACT_FILES:
             vs.compact()
+        log.info("VEE run over [%d, %d): %d meters in %d chunks, %d reads, %.1f s",
+                 start, end, len(meters), len(chunks), total.reads,
+                 time.perf_counter() - t0)
         return total
