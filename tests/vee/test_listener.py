@@ -217,3 +217,32 @@ def test_meter_chunks_stay_within_a_store_bucket():
         [65_530, 65_531, 65_532], [65_533, 65_534, 65_535], [65_536, 65_537, 65_538, 65_539],
         [200_000, 200_001, 200_002]]
     assert meter_chunks(np.array([], np.int32), 4) == []
+
+
+def test_a_listener_on_the_ingestors_data_directory_gives_the_same(tmp_path):
+    """Runs on the ingestor's open ``DataDir`` (``data=``) write what runs that open
+    the data directory themselves write."""
+    day = _day()
+
+    class Batch:
+        registers = None
+
+        def __init__(self, reads: pa.Table) -> None:
+            self.reads = reads
+
+    ref = _ingest(tmp_path / "ref", _uploads(day))
+    with DataDir.open(tmp_path / "own") as dd:
+        dd.registry.upsert(meters([900, 3600, 900]))
+        lis = VeeListener(tmp_path / "own", data=dd)
+        for up in _uploads(day):
+            dd.store.append_reads(up)
+            lis.on_stored(Batch(up.sort_by([("meter_idx", "ascending"),
+                                             ("reading_type", "ascending"),
+                                             ("interval_end", "ascending")])))
+            lis.on_watermark(int(up.column("interval_end").cast(pa.int64()).to_numpy().max()))
+        lis.close()
+    assert ref.last is not None and lis.last is not None
+    assert ref.last.as_dict() == lis.last.as_dict()
+    a, b = tmp_path / "ref", tmp_path / "own"
+    assert current_reads(a, scan(a)).equals(current_reads(b, scan(b)))
+    assert VersionStore(a).latest().select(COLS).equals(VersionStore(b).latest().select(COLS))

@@ -37,6 +37,7 @@ process is gone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import logging
@@ -45,7 +46,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +65,9 @@ from headend.vee.run import (
     window_versions,
 )
 from headend.vee.versions import VersionStore
+
+if TYPE_CHECKING:
+    from headend.store import DataDir
 
 __all__ = ["DELAY_S", "VeeListener"]
 
@@ -225,12 +229,18 @@ class VeeListener:
     chunk_meters : int
         Meters per VEE chunk (:data:`~headend.vee.run.CHUNK_METERS`): bounds the memory
         of a run (reads, dense matrices) whatever the fleet.
+    data : DataDir, optional
+        The ingestor's open data directory (store and registry), used by the runs.
+        Without it each run opens ``root`` again, loading the meter registry once more
+        (about 0.6 s and 180 MB per 400,000 meters).
     """
 
     def __init__(self, root: Path | str, config: VeeConfig = DEFAULT_CONFIG, *,
-                 delay_s: int = DELAY_S, chunk_meters: int = CHUNK_METERS) -> None:
+                 delay_s: int = DELAY_S, chunk_meters: int = CHUNK_METERS,
+                 data: DataDir | None = None) -> None:
         self.root = Path(root)
         self.config = config
+        self.data = data
         self.delay_s = delay_s
         self.chunk_meters = chunk_meters
         self._waiting: list[_Waiting] = []
@@ -291,7 +301,8 @@ class VeeListener:
         total = VeeSummary()
         vs = VersionStore(self.root)
         sink = RunSink(self.root, author="vee")
-        with DataDir.open(self.root) as dd:
+        with contextlib.ExitStack() as stack:
+            dd = self.data or stack.enter_context(DataDir.open(self.root))
             store = dd.store
             intervals = dd.registry.intervals()
 
