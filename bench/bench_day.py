@@ -58,6 +58,11 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the store afterwards")
     ap.add_argument("--no-vee", action="store_true", help="without VEE (not the default)")
     ap.add_argument("--no-rules", action="store_true", help="without rules (not the default)")
+    ap.add_argument("--vee-shared-data", action="store_true",
+                    help="VEE runs on the ingestor's DataDir (VeeListener(data=...)) instead "
+                         "of opening the data directory at each run")
+    ap.add_argument("--log-vee", action="store_true",
+                    help="print each VEE run of the listener (window, chunks, seconds)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = ap.parse_args()
 
@@ -65,6 +70,16 @@ def main() -> None:
     from headend.ingest.hooks import open_ingestor
 
     _allocator.tune()  # as the headend process does (serve, worker, ingest)
+    if args.log_vee:
+        import logging
+
+        logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("headend.vee.listener").setLevel(logging.INFO)
+    if args.vee_shared_data:
+        from headend.ingest import hooks
+        from headend.vee import VeeListener
+
+        hooks.LISTENERS["vee"] = lambda data: VeeListener(data.root, data=data)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="headend-day-", dir="/work/tmp"
                                               if Path("/work/tmp").is_dir() else None))
@@ -121,6 +136,7 @@ def main() -> None:
     fig = {
         "meters": args.meters, "interval_minutes": args.interval_minutes,
         "vee": not args.no_vee, "rules": not args.no_rules,
+        "vee_shared_data": args.vee_shared_data,
         "upload_cycles": files, "rows_ingested": rows, "accepted": accepted,
         "duplicate": duplicate, "quarantined": quarantined,
         "interval_reads_stored": stats.rows["reads"],
