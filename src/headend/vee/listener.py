@@ -326,7 +326,7 @@ class VeeListener:
         sink.flush()
         if len(vs._files()) > COMPACT_FILES:
             vs.compact()
-        log.info("VEE run over [%d, %d): %d meters in %d chunks, %d reads, %.1f s",
-                 start, end, len(meters), len(chunks), total.reads,
-                 time.perf_counter() - t0)
+        log.info("VEE run over [%d, %d): %d new reads, %d meters in %d chunks, "
+                 "%d reads with context, %.1f s", start, end, w.rows, len(meters),
+                 len(chunks), total.reads, time.perf_counter() - t0)
         return total
