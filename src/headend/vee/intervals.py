@@ -50,8 +50,11 @@ MIN_READS: Final = 4
 MIN_FILL: Final = 0.5
 #: share of a key's reads that must lie on a candidate grid (robust path)
 MIN_ON_GRID: Final = 0.9
-#: most reads of undecided keys kept for the next batch
-MAX_PENDING: Final = 1_000_000
+#: most reads of undecided keys kept for the next batch: enough for the first
+#: :data:`MIN_READS` uploads of a 4 M-meter, 2-channel fleet (one read per key per
+#: upload, 8 M reads each), about 700 MB at the most while a new fleet is learned.
+#: Fewer would drop most keys' reads at every upload and leave them unknown.
+MAX_PENDING: Final = 32_000_000
 
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
