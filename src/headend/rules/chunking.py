@@ -35,7 +35,10 @@ class Cols:
         """Sort key: (meter, type, time) for reads, (meter, time) for events."""
         return schema.read_key(self.meter, self.rtype, self.time)
 
-    def take(self, order: npt.NDArray[np.int64]) -> Cols:
+    def take(self, order: npt.NDArray[np.int64] | None) -> Cols:
+        """The rows in ``order`` (``None``: as they are, no copy)."""
+        if order is None:
+            return self
         return Cols(self.meter[order], self.rtype[order], self.time[order], self.a[order],
                      self.b[order])
 
@@ -45,15 +48,17 @@ def column(t: pa.Table, name: str, dtype: Any) -> npt.NDArray[Any]:
 
 
 def group_rows(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64]
-           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+               ) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.int64]]:
     """Order of the rows by group ``g`` (0..n-1), by ``key`` within a group, and the
-    group boundaries (``cut[i]:cut[i + 1]``).
+    group boundaries (``cut[i]:cut[i + 1]``); the order is ``None`` where the rows
+    already are in it (one sorted batch: nothing to gather).
 
     A stable radix sort by group (16 bits a pass) keeps the input order inside a group;
     where that is not already key order (rows of several sorted runs), the group is
     sorted by key: timsort merges the runs in near-linear time.
     """
-    if n <= 1:
+    identity = n <= 1 or bool(np.all(g[1:] >= g[:-1]))
+    if identity:
         order = np.arange(len(g), dtype=np.int64)
     else:
         order = np.argsort((g & 0xFFFF).astype(np.uint16), kind="stable")
@@ -69,11 +74,12 @@ def group_rows(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64]
             for grp in np.unique(np.searchsorted(cut, inside, side="right") - 1).tolist():
                 a, z = int(cut[grp]), int(cut[grp + 1])
                 order[a:z] = order[a:z][np.argsort(ks[a:z], kind="stable")]
-    return order, cut
+                identity = False
+    return (None if identity else order), cut
 
 
 def chunk_of(wm_prev: int, wm: int, r: Cols, r0: int, r1: int, e: Cols, e0: int, e1: int
-           ) -> Chunk:
+             ) -> Chunk:
     return Chunk(wm_prev=wm_prev, wm=wm, r_meter=r.meter[r0:r1], r_type=r.rtype[r0:r1],
                  r_time=r.time[r0:r1], r_value=r.a[r0:r1], r_quality=r.b[r0:r1],
                  e_meter=e.meter[e0:e1], e_time=e.time[e0:e1], e_code=e.a[e0:e1])

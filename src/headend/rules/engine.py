@@ -278,12 +278,12 @@ class RuleEngine:
         r_key, e_key = r.key(), e.key()
         r_by_b, r_cut_b = group_rows(rb, nb, r_key)
         e_by_b, e_cut_b = group_rows(eb, nb, e_key)
+        rb_s, eb_s = r.take(r_by_b), e.take(e_by_b)
         per_tick_rules = any(rule.kind not in TICK_FREE_KINDS for rule in self.rules)
         if per_tick_rules:
             r_by_t, r_cut_t = group_rows(rk, n_ticks, r_key)
             e_by_t, e_cut_t = group_rows(ek, n_ticks, e_key)
             rt_s, et_s = r.take(r_by_t), e.take(e_by_t)
-        rb_s, eb_s = r.take(r_by_b), e.take(e_by_b)
         prev = self.watermark
         ticks = np.flatnonzero(used | (np.arange(n_ticks) == n_ticks - 1))
         t_of_b = np.searchsorted(batch_of_tick[ticks], np.arange(nb + 1))
