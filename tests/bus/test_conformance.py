@@ -230,3 +230,21 @@ def test_fetch_first_wakes_on_a_late_message_and_loses_none(bus: Bus, uniq: str)
             c.close()
     finally:
         _cleanup(bus, name)
+
+
+def test_in_progress_holds_off_redelivery(bus: Bus, uniq: str) -> None:
+    name = _stream(bus, uniq, work_queue=True)
+    try:
+        bus.publish(f"t{uniq}.a", b"busy")
+        c1 = bus.consumer(name, "w", filter_subject=f"t{uniq}.>", ack_wait_s=1.0)
+        (m,) = c1.fetch(1, 2.0)
+        # a live worker reports progress for longer than ack_wait: no redelivery
+        c2 = bus.consumer(name, "w", filter_subject=f"t{uniq}.>", ack_wait_s=1.0)
+        for _ in range(5):
+            time.sleep(0.5)
+            m.in_progress()
+        assert c2.fetch(1, 0.4) == []
+        m.ack()
+        assert c2.fetch(1, 1.5) == []
+    finally:
+        _cleanup(bus, name)

@@ -95,6 +95,14 @@ class Message:
         if ack is not None:
             ack.nak(self)  # type: ignore[attr-defined]
 
+    def in_progress(self) -> None:
+        """Still being worked on: restart the consumer's ``ack_wait`` for this message,
+        so a short ``ack_wait`` (fast redelivery after a worker dies) does not redeliver
+        a batch that a live worker is busy storing. Blocking."""
+        ack = self._ack
+        if ack is not None:
+            ack.in_progress(self)  # type: ignore[attr-defined]
+
 
 def ack_all(messages: list[Message]) -> None:
     """Acknowledge many messages: one call per adapter handle when the adapter offers

@@ -61,6 +61,12 @@ class _MemoryConsumer:
             if stream is not None and stream.spec.work_queue:
                 stream.entries.pop(msg.seq, None)
 
+    def in_progress(self, msg: Message) -> None:
+        with self._bus._cond:
+            if msg.seq in self._state.in_flight:
+                _, n = self._state.in_flight[msg.seq]
+                self._state.in_flight[msg.seq] = (self._bus._clock() + self._state.ack_wait_s, n)
+
     def nak(self, msg: Message) -> None:
         with self._bus._cond:
             if msg.seq in self._state.in_flight:

@@ -108,6 +108,10 @@ class _NatsConsumer:
         raw: Any = msg._raw
         self._bus._loop.run(raw.nak())
 
+    def in_progress(self, msg: Message) -> None:
+        raw: Any = msg._raw
+        self._bus._loop.run(raw.in_progress())
+
     async def _fetch_raw(self, max_messages: int, timeout_s: float) -> list[Any]:
         try:
             return list(await self._psub.fetch(max_messages, timeout=timeout_s))
