@@ -127,28 +127,40 @@ def learn_intervals(reads: pa.Table, history: Any) -> tuple[pa.Table, pa.Table]:
     if reads.num_rows == 0:
         return empty
     m = reads.column("meter_idx").to_numpy()
+    # a declared interval always wins: its reads teach nothing and are not kept
+    dm = history.declared
+    dec = np.zeros(len(m), bool)
+    inside = m < len(dm)
+    dec[inside] = dm[m[inside]] > 0
+    if dec.all():
+        return empty
+    if dec.any():
+        reads = reads.filter(pa.array(~dec))
+        m = reads.column("meter_idx").to_numpy()
     rt = reads.column("reading_type").to_numpy()
     t = reads.column("interval_end").cast(pa.int64()).to_numpy()
-    # dense group of each read: (meter, reading type) within this batch's meter range
+    # dense group of each read: (meter, reading type) within this batch's meter range,
+    # with a slot per reading type present (not per possible code: the group arrays
+    # are as long as the batch's meter range times its reading types)
     m0 = int(m.min())
-    g = (m - m0).astype(np.int64) * 32 + rt
+    rt_present = np.flatnonzero(np.bincount(rt, minlength=1))
+    slot = np.zeros(int(rt_present[-1]) + 1, np.int64)
+    slot[rt_present] = np.arange(len(rt_present))
+    n_rt = len(rt_present)
+    g = (m - m0).astype(np.int64) * n_rt + slot[rt]
     n_groups = int(g.max()) + 1
     key = np.flatnonzero(np.bincount(g, minlength=n_groups))
-    km, krt = (key // 32 + m0).astype(np.int32), (key % 32).astype(np.uint8)
-    dec_g = np.zeros(n_groups, bool)
-    inside = km < len(history.declared)
-    dec_g[key[inside]] = history.declared[km[inside]] > 0
+    km, krt = (key // n_rt + m0).astype(np.int32), rt_present[key % n_rt].astype(np.uint8)
     if history.changed:  # the interval in effect depends on the time
         cur = history.at(m, rt, t)
     else:  # one interval per key: a lookup per key, a gather per read
         cur_g = np.zeros(n_groups, np.int32)
         cur_g[key] = history.at(km, krt, np.zeros(len(key), np.int64))
         cur = cur_g[g]
-    declared = dec_g[g] if dec_g.any() else np.zeros(len(g), bool)
     known = cur > 0
     # --- keys already learned: changes from the first read off the grid on
-    check = known & ~declared
-    learn = ~known & ~declared
+    check = known
+    learn = ~known
     if check.any():
         off = check & ((t % np.maximum(cur, 1)) != 0)
         if off.any():
