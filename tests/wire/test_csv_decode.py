@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from headend.errors import DecodeError
-from headend.ingest.batch import Decoded
 from headend.model import codes, schema
+from headend.wire.batch import Decoded
 from headend.wire.csvfmt import decode_csv
 
 READS_H = b"meter_id,reading_type,interval_end,value,quality\n"

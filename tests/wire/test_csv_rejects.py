@@ -9,16 +9,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from headend.ingest.batch import DecodedEvents, DecodedReads, DecodedRegisters
-from headend.ingest.rejects import (
+from headend.model import codes, schema
+from headend.wire.batch import DecodedEvents, DecodedReads, DecodedRegisters
+from headend.wire.csvfmt import decode_csv
+from headend.wire.csvfmt.rejects import (
     make_rejects,
     rejects_from_events,
     rejects_from_reads,
     rejects_from_registers,
     rejects_to_csv_bytes,
 )
-from headend.model import codes, schema
-from headend.wire.csvfmt import decode_csv
 
 T = 1_772_378_100  # 2026-03-01T15:15:00Z
 

@@ -11,9 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headend.errors import DecodeError
-from headend.ingest.batch import Decoded
-from headend.ingest.rejects import rejects_to_csv_bytes
 from headend.model import codes, schema
+from headend.wire.batch import Decoded
 from headend.wire.csvfmt import (
     decode_csv,
     write_events_csv,
@@ -21,6 +20,7 @@ from headend.wire.csvfmt import (
     write_reads_csv,
     write_registers_csv,
 )
+from headend.wire.csvfmt.rejects import rejects_to_csv_bytes
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -36,9 +36,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from headend.errors import DecodeError, FrameError
-from headend.ingest import rejects as rj
 from headend.ingest._commit import Committer, timed
-from headend.ingest.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
 from headend.ingest.outbox import Outbox
 from headend.ingest.result import STAGES, IngestConfig, IngestResult, Listener, StoredBatch
 from headend.ingest.validate import ROW_REASONS, check_events, check_reads, check_registers
@@ -46,7 +44,9 @@ from headend.model import reasons, schema
 from headend.store import DataDir
 from headend.store.reference import upsert_reference
 from headend.wire import frame as wf
+from headend.wire.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
 from headend.wire.csvfmt import decode_csv, detect_kind
+from headend.wire.csvfmt import rejects as rj
 
 __all__ = ["STAGES", "IngestConfig", "IngestResult", "Ingestor", "Listener", "StoredBatch"]
 

@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import headend.wire.csvfmt  # noqa: F401  (imported before ingest: avoids an import cycle)
 from headend.bus import Bus, open_bus
 from headend.errors import ConfigError
 from headend.ingest.pipeline import Ingestor, IngestResult, Listener

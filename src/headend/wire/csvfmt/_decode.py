@@ -1,4 +1,4 @@
-"""Decode canonical CSV into :class:`headend.ingest.batch.Decoded` units, vectorised.
+"""Decode canonical CSV into :class:`headend.wire.batch.Decoded` units, vectorised.
 
 Each block of lines is read by Arrow as string columns, then every column is parsed at
 once (see :mod:`._text`); columns with few distinct values (reading types, interval
@@ -19,13 +19,13 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from headend.ingest import rejects as _rj  # module import: rejects imports csvfmt too
-from headend.ingest.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
 from headend.model import codes, reasons, schema
+from headend.wire.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
 from headend.wire.csvfmt import _text as tx
 from headend.wire.csvfmt._blocks import Block, open_blocks, parse_block
 from headend.wire.csvfmt._detect import parse_header
 from headend.wire.csvfmt._format import REG_DECIMALS, RT_DECIMALS
+from headend.wire.csvfmt.rejects import make_rejects
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "DEFAULT_INTERVAL_MINUTES", "decode_csv"]
 
@@ -93,7 +93,7 @@ class _Rows:
             det = detail
         fields = {q: self.cols[c].filter(fm) for q, c in _FIELDS[self.kind].items()}
         payload = self._lines(fm) if self.kind in _PAYLOAD_KINDS else None
-        self.rejects.append(_rj.make_rejects(
+        self.rejects.append(make_rejects(
             self.source, self.kind, reason, det, payload=payload,
             received_at=self.received_at, **fields))
         self.taken |= m
@@ -377,7 +377,7 @@ def _decode_block(block: Block, kind: str, source: str, received_at: int) -> Dec
     rows = _Rows(kind, block.columns, block.num_rows, source, received_at)
     decoded = _CONVERTERS[kind](rows)
     if block.bad_lines:
-        decoded.rejects.insert(0, _rj.make_rejects(
+        decoded.rejects.insert(0, make_rejects(
             source, kind, reasons.BAD_CSV, block.bad_details, payload=block.bad_lines,
             received_at=received_at))
     return decoded
@@ -396,7 +396,7 @@ def decode_csv(
     data : bytes or path
         The CSV (UTF-8, header row; LF or CRLF line ends; values without line breaks).
     source : str
-        Name of the input, carried into :class:`~headend.ingest.batch.Decoded` and
+        Name of the input, carried into :class:`~headend.wire.batch.Decoded` and
         every quarantine row.
     block_size : int
         Bytes of whole lines decoded at once [bytes]; memory use is a small multiple.
