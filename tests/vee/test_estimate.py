@@ -96,11 +96,11 @@ def test_like_days_follow_local_time_across_a_dst_change():
     first = 1_711_580_400 + 900  # 2024-03-27T23:00Z = Thu 28 Mar 00:00 local
     n = 96 * 8 - 4
     t = first + 900 * np.arange(n)
-    from headend.vee.grid import _local_seconds
+    from headend.vee.grid import local_seconds
 
-    local_hour = (_local_seconds(t - 900, "Europe/Paris") % 86_400) // 3600
+    local_hour = (local_seconds(t - 900, "Europe/Paris") % 86_400) // 3600
     values = 10 * local_hour + 1
-    cal_day = (_local_seconds(t - 900, "Europe/Paris") // 86_400)
+    cal_day = (local_seconds(t - 900, "Europe/Paris") // 86_400)
     day_of = cal_day - cal_day[0]  # 0 = 28 Mar ... 4 = 1 Apr, 5 = 2 Apr, 7 = 4 Apr
     gap1 = np.flatnonzero((day_of == 7) & (local_hour >= 10) & (local_hour < 13))
     gap2 = np.flatnonzero((day_of == 5) & (local_hour >= 9) & (local_hour < 12))

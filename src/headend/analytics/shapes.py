@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from headend.analytics.matrix import HourlyMatrix
 from headend.model import codes
-from headend.vee.grid import _local_seconds
+from headend.vee.grid import local_seconds
 
 __all__ = [
     "SEASONS",
@@ -46,7 +46,7 @@ _SEASON_OF_MONTH = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0])  # index mo
 
 def _local_parts(start_s: I64, tz: str) -> tuple[I64, I64, I64, I64]:
     """Local (hour of day, weekday Mon=0, month 1..12, year) of each instant."""
-    loc = _local_seconds(start_s, tz)
+    loc = local_seconds(start_s, tz)
     days = np.floor_divide(loc, 86_400)
     hour = (loc - days * 86_400) // 3600
     weekday = (days + 3) % 7
@@ -200,7 +200,7 @@ def billing_determinants(reads: pa.Table, interval_s_of: npt.NDArray[np.int32], 
     ivl = np.asarray(interval_s_of, np.int64)[meter]
     kwh = r.column("value").to_numpy().astype(np.float64) * res
     hour, weekday, month, year = _local_parts(t - ivl, tz)
-    loc_day = np.floor_divide(_local_seconds(t - ivl, tz), 86_400).astype("datetime64[D]")
+    loc_day = np.floor_divide(local_seconds(t - ivl, tz), 86_400).astype("datetime64[D]")
     weekend = (weekday >= 5) | np.isin(loc_day, np.array(tou.holidays, dtype="datetime64[D]"))
     names = sorted(set(tou.weekday) | set(tou.weekend))
     code = {n: i for i, n in enumerate(names)}

@@ -43,6 +43,7 @@ from headend.ingest.validate import ROW_REASONS, check_events, check_reads, chec
 from headend.model import reasons, schema
 from headend.store import DataDir
 from headend.store.reference import upsert_reference
+from headend.store.weather import WeatherStore
 from headend.wire import frame as wf
 from headend.wire.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
 from headend.wire.csvfmt import decode_csv, detect_kind
@@ -588,8 +589,6 @@ class Ingestor:
             result.by_reason[reason] += n
 
     def _store_weather(self, table: pa.Table) -> None:
-        from headend.vee.weather import WeatherStore  # optional consumer of weather
-
         WeatherStore(self.data.root).append(table)
 
     def _finish(self, result: IngestResult) -> None:

@@ -2,7 +2,8 @@
 
 ``ReadStore`` (:mod:`headend.store.base`) is the port; :class:`ParquetStore` the
 on-disk adapter and :class:`InMemoryStore` the in-memory one, both checked by the same
-conformance suite. :class:`DataDir` bundles everything of one data directory.
+conformance suite. :class:`DataDir` bundles everything of one data directory;
+:class:`WeatherStore` keeps the outdoor temperatures in it.
 """
 
 from headend.store.base import AppendResult, QueryStore, ReadStore, StoreStats
@@ -12,6 +13,7 @@ from headend.store.memory import InMemoryStore
 from headend.store.parquet import ParquetStore
 from headend.store.quarantine import QuarantineStore
 from headend.store.registry import COLLECTORS, CollectorKeys, MeterRegistry, serial_of
+from headend.store.weather import WeatherStore
 
 __all__ = [
     "COLLECTORS",
@@ -26,5 +28,6 @@ __all__ = [
     "ReadStore",
     "StoreConfig",
     "StoreStats",
+    "WeatherStore",
     "serial_of",
 ]

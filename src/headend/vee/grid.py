@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 
 from headend.model.schema import READS, TS
 
-__all__ = ["Grid", "LocalCalendar", "build_grids", "grid_to_table", "local_calendar"]
+__all__ = ["Grid", "LocalCalendar", "build_grids", "grid_to_table", "local_calendar",
+           "local_seconds"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -242,7 +243,9 @@ class LocalCalendar:
     n_intervals: I64
 
 
-def _local_seconds(t: I64, tz: str) -> I64:
+def local_seconds(t: I64, tz: str) -> I64:
+    """Local wall-clock time of the instants ``t`` [Unix s] in the IANA zone ``tz``, as
+    seconds since the local epoch (``local_seconds(t, tz) // 86400`` is the local day)."""
     if tz in ("UTC", "Etc/UTC", "Z"):
         return t
     arr = pa.array(t, pa.int64()).cast(pa.timestamp("s", tz=tz))
@@ -264,7 +267,7 @@ def local_calendar(t0: int, n: int, interval_s: int, tz: str = "UTC") -> LocalCa
         IANA time zone of the utility (``"Europe/Paris"``); default ``"UTC"``.
     """
     start = t0 - interval_s + np.arange(n, dtype=np.int64) * interval_s
-    local = _local_seconds(start, tz)
+    local = local_seconds(start, tz)
     abs_day = np.floor_divide(local, 86400)
     day0 = int(abs_day[0]) if n else 0
     day = abs_day - day0

@@ -4,9 +4,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from headend.analytics.weather import WeatherStore
 from headend.errors import ValidationError
 from headend.model.schema import TS, WEATHER
+from headend.store import WeatherStore
 
 T0 = 1_704_067_200
 
