@@ -93,6 +93,9 @@ def ingest(
                 files, progress=lambda _p, size: bar.update(task, advance=size))
     except StorageError as exc:
         fail(f"storage failure, nothing acknowledged: {exc}", EXIT_STORAGE)
+    except OSError as exc:  # a listener's state (rules checkpoint, VEE runs) not written
+        fail(f"storage failure, nothing acknowledged: {exc} (ingesting the same files "
+             "again is safe: stored reads are not doubled)", EXIT_STORAGE)
     _print_summary(result, as_json=as_json)
     if result.unusable:
         fail(f"unusable input: {result.unusable[0]}", EXIT_UNUSABLE)
