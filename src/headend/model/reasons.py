@@ -24,6 +24,8 @@ REASONS: Final[dict[str, str]] = {
     "bad_event_code": "event code is not a well-formed EndDeviceEventType",
     "bad_csv": "CSV row or header malformed",
     "bad_meter": "meter registry row invalid (commodity, technology, two_way or id)",
+    "ingest_failed": "a message that made the ingest fail at every delivery, alone at the "
+                     "last (a poison message); the error in detail, the message in payload",
 }
 
 UNKNOWN_METER: Final = "unknown_meter"
@@ -40,6 +42,7 @@ BAD_QUALITY: Final = "bad_quality"
 BAD_EVENT_CODE: Final = "bad_event_code"
 BAD_CSV: Final = "bad_csv"
 BAD_METER: Final = "bad_meter"
+INGEST_FAILED: Final = "ingest_failed"
 
 #: reasons whose records can succeed later without a change to the data itself
 RETRYABLE: Final = frozenset({UNKNOWN_METER, UNKNOWN_COLLECTOR})

@@ -83,8 +83,18 @@ class ServeConfig(BaseModel):
     partitions: int = Field(8, ge=1, le=4096)
     replicas: int = Field(1, ge=1, le=5)
     workers: int = Field(1, ge=0, le=1, description="in-process ingest worker (0 or 1)")
-    lease_ttl_s: float = Field(6.0, gt=0)
-    ack_wait_s: float = Field(30.0, gt=0)
+    #: partition leases of ingest and rules workers expire this long after their last
+    #: refresh [s]; with ack_wait_s it bounds the failover (docs/scaling.md)
+    lease_ttl_s: float = Field(4.0, gt=0)
+    #: the bus redelivers a message not acknowledged within this [s] of its delivery or
+    #: of its last in-progress heartbeat (every ack_wait_s / 4 while a batch is worked)
+    ack_wait_s: float = Field(4.0, gt=0)
+    #: an ingest message delivered this many times is ingested alone and, if it still
+    #: fails, quarantined (``ingest_failed``) and acknowledged
+    max_deliveries: int = Field(5, ge=2)
+    #: a rules worker holds back rows of meters its registry does not know yet for at
+    #: most this long [s], then quarantines them (``unknown_meter``)
+    rules_unknown_wait_s: float = Field(300.0, ge=0)
     upload_timeout_s: float = Field(60.0, gt=0)
     bucket_bits: int | None = Field(None, ge=4, le=27)
     webhooks: bool = True

@@ -1,4 +1,5 @@
-"""Partition leases of one ingest worker, kept in a key-value bucket.
+"""Partition leases of one worker, kept in a key-value bucket, and the in-progress
+heartbeat of the batch it is working on.
 
 A lease is the key ``p.<p>`` (value: the worker id) in the bucket ``headend_leases``,
 whose TTL is the lease time; it is refreshed every TTL/3 with compare-and-set on its
@@ -10,7 +11,15 @@ what to give back) and is thread-safe, so it can run on its own thread: a refres
 takes a while (a slow round trip, a leader election) then never holds up the fetch and
 ingest loop. The loop asks :meth:`PartitionLeases.changes` between rounds what to stop
 fetching, and calls :meth:`PartitionLeases.give_back` once it has finished and
-acknowledged its batch and handed the store's bucket locks back.
+acknowledged its batch and handed the store's bucket locks back. Ingest workers keep
+their leases in ``headend_leases``, rules workers in ``headend_rules_leases`` (the same
+keys, another bucket: the two kinds never count or take each other's partitions).
+
+:class:`InProgress` sends :meth:`Message.in_progress <headend.bus.base.Message.in_progress>`
+for the messages of the batch being worked, from its own thread, every ``interval_s``.
+Consumers then run with a short ``ack_wait`` (a few seconds): a live worker busy with a
+long batch keeps its messages, a dead one's messages are delivered again a few seconds
+after its last heartbeat (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import logging
 import math
 import threading
 import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
-from headend.bus import KeyValue
+from headend.bus import KeyValue, Message
 
-__all__ = ["PartitionLeases"]
+__all__ = ["InProgress", "PartitionLeases"]
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +128,72 @@ class PartitionLeases:
         """Give every lease and the heartbeat back (clean shutdown)."""
         self.give_back(self.owned)
         self.kv.delete(f"w.{self.worker_id}")
+
+
+class InProgress:
+    """The in-progress heartbeat of one worker's current batch.
+
+    Parameters
+    ----------
+    interval_s : float
+        Time between two heartbeats [s]; a fraction of the consumers' ``ack_wait``
+        (a quarter: three heartbeats may be late before a live batch is redelivered).
+    name : str
+        Thread name.
+
+    Notes
+    -----
+    The thread starts with the first batch and sends nothing while no batch is worked.
+    A heartbeat that fails (bus reconnecting) is logged and retried at the next
+    interval; the worst outcome is a redelivery, which the store's dedup absorbs.
+    """
+
+    def __init__(self, interval_s: float, name: str = "in-progress") -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.interval_s = interval_s
+        self.name = name
+        self.beats = 0  # heartbeats sent (batches x intervals), for tests and metrics
+        self._mutex = threading.Lock()
+        self._batch: dict[int, Message] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def working(self, msgs: Iterable[Message]) -> Iterator[None]:
+        """Heartbeat ``msgs`` until the block ends (or :meth:`forget`)."""
+        with self._mutex:
+            self._batch = {id(m): m for m in msgs}
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._batch = {}
+
+    def forget(self, msgs: Iterable[Message]) -> None:
+        """Stop heartbeating ``msgs`` (acknowledged, or left for redelivery)."""
+        with self._mutex:
+            for m in msgs:
+                self._batch.pop(id(m), None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with self._mutex:
+                batch = list(self._batch.values())
+            for m in batch:
+                try:
+                    m.in_progress()
+                except Exception as exc:  # noqa: BLE001 - next interval tries again
+                    log.debug("in-progress heartbeat failed: %s", exc)
+                    break
+            else:
+                self.beats += 1 if batch else 0
+
+    def close(self) -> None:
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(self.interval_s + 1.0)

@@ -11,6 +11,20 @@ worker's leases expire and the living take them; its unacknowledged messages are
 redelivered by JetStream after ``ack_wait``. A message is acknowledged only after
 :meth:`Ingestor.ingest_bytes` returned (durable), so a crash loses nothing; the store's
 dedup makes the redelivery harmless.
+
+``ack_wait`` is short (4 s): while a batch is worked, a heartbeat thread sends
+:meth:`Message.in_progress` every ``ack_wait / 4`` (:class:`~headend.serve.leases.InProgress`),
+so a live worker keeps its batch however long it takes and a dead worker's batch is
+delivered again within seconds. With the 4 s lease the partition of a worker killed
+mid-batch is acknowledged by another worker within about 6 s (docs/scaling.md).
+
+**Poison messages.** When a round's concatenated ingest fails (not for want of the
+store or the bus: :data:`ENVIRONMENT_ERRORS`), its messages are ingested one by one, so
+the good ones are stored and acknowledged in that round. A message that fails alone is
+left for redelivery; once it has been delivered ``max_deliveries`` times it is ingested
+alone again and, if it still fails, goes to the quarantine (reason ``ingest_failed``,
+the error in ``detail``, the message in ``payload``) and is acknowledged, so the
+partition moves on.
 """
 
 from __future__ import annotations
@@ -26,10 +40,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from headend.bus import Bus, Consumer, Message, StreamSpec, ack_all, fetch_each, fetch_first
-from headend.serve.leases import PartitionLeases
+from headend.errors import PublishError, ServiceUnavailable, StorageError
+from headend.model.reasons import INGEST_FAILED
+from headend.serve.leases import InProgress, PartitionLeases
 from headend.serve.subjects import INGEST_PREFIX, RESULT_PREFIX, ingest_subject
 
 __all__ = [
+    "ENVIRONMENT_ERRORS",
     "INGEST_STREAM",
     "LEASE_BUCKET",
     "REGISTRY_BUCKET",
@@ -53,6 +70,8 @@ H_CT: Final = "Content-Type"
 _BUSY_WAIT_S: Final = 0.001
 #: assumed size of a partition's messages before one was seen [bytes]
 _FIRST_SIZE_GUESS: Final = 64 * 1024
+#: failures of the store or the bus, not of a message: never a reason to quarantine one
+ENVIRONMENT_ERRORS: Final = (StorageError, PublishError, ServiceUnavailable, OSError)
 
 
 def _partition_of(subject: str) -> int:
@@ -77,10 +96,16 @@ class WorkerConfig:
     partitions : int
         Ingest partitions P (same value for every worker and the uplink).
     lease_ttl_s : float
-        A partition lease expires this long after its last refresh [s].
+        A partition lease expires this long after its last refresh [s] (refreshed every
+        third of it). With ``ack_wait_s`` it bounds the failover: a dead worker's
+        partitions are taken within ``lease_ttl_s * 4/3`` of its death.
     ack_wait_s : float
-        JetStream redelivers a message not acknowledged within this [s]; must exceed
-        the longest ingest of one fetch.
+        JetStream redelivers a message not acknowledged within this [s] after its
+        delivery or its last in-progress heartbeat (sent every ``ack_wait_s / 4``
+        while the batch is worked), so it need not exceed the longest ingest.
+    max_deliveries : int
+        A message delivered this many times is ingested alone and, if that fails
+        (other than by :data:`ENVIRONMENT_ERRORS`), quarantined and acknowledged.
     batch : int
         Most messages fetched per round, over all owned partitions (ingested as one
         batch).
@@ -104,8 +129,9 @@ class WorkerConfig:
     """
 
     partitions: int = 8
-    lease_ttl_s: float = 6.0
-    ack_wait_s: float = 30.0
+    lease_ttl_s: float = 4.0
+    ack_wait_s: float = 4.0
+    max_deliveries: int = 5
     batch: int = 512
     batch_bytes: int = 16 * 1024 * 1024
     idle_fetch_s: float = 0.04
@@ -134,6 +160,10 @@ class IngestWorker:
         Held around each ingest (an Ingestor shared with other threads).
     on_result : callable, optional
         ``(result, messages, redelivered)`` after each acknowledged ingest (metrics).
+    quarantine : QuarantineStore, optional
+        Where poison messages go (``append(rows)``). Without one, a poison message is
+        logged at every delivery and never acknowledged (the partition stalls, loudly,
+        rather than drop it).
     """
 
     def __init__(
@@ -147,6 +177,7 @@ class IngestWorker:
         worker_id: str | None = None,
         lock: AbstractContextManager[Any] | None = None,
         on_result: Callable[[Any, int, int], None] | None = None,
+        quarantine: Any = None,
     ) -> None:
         self.bus = bus
         self.ingest = ingest
@@ -156,6 +187,8 @@ class IngestWorker:
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
         self._lock = lock or nullcontext()
         self._on_result = on_result
+        self.quarantine = quarantine
+        self._beat = InProgress(config.ack_wait_s / 4, name=f"in-progress-{self.worker_id}")
         ensure_streams(bus, config.replicas)
         self.leases = PartitionLeases(
             bus.kv(LEASE_BUCKET, ttl_s=config.lease_ttl_s, replicas=config.replicas),
@@ -337,46 +370,115 @@ class IngestWorker:
             self._consumers.pop(p, None)
 
     def _process(self, msgs: list[Message]) -> int:
-        replies = [m for m in msgs if H_REPLY in m.headers]
-        frames = [m for m in msgs if H_REPLY not in m.headers
-                  and m.headers.get(H_CT, "").startswith("application/octet-stream")]
-        others = [m for m in msgs if H_REPLY not in m.headers and m not in frames]
-        try:
+        """Ingest and acknowledge a round's messages (heartbeat while it lasts); returns
+        how many were acknowledged."""
+        with self._beat.working(msgs):
+            alone = [m for m in msgs if m.num_delivered >= self.config.max_deliveries]
+            rest = [m for m in msgs if m.num_delivered < self.config.max_deliveries]
+            frames = [m for m in rest if H_REPLY not in m.headers
+                      and m.headers.get(H_CT, "").startswith("application/octet-stream")]
+            singles = [m for m in rest if m not in frames]
+            done = 0
             # frames concatenate: one ingest, one store append per bucket; the batch
             # carries the source of its oldest upload. Redelivered frames go apart: a
             # worker may have died after storing them and before publishing them, so
             # their rows are published again (at least once, never lost)
             for part, again in (([m for m in frames if m.num_delivered <= 1], False),
                                 ([m for m in frames if m.num_delivered > 1], True)):
-                if not part:
-                    continue
-                started = time.monotonic()
-                res = self._ingest(b"".join(m.data for m in part),
-                                   part[0].headers.get(H_SOURCE, "uplink"),
-                                   "application/octet-stream", again)
-                ingested = time.monotonic()
-                ack_all(part)  # after the append returned: durable
-                log.debug("ingested %.4f s, acknowledged %.4f s", ingested - started,
-                          time.monotonic() - ingested)
-                self._report(res, len(part), len(part) if again else 0)
-            for m in others:
-                res = self._ingest(m.data, m.headers.get(H_SOURCE, "uplink"),
-                                   m.headers.get(H_CT), m.num_delivered > 1)
-                m.ack()
-                self._report(res, 1, 0)
-            for m in replies:
-                res = self._ingest(m.data, m.headers.get(H_SOURCE, "upload"),
-                                   m.headers.get(H_CT), m.num_delivered > 1)
-                body = json.dumps(res.to_dict() if hasattr(res, "to_dict") else res).encode()
-                # result first, then ack: a lost ack costs a redelivery (counted as
-                # duplicates, the waiter already has its answer), never a lost answer
-                self.bus.publish(m.headers[H_REPLY], body, {H_UPLOAD: m.headers.get(H_UPLOAD, "")})
-                m.ack()
-                self._report(res, 1, 0)
-        except Exception:
-            log.exception("ingest failed; unacknowledged messages will be redelivered")
+                if part:
+                    done += self._ingest_frames(part, again)
+            # uploads waiting for an answer, CSV, and messages delivered max_deliveries
+            # times (split from their round: ingested alone)
+            for m in singles + alone:
+                done += self._ingest_one(m, m.num_delivered > 1)
+        return done
+
+    def _ingest_frames(self, part: list[Message], again: bool) -> int:
+        started = time.monotonic()
+        try:
+            res = self._ingest(b"".join(m.data for m in part),
+                               part[0].headers.get(H_SOURCE, "uplink"),
+                               "application/octet-stream", again)
+        except ENVIRONMENT_ERRORS as exc:
+            log.warning("ingest of %d frames failed (%s); they will be redelivered",
+                        len(part), exc)
+            self._beat.forget(part)
             return 0
-        return len(msgs)
+        except Exception as exc:  # noqa: BLE001 - one of them may be poison: split
+            if len(part) == 1:
+                return self._failed(part[0], exc)
+            log.warning("ingest of %d frames failed (%r); ingesting them one by one",
+                        len(part), exc)
+            # rows of the failed batch may be stored already: publish them again
+            return sum(self._ingest_one(m, True) for m in part)
+        ingested = time.monotonic()
+        ack_all(part)  # after the append returned: durable
+        self._beat.forget(part)
+        log.debug("ingested %.4f s, acknowledged %.4f s", ingested - started,
+                  time.monotonic() - ingested)
+        self._report(res, len(part), len(part) if again else 0)
+        return len(part)
+
+    def _ingest_one(self, m: Message, again: bool) -> int:
+        """Ingest one message alone, answer its upload if it waits, acknowledge."""
+        try:
+            res = self._ingest(m.data, m.headers.get(H_SOURCE, "upload" if H_REPLY in
+                                                       m.headers else "uplink"),
+                               m.headers.get(H_CT), again)
+        except Exception as exc:  # noqa: BLE001 - judged by _failed
+            return self._failed(m, exc)
+        try:
+            self._answer(m, res.to_dict() if hasattr(res, "to_dict") else res)
+        except Exception as exc:  # noqa: BLE001 - the answer is owed: redelivered
+            log.warning("could not publish the result of an upload (%s)", exc)
+            self._beat.forget([m])
+            return 0
+        m.ack()
+        self._beat.forget([m])
+        self._report(res, 1, 1 if again else 0)
+        return 1
+
+    def _answer(self, m: Message, result: Any) -> None:
+        """Publish the counts of an upload part whose uploader waits for them. Result
+        first, then ack: a lost ack costs a redelivery (counted as duplicates, the
+        waiter already has its answer), never a lost answer."""
+        if H_REPLY in m.headers:
+            self.bus.publish(m.headers[H_REPLY], json.dumps(result).encode(),
+                             {H_UPLOAD: m.headers.get(H_UPLOAD, "")})
+
+    def _failed(self, m: Message, exc: BaseException) -> int:
+        """A message failed alone: leave it for redelivery, or quarantine and
+        acknowledge it once it was delivered ``max_deliveries`` times."""
+        self._beat.forget([m])
+        n, limit = m.num_delivered, self.config.max_deliveries
+        if isinstance(exc, ENVIRONMENT_ERRORS) or n < limit or self.quarantine is None:
+            log.warning("message %s #%d failed alone at delivery %d of %d (%r); it will be "
+                        "redelivered%s", m.subject, m.seq, n, limit, exc,
+                        "" if self.quarantine is not None or n < limit
+                        else " (no quarantine configured: the partition is stalled)")
+            return 0
+        from headend.wire.csvfmt.rejects import make_rejects
+
+        ct = m.headers.get(H_CT, "")
+        kind = "frame" if ct.startswith("application/octet-stream") else "file"
+        detail = (f"ingest failed {n} times, alone at the last: {type(exc).__name__}: {exc} "
+                  f"(bus subject {m.subject}, sequence {m.seq}, content type {ct or '-'})")
+        rows = make_rejects(m.headers.get(H_SOURCE, "uplink"), kind, INGEST_FAILED, detail,
+                            payload=m.data,
+                            received_at=int(m.stored_at) if m.stored_at else None)
+        try:
+            self.quarantine.append(rows)
+            result = {"accepted": 0, "duplicate": 0, "quarantined": 1,
+                      "by_reason": {INGEST_FAILED: 1}}
+            self._answer(m, result)
+        except Exception as qexc:  # noqa: BLE001 - not quarantined: not acknowledged
+            log.error("could not quarantine poison message %s #%d (%s)", m.subject, m.seq, qexc)
+            return 0
+        log.error("quarantined poison message %s #%d after %d deliveries: %r", m.subject,
+                  m.seq, n, exc)
+        m.ack()
+        self._report(result, 1, 1)
+        return 1
 
     def _ingest(self, data: bytes, source: str, content_type: str | None,
                 redelivery: bool = False) -> Any:
@@ -411,6 +513,7 @@ class IngestWorker:
                     self._stop.wait(0.5)
         finally:
             self._stop.set()
+            self._beat.close()
             self._keeper.join(self.config.lease_ttl_s)
             try:
                 self.release_all()
