@@ -23,7 +23,7 @@ import pyarrow as pa
 from pyarrow import ipc
 
 from headend.model import schema
-from headend.store._fs import fsync_dir
+from headend.store.fs import fsync_dir
 
 _TABLES = (("reads", schema.READS), ("registers", schema.REGISTERS), ("events", schema.EVENTS))
 

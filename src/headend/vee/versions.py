@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from headend.errors import StorageError, ValidationError
 from headend.model import codes
 from headend.model.schema import READS, TS, VEE_VERSIONS, read_key
-from headend.store._fs import fsync_dir, locked, publish_path, remove_temp_files
+from headend.store.fs import fsync_dir, locked, publish_path, remove_temp_files
 
 __all__ = ["COVERAGE", "EDITED", "VALIDATED", "Coverage", "VersionStore", "current_reads"]
 
