@@ -135,6 +135,42 @@ def test_history_lookup_by_time():
     assert h.current()[0][:3].tolist() == [300, 3600, 0]
 
 
+def test_history_lookups_match_a_read_by_read_oracle():
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        n_meters = int(rng.integers(1, 40))
+        declared = np.where(rng.random(n_meters) < 0.3, 900, 0).astype(np.int32)
+        keys = {(int(m), int(rt), T0 + 86_400 * int(d))
+                for m, rt, d in zip(rng.integers(0, n_meters, 40), rng.integers(0, 8, 40),
+                                    rng.integers(0, 6, 40), strict=True)}
+        entries = sorted((*k, int(rng.choice([300, 900, 3600]))) for k in keys)
+        h = history(declared.tolist(), entries)
+        m = rng.integers(0, n_meters, 300).astype(np.int32)
+        rt = rng.integers(0, 8, 300).astype(np.uint8)
+        t = T0 + rng.integers(-86_400, 7 * 86_400, 300)
+        interval_s, segment = h.segments(m, rt, t)
+        for i in range(300):
+            mine = [j for j, e in enumerate(entries) if e[:2] == (m[i], rt[i])]
+            if declared[m[i]]:
+                want = (declared[m[i]], -1)
+            elif not mine:
+                want = (0, -1)
+            else:  # the last entry in effect at t; the first also covers earlier reads
+                j = max([j for j in mine if entries[j][2] <= t[i]], default=mine[0])
+                want = (entries[j][3], j)
+            assert (interval_s[i], segment[i]) == want
+        assert h.at(m, rt, t).tolist() == interval_s.tolist()
+
+
+def test_a_declared_fleet_history_holds_no_index_per_reading_type():
+    declared = np.full(1_000_000, 900, np.int32)
+    h = history(declared.tolist(), [(5, 0, T0, 300)])
+    held = sum(a.nbytes for a in vars(h).values() if isinstance(a, np.ndarray))
+    assert held < 2 * declared.nbytes  # not 8 reading-type slots of 20 bytes per meter
+    m = np.array([0, 5, 999_999], np.int32)
+    assert h.at(m, np.zeros(3, np.uint8), np.full(3, T0)).tolist() == [900, 900, 900]
+
+
 def test_unknown_interval_validates_but_does_not_estimate():
     t = series(0, T0 + 900, 900, [100, 100, 100, 100, 100, 100], missing=[2, 3])
     table, _method, summary = vee_tables(t, history())

@@ -39,8 +39,10 @@ class IntervalHistory:
 
     Notes
     -----
-    Lookups gather from a dense (meter, reading type) index: one segment per key costs
-    one gather per read; only keys whose interval changed are searched by time.
+    Lookups gather the declared interval per meter, then, for the meters with learned
+    entries, from a dense (meter, reading type) index over those meters only (a fleet
+    whose intervals are all declared holds no index): one segment per key costs one
+    gather per read; only keys whose interval changed are searched by time.
     """
 
     def __init__(self, declared: npt.NDArray[np.int32], learned: pa.Table) -> None:
@@ -52,10 +54,11 @@ class IntervalHistory:
         self.meter, self.rt, self.effective_from = m[order], rt[order], eff[order]
         self.interval_s = learned.column("interval_s").to_numpy().astype(np.int32)[order]
         self._group = self.meter * RT_SLOTS + self.rt
-        n_meters = max(len(self.declared), int(self.meter.max()) + 1 if len(m) else 0)
-        n_groups = n_meters * RT_SLOTS
-        self._first = np.full(n_groups, -1, np.int64)
-        self._count = np.zeros(n_groups, np.int64)
+        # dense index over the meters with learned entries (0 .. the highest such meter)
+        n_groups = (int(self.meter.max()) + 1) * RT_SLOTS if len(m) else 0
+        #: first entry of each group (-1: none) and its number of entries
+        self._first = np.full(n_groups, -1, np.int32)
+        self._count = np.zeros(n_groups, np.int32)
         self._current: tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]] | None = None
         if len(m):
             start = np.r_[True, self._group[1:] != self._group[:-1]]
@@ -63,26 +66,36 @@ class IntervalHistory:
             self._count[:] = np.bincount(self._group, minlength=n_groups)
         #: any key with more than one learned interval (then rows are per segment)
         self.changed = bool((self._count > 1).any())
-        # dense answer per (meter, reading type): declared, else the only learned
-        # interval, else 0 (unknown); -1 where the time decides (several entries)
-        dec = np.zeros(n_meters, np.int32)
-        dec[: len(self.declared)] = self.declared
-        fast = np.where(self._count == 1, self.interval_s[np.maximum(self._first, 0)]
-                        if len(m) else 0, np.where(self._count > 1, -1, 0)).astype(np.int32)
-        self._fast = np.where(np.repeat(dec, RT_SLOTS) > 0, np.repeat(dec, RT_SLOTS), fast)
+        # learned answer per group: the only learned interval, 0 (none) or -1 (several
+        # entries: the time decides); a declared interval wins over it in lookups
+        self._learned = np.where(
+            self._count == 1, self.interval_s[np.maximum(self._first, 0)] if len(m) else 0,
+            np.where(self._count > 1, -1, 0)).astype(np.int32)
 
     def __len__(self) -> int:
         return len(self.meter)
 
     def _dense(self, m: npt.NDArray[np.integer[Any]], rt: npt.NDArray[np.integer[Any]]
                ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.bool_] | None]:
-        """Dense group of each read, and which reads fall outside the table (or None)."""
+        """Group of each read in the learned index, and which reads fall outside it (or
+        None when none does)."""
         g = m * RT_SLOTS + rt
-        if len(m) and (int(m.max()) * RT_SLOTS + RT_SLOTS > len(self._fast)
+        if len(m) and (int(m.max()) * RT_SLOTS + RT_SLOTS > len(self._learned)
                        or int(rt.max()) >= RT_SLOTS or int(m.min()) < 0):
-            out = (m < 0) | (rt >= RT_SLOTS) | (g >= len(self._fast))
+            out = (m < 0) | (rt >= RT_SLOTS) | (g >= len(self._learned))
             return np.where(out, 0, g), out
         return g, None
+
+    def _declared_at(self, m: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int32]:
+        """Declared interval of each meter [s] (0: none, or not in the registry)."""
+        d = self.declared
+        if len(m) and int(m.min()) >= 0 and int(m.max()) < len(d):
+            got: npt.NDArray[np.int32] = d[m]
+            return got
+        out = np.zeros(len(m), np.int32)
+        inside = (m >= 0) & (m < len(d))
+        out[inside] = d[m[inside]]
+        return out
 
     def segments(self, meter_idx: npt.NDArray[np.int32], reading_type: npt.NDArray[np.uint8],
                  interval_end: npt.NDArray[np.int64]
@@ -100,15 +113,18 @@ class IntervalHistory:
         """
         out = self.at(meter_idx, reading_type, interval_end)
         m = np.asarray(meter_idx).astype(np.int64)
+        if len(self._learned) == 0:
+            return out, np.full(len(m), -1, np.int64)
         g, outside = self._dense(m, np.asarray(reading_type).astype(np.int64))
-        seg = self._first[g] if len(self._first) else np.full(len(m), -1, np.int64)
+        seg = self._first[g].astype(np.int64)
         if outside is not None:
             seg[outside] = -1
-        dec = np.zeros(len(m), bool)
-        inside = m < len(self.declared)
-        dec[inside] = self.declared[m[inside]] > 0
+        dec = self._declared_at(m) > 0
         seg[dec] = -1
-        multi = np.flatnonzero(self._count[g] > 1 if len(self._count) else np.zeros(0, bool))
+        cnt = self._count[g]
+        if outside is not None:
+            cnt[outside] = 0
+        multi = np.flatnonzero(cnt > 1)
         if len(multi):
             seg[multi] = self._search(m[multi], np.asarray(reading_type)[multi],
                                       np.asarray(interval_end, np.int64)[multi],
@@ -124,7 +140,7 @@ class IntervalHistory:
         q = S.read_key(m.astype(np.int32), np.asarray(rt, np.uint8),
                        np.maximum(t, S.KEY_EPOCH_S))
         pos = np.searchsorted(key, q, side="right") - 1
-        first = self._first[g]
+        first = self._first[g].astype(np.int64)
         out: npt.NDArray[np.int64] = np.clip(pos, first, first + self._count[g] - 1)
         return out
 
@@ -132,14 +148,21 @@ class IntervalHistory:
            interval_end: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
         """Interval in effect for each read [s]; 0 where unknown."""
         m = np.asarray(meter_idx)
-        if len(m) == 0 or len(self._fast) == 0:
-            return np.zeros(len(m), np.int32)
+        if len(m) == 0:
+            return np.zeros(0, np.int32)
+        out = self._declared_at(m)
+        rt = np.asarray(reading_type)
+        if int(rt.max()) >= RT_SLOTS:  # beyond the slots (codes 0-7): unknown
+            out[rt >= RT_SLOTS] = 0
+        if len(self._learned) == 0:
+            return out
         # int32 arithmetic: meter_idx < 2**27, so meter * 8 + reading type < 2**31
         g, outside = self._dense(m.astype(np.int32, copy=False),
-                                 np.asarray(reading_type).astype(np.int32, copy=False))
-        out: npt.NDArray[np.int32] = self._fast[g]
+                                 rt.astype(np.int32, copy=False))
+        lrn = self._learned[g]
         if outside is not None:
-            out = np.where(outside, 0, out).astype(np.int32)
+            lrn[outside] = 0
+        out = np.where(out > 0, out, lrn)
         if self.changed:
             multi = np.flatnonzero(out < 0)
             if len(multi):
