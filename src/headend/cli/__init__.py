@@ -7,12 +7,15 @@ import importlib
 
 import typer
 
+from headend.cli.common import HeadendGroup
+
 app = typer.Typer(
     name="headend",
     help="Head-end system for smart-meter (AMI) networks: simulate, ingest, store, export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HeadendGroup,
 )
 
 #: verb modules, in the order they appear in --help

@@ -23,6 +23,7 @@ from headend.cli.common import (
     DEFAULT_DATA_PATH,
     EXIT_STORAGE,
     EXIT_UNUSABLE,
+    BucketBitsOption,
     DataOption,
     fail,
 )
@@ -66,6 +67,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="Do not run the real-time rules on what is ingested.")] = False,
     no_vee: Annotated[bool, typer.Option("--no-vee", help="Do not run VEE (validation, estimation) when the ingest ends.")] = False,
+    bucket_bits: BucketBitsOption = None,
 ) -> None:
     """Ingest collector uploads (binary frames) and canonical CSV.
 
@@ -73,9 +75,12 @@ def ingest(
     unknown meters wait in quarantine and are released once their meter is loaded.
     Exit 0 on success including partial acceptance (summary on stderr, or JSON on
     stdout with --json); 2 for bad arguments; 3 if a file is unusable; 4 on a storage
-    failure.
+    failure. A new data directory records its layout (``--bucket-bits``, default 16);
+    an existing one is read with its recorded layout (a different ``--bucket-bits``
+    exits 2).
     """
     from headend.ingest.hooks import open_ingestor
+    from headend.store import StoreConfig
 
     files = list(iter_paths(str(p) for p in paths))
     missing = [p for p in files if not p.is_file()]
@@ -83,7 +88,8 @@ def ingest(
         fail(f"no such file: {missing[0]}")
     total_bytes = sum(p.stat().st_size for p in files)
     try:
-        with open_ingestor(data, rules=not no_rules, vee=not no_vee) as ing, Progress(
+        with open_ingestor(data, rules=not no_rules, vee=not no_vee,
+                           store_config=StoreConfig(bucket_bits=bucket_bits)) as ing, Progress(
             TextColumn("[bold]ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeElapsedColumn(), console=err_console, transient=True,
             disable=not err_console.is_terminal,

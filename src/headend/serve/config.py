@@ -20,6 +20,13 @@ environment variable       field                       example
 ``HEADEND_OMS_URL``        ``oms`` (one CIM endpoint)  ``https://oms.example/ami``
 =========================  ==========================  ==============================
 
+The store's ``bucket_bits`` and ``partitions`` belong to the data directory: they are
+recorded in ``<data>/layout.json`` when the store is created, and every process reads
+them from there (:func:`with_store_layout`). Given here (option, environment, file),
+a value must equal the recorded one or the process refuses to start (ConfigError).
+A new store created by a process on a shared bus gets ``PARTITIONED_BUCKET_BITS``
+(256 meters per bucket, so small fleets reach every partition); an embedded one 16.
+
 OMS endpoints (``oms``: a list in the config file; see :mod:`headend.serve.oms`)::
 
     oms:
@@ -40,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headend.errors import ConfigError
 
-__all__ = ["ENV", "OmsEndpointConfig", "ServeConfig", "load_config"]
+__all__ = ["ENV", "OmsEndpointConfig", "ServeConfig", "load_config", "with_store_layout"]
 
 ENV: dict[str, str] = {
     "HEADEND_DATA": "data",
@@ -80,6 +87,8 @@ class ServeConfig(BaseModel):
     nats_user: str | None = None
     nats_password: str | None = None
     mqtt: str | None = None
+    #: ingest partitions; when not given, the data directory's recorded value (this
+    #: default for a store that records none)
     partitions: int = Field(8, ge=1, le=4096)
     replicas: int = Field(1, ge=1, le=5)
     workers: int = Field(1, ge=0, le=1, description="in-process ingest worker (0 or 1)")
@@ -96,6 +105,8 @@ class ServeConfig(BaseModel):
     #: most this long [s], then quarantines them (``unknown_meter``)
     rules_unknown_wait_s: float = Field(300.0, ge=0)
     upload_timeout_s: float = Field(60.0, gt=0)
+    #: store bucket bits; None: the data directory's recorded value (a new store:
+    #: 16 embedded, PARTITIONED_BUCKET_BITS on a shared bus)
     bucket_bits: int | None = Field(None, ge=4, le=27)
     webhooks: bool = True
     mqtt_out: bool = True
@@ -174,3 +185,30 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
         return ServeConfig(**values)
     except ValidationError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def with_store_layout(cfg: ServeConfig) -> ServeConfig:
+    """``cfg`` with the bucket bits and partitions recorded in ``cfg.data``.
+
+    The first process to open a data directory records its layout: the values given, or
+    the defaults (bucket bits 16 embedded, ``PARTITIONED_BUCKET_BITS`` on a shared bus;
+    a process on a shared bus also records its partitions). Later processes take the
+    recorded values.
+
+    Raises
+    ------
+    ConfigError
+        ``bucket_bits`` or ``partitions`` were given (option, environment variable or
+        config file) and differ from the recorded values.
+    """
+    from headend.store._storelayout import open_layout
+    from headend.store.config import DEFAULT_BUCKET_BITS, PARTITIONED_BUCKET_BITS
+
+    Path(cfg.data).mkdir(parents=True, exist_ok=True)
+    layout = open_layout(
+        cfg.data, bucket_bits=cfg.bucket_bits,
+        partitions=cfg.partitions if "partitions" in cfg.model_fields_set else None,
+        default_bucket_bits=DEFAULT_BUCKET_BITS if cfg.embedded else PARTITIONED_BUCKET_BITS,
+        default_partitions=None if cfg.embedded else cfg.partitions)
+    return cfg.model_copy(update={"bucket_bits": layout.bucket_bits,
+                                  "partitions": layout.partitions or cfg.partitions})

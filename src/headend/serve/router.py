@@ -1,8 +1,13 @@
 """The uplink stage: split an upload by store meter bucket into ingest partitions.
 
 Every interval read, register read and event is routed to partition
-``bucket_of(meter_idx) % partitions`` (subject ``headend-ingest.<partition>``), so a
-dedup key is only ever written by the one worker that owns its bucket's partition.
+``bucket_of(meter_idx) % partitions`` (subject ``headend-ingest.<partition>``;
+:func:`headend.store._storelayout.partition_of`), so a dedup key is only ever written by
+the one worker that owns its bucket's partition. Consecutive buckets go to consecutive
+partitions: a fleet spreads over all of them once it has ``partitions`` buckets, which
+the smaller bucket bits of scale-out stores (``PARTITIONED_BUCKET_BITS``, 256 meters per
+bucket) give from ``256 * partitions`` meters on. Both values are the data directory's
+recorded layout.
 
 * **Binary frames** are decoded and authenticated here, their rows split by partition
   (vectorised: one mask per partition present) and re-encoded as one frame per
@@ -29,6 +34,7 @@ import pyarrow.compute as pc
 
 from headend.errors import FrameError
 from headend.model import schema
+from headend.store._storelayout import partition_of
 from headend.wire import frame as wf
 
 __all__ = ["PARTITIONED_KINDS", "Part", "Router", "csv_kind"]
@@ -64,10 +70,10 @@ class Router:
     Parameters
     ----------
     partitions : int
-        Number of ingest partitions (a divisor of the bucket count keeps each bucket in
-        exactly one partition; any value does, since the partition is ``bucket % P``).
+        Number of ingest partitions (any value keeps each bucket in exactly one
+        partition, since the partition is ``bucket % P``).
     bucket_bits : int
-        The store's ``StoreConfig.bucket_bits``.
+        The store's bucket bits (its recorded layout, ``<data>/layout.json``).
     key_for : callable
         Collector id -> HMAC key or None.
     idx_for_serial, idx_for_id : callable
@@ -91,7 +97,7 @@ class Router:
     def _part_of(self, idx: npt.NDArray[np.int32], fallback: npt.NDArray[np.uint64]
                  ) -> npt.NDArray[np.int64]:
         idx = np.asarray(idx, dtype=np.int64)
-        known = (idx >> self.bucket_bits) % self.partitions
+        known = partition_of(idx, self.bucket_bits, self.partitions)
         unknown = (fallback.astype(np.uint64) % np.uint64(self.partitions)).astype(np.int64)
         return np.where(idx >= 0, known, unknown)
 

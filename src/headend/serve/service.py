@@ -16,7 +16,7 @@ from typing import Any
 from headend.bus import Bus, open_bus
 from headend.errors import ConfigError
 from headend.ingest.pipeline import Ingestor, IngestResult, Listener
-from headend.serve.config import ServeConfig
+from headend.serve.config import ServeConfig, with_store_layout
 from headend.serve.metrics import Metrics
 from headend.serve.oms import BusAlertSink, OmsDelivery, OmsEndpoint
 from headend.serve.router import Router
@@ -97,9 +97,11 @@ class Service:
             raise
 
     def _build(self, cfg: ServeConfig, uplink: bool) -> None:
+        # the data directory's recorded bucket bits and partitions (recorded now for a
+        # new store; given values that differ are refused): router, workers and store
+        cfg = self.cfg = with_store_layout(cfg)
         self.subscribers = SubscriberStore(cfg.data)
-        store_config = StoreConfig(bucket_bits=cfg.bucket_bits) if cfg.bucket_bits else \
-            StoreConfig()
+        store_config = StoreConfig(bucket_bits=cfg.bucket_bits)
         self.publisher = StreamPublisher(self.bus, self._meters, replicas=cfg.replicas,
                                          max_msgs=EMBEDDED_OUT_MSGS if cfg.embedded else -1,
                                          group_by=cfg.stream_group,
@@ -114,7 +116,7 @@ class Service:
         self.uplink: Uplink | None = None
         if uplink:
             data = self.host.data
-            router = Router(cfg.partitions, store_config.bucket_bits, self._key_for,
+            router = Router(cfg.partitions, data.store.config.bits, self._key_for,
                             self._idx_for_serial, self._idx_for_id)
             self.uplink = Uplink(self.bus, router, self.host.ingest,
                                  timeout_s=cfg.upload_timeout_s, replicas=cfg.replicas)

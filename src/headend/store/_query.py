@@ -50,7 +50,7 @@ class QueryMixin:
         for nm in names:
             if nm.startswith("b="):
                 b = int(nm[2:])
-                blo = b << self.config.bucket_bits
+                blo = b << self.config.bits
                 if (lo is None or blo + self.config.bucket_size > lo) and (hi is None or blo <= hi):
                     out.append(b)
         return sorted(out)
@@ -117,7 +117,7 @@ class QueryMixin:
               end: int | None) -> list[tuple[FileEntry, int, int]]:
         """Live files that may hold meters [lo, hi] in [start, end), each with the
         meter range it is asked for (its bucket's part of [lo, hi])."""
-        bits = self.config.bucket_bits
+        bits = self.config.bits
         work: list[tuple[FileEntry, int, int]] = []
         for b in self._buckets(kind, lo, hi):
             blo, bhi = b << bits, ((b + 1) << bits) - 1
@@ -256,7 +256,7 @@ class QueryMixin:
 
     def _feeder_sum_once(self, lo: int, hi: int, rt: int, day: int,
                          sums: npt.NDArray[np.float64], cnt: npt.NDArray[np.int64]) -> None:
-        bits = self.config.bucket_bits
+        bits = self.config.bits
         kind = READS_KIND
         for b in self._buckets(kind, lo, hi):
             qlo, qhi = max(b << bits, lo), min(((b + 1) << bits) - 1, hi)

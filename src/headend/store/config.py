@@ -10,7 +10,14 @@ import numpy.typing as npt
 
 from headend.errors import ConfigError
 
+#: bucket bits of a new store (one process, or a few large partitions)
 DEFAULT_BUCKET_BITS: Final = 16
+#: bucket bits of a new store created by a scale-out process (``serve``/``worker`` on a
+#: shared bus): 256 meters per bucket, so a fleet of ``256 * partitions`` meters
+#: already reaches every partition (docs/scaling.md, docs/store.md)
+PARTITIONED_BUCKET_BITS: Final = 8
+MIN_BUCKET_BITS: Final = 4
+MAX_BUCKET_BITS: Final = 27
 DEFAULT_INDEX_CACHE_BYTES: Final = 1 << 30
 DEFAULT_ROW_GROUP_ROWS: Final = 65_536
 DEFAULT_BLOCK_METERS: Final = 16
@@ -22,9 +29,17 @@ class StoreConfig:
 
     Parameters
     ----------
-    bucket_bits : int
+    bucket_bits : int or None
         A meter bucket holds ``2**bucket_bits`` consecutive ``meter_idx``; partitions,
-        locks and worker routing are per bucket (see :meth:`bucket_of`).
+        locks and worker routing are per bucket (see :meth:`bucket_of`). Part of the
+        data directory's recorded layout (``<root>/layout.json``,
+        :mod:`headend.store._storelayout`): None (the default) takes the recorded value
+        (:data:`DEFAULT_BUCKET_BITS` for a new store); a value that differs from the
+        recorded one makes opening the store fail with ConfigError.
+    partitions : int or None
+        Ingest partitions of a shared bus, also recorded in the layout: None takes
+        the recorded value (or records none); a value is recorded if none is, and
+        refused if another is.
     index_cache_bytes : int
         Memory bound of the in-memory dedup index (LRU of day bitmaps) [bytes].
     zstd_level : int
@@ -74,7 +89,8 @@ class StoreConfig:
         Threads decoding the files of one query in parallel.
     """
 
-    bucket_bits: int = DEFAULT_BUCKET_BITS
+    bucket_bits: int | None = None
+    partitions: int | None = None
     index_cache_bytes: int = DEFAULT_INDEX_CACHE_BYTES
     zstd_level: int = 9
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
@@ -91,8 +107,11 @@ class StoreConfig:
     reader_threads: int = 4
 
     def __post_init__(self) -> None:
-        if not 4 <= self.bucket_bits <= 27:
-            raise ConfigError("bucket_bits must be within 4..27")
+        if self.bucket_bits is not None and not (
+                MIN_BUCKET_BITS <= self.bucket_bits <= MAX_BUCKET_BITS):
+            raise ConfigError(f"bucket_bits must be within {MIN_BUCKET_BITS}..{MAX_BUCKET_BITS}")
+        if self.partitions is not None and not 1 <= self.partitions <= 4096:
+            raise ConfigError("partitions must be within 1..4096")
         if self.top_level not in ("day", "month", "year"):
             raise ConfigError("top_level must be day, month or year")
         if self.part_rows < 0:
@@ -108,12 +127,27 @@ class StoreConfig:
         return max(0, self.block_meters.bit_length() - 1)
 
     @property
+    def bits(self) -> int:
+        """``bucket_bits`` once known (a store's config always has them: it takes them
+        from the data directory's layout when it opens).
+
+        Raises
+        ------
+        ConfigError
+            ``bucket_bits`` is None: the config was not resolved against a store.
+        """
+        if self.bucket_bits is None:
+            raise ConfigError("bucket_bits is not known before the store is opened (it "
+                              "is read from the data directory's layout.json)")
+        return self.bucket_bits
+
+    @property
     def bucket_size(self) -> int:
         """Meters per bucket."""
-        return 1 << self.bucket_bits
+        return 1 << self.bits
 
     def bucket_of(self, meter_idx: npt.NDArray[np.int32] | int) -> npt.NDArray[np.int32] | int:
         """Bucket of each meter (``meter_idx >> bucket_bits``)."""
         if isinstance(meter_idx, (int, np.integer)):
-            return int(meter_idx) >> self.bucket_bits
-        return np.right_shift(np.asarray(meter_idx, dtype=np.int32), self.bucket_bits)
+            return int(meter_idx) >> self.bits
+        return np.right_shift(np.asarray(meter_idx, dtype=np.int32), self.bits)

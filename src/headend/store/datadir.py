@@ -26,7 +26,13 @@ class DataDir:
 
     @classmethod
     def open(cls, root: Path | str, *, config: StoreConfig | None = None) -> DataDir:
-        """Open (creating if needed) the data directory ``root``."""
+        """Open (creating if needed) the data directory ``root``.
+
+        The store's bucket bits and partitions come from ``<root>/layout.json``,
+        written when the store is created (or, for a store that predates it, on this
+        open: :mod:`headend.store._storelayout`). ``config`` may leave them None;
+        a value that differs from the recorded one raises ConfigError.
+        """
         r = Path(root)
         r.mkdir(parents=True, exist_ok=True)
         return cls(r, ParquetStore(r, config=config), MeterRegistry(r), CollectorKeys(r),

@@ -18,6 +18,8 @@ On-disk layout
             year-000000000007.parquet      compacted year (top_level="year", closed years)
             dcp-1125-000000000038.parquet  day copy of day 11-25 (day_copies=True)
       locks/reads-12.lock                  flock held by the process writing bucket 12
+      layout.json                          bucket bits and partitions the store was
+                                           created with (store._storelayout)
       meters.parquet  collectors.parquet   registry and HMAC keys (store.registry)
       quarantine/                          rejected rows (store.quarantine)
 
@@ -154,6 +156,7 @@ from headend.store._layout import (
 )
 from headend.store._manifest import DirManifest
 from headend.store._query import QueryMixin, _key_of
+from headend.store._storelayout import with_layout
 from headend.store.base import AppendResult, StoreStats
 from headend.store.config import StoreConfig
 from headend.store.dedup import IndexCache, PartitionIndex, ReadsDayIndex, SortedKeyIndex
@@ -176,7 +179,10 @@ class ParquetStore(QueryMixin):
     root : Path
         Data directory (created if missing).
     config : StoreConfig
-        Layout, compaction and memory settings.
+        Layout, compaction and memory settings. The bucket bits and partitions are
+        those recorded in ``<root>/layout.json`` (written when the store is created;
+        :mod:`headend.store._storelayout`): ``config`` may leave them None, and a
+        value that differs from the recorded one raises ConfigError.
     clock : callable, optional
         Returns Unix seconds; decides which months/years are closed for compaction.
     """
@@ -186,7 +192,8 @@ class ParquetStore(QueryMixin):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = Path(root)
-        self.config = config or StoreConfig()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config = with_layout(self.root, config or StoreConfig())
         self.clock = clock
         for k in KINDS:
             (self.root / k.name).mkdir(parents=True, exist_ok=True)
@@ -289,7 +296,7 @@ class ParquetStore(QueryMixin):
         year, mmdd = _ymd(day)
         d = self._dir(kind, bucket, year)
         t0, t1 = day * 86_400, (day + 1) * 86_400
-        lo = bucket << self.config.bucket_bits
+        lo = bucket << self.config.bits
         hi = lo + self.config.bucket_size - 1
         cols = ["meter_idx", kind.time_col, kind.type_col or "event_code"]
         parts: list[Keys] = []
@@ -304,7 +311,7 @@ class ParquetStore(QueryMixin):
             parts.append(_key_of(kind, t))
         keys = np.concatenate(parts) if parts else _empty_keys(kind)
         if kind is READS_KIND:
-            return ReadsDayIndex(bucket, self.config.bucket_bits, day, keys)
+            return ReadsDayIndex(bucket, self.config.bits, day, keys)
         return SortedKeyIndex(keys)
 
     # ------------------------------------------------------------------ append
@@ -334,7 +341,7 @@ class ParquetStore(QueryMixin):
     def _append_locked(self, kind: Kind, table: pa.Table, new_mask: npt.NDArray[np.bool_]
                        ) -> AppendResult:
         rows, ks = sort_unique_first(kind.keys(table))
-        bucket = key_meter(ks) >> self.config.bucket_bits
+        bucket = key_meter(ks) >> self.config.bits
         day = key_time(ks) // 86_400
         d0 = int(day.min())
         span = int(day.max()) - d0 + 1
