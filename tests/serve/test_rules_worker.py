@@ -12,15 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from headend.bus import open_bus
+from headend.bus.memory import MemoryBus
+from headend.model.reasons import RULES_UNKNOWN_METER
 from headend.rules.testing import Fault, grid_meters, simulate
 from headend.rules.topology import SUBSTATION, Topology, partition_of
 from headend.serve.config import load_config
-from headend.serve.rules_worker import RulesWorker, decode_events, decode_reads
+from headend.serve.rules_worker import (
+    LeasedRulesWorker,
+    RulesWorker,
+    decode_events,
+    decode_reads,
+)
 from headend.serve.service import Service
 from headend.serve.streams import OUT_STREAM, StreamPublisher
+from headend.store import MeterRegistry, QuarantineStore
 from headend.wire.csvfmt import write_events_csv, write_meters_csv, write_reads_csv
 
 from ._fleet import NatsServer
@@ -128,3 +137,139 @@ def test_outage_found_by_the_worker_owning_its_substation(nats_server: NatsServe
         for w in workers:
             w.close()
         svc.close()
+
+
+# ----------------------------------------------------------------- in-process bus
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _publish(bus: MemoryBus, meters: pa.Table, reads: pa.Table, events: pa.Table) -> int:
+    """Publish reads and events as the ingest workers do; returns the messages."""
+    pub = StreamPublisher(bus, lambda: meters)
+    msgs = pub.messages("reads", reads) + pub.messages("events", events)
+    for subject, payload, headers in msgs:
+        bus.publish(subject, payload, headers)
+    return len(msgs)
+
+
+def test_rows_of_meters_not_yet_known_wait_then_are_quarantined(data_dir: Path) -> None:
+    """Rows of a meter the worker's registry does not know are neither fed nor
+    acknowledged; once the meter is loaded they are fed; rows whose meter is still
+    unknown after unknown_wait_s go to the quarantine with their reason."""
+    meters = grid_meters(n_sub=1, n_feeder=1, n_tx=2, n_meter=3)
+    reads, events = simulate(meters, T0, T0 + 3600, [])
+    ids = meters.column("meter_id").to_pylist()
+    late, never = "S0F0T1M2", "S0F0T1M1"
+    registry = MeterRegistry(data_dir)
+    registry.upsert(meters.filter(pc.invert(pc.is_in(meters.column("meter_id"),
+                                                     pa.array([late, never])))))
+    rows_of = {m: int(pc.sum(pc.equal(reads.column("meter_idx"), ids.index(m))).as_py())
+               for m in (late, never)}
+    clock, offset = _Clock(), [0.0]
+    bus = MemoryBus(clock=clock)
+    w = RulesWorker(bus, data_dir, 0, 1, idle_fetch_s=0.01, ack_wait_s=5.0,
+                    unknown_wait_s=60.0, clock=lambda: time.time() + offset[0])
+    try:
+        _publish(bus, meters, reads, events)
+        known = reads.num_rows + events.num_rows - rows_of[late] - rows_of[never]
+        while w.step():
+            pass
+        assert w.rows == known  # the rows of the two unknown meters wait
+        assert w.waiting >= 2 and w.lag() == 0
+        clock.t += 6.0  # past ack_wait: delivered again, still unknown: still waiting
+        while w.step():
+            pass
+        assert w.rows == known and w.waiting >= 2
+        registry.upsert(meters.filter(pc.equal(meters.column("meter_id"), late)))
+        clock.t += 6.0  # the late meter is known now: its rows are fed
+        while w.step():
+            pass
+        assert w.rows == known + rows_of[late]
+        assert QuarantineStore(data_dir).list().num_rows == 0
+        offset[0] += 61.0  # the other one waited past unknown_wait_s
+        clock.t += 6.0
+        while w.step():
+            pass
+        q = QuarantineStore(data_dir).list()
+        assert q.num_rows == rows_of[never] == w.quarantined
+        assert set(q.column("reason").to_pylist()) == {RULES_UNKNOWN_METER}
+        assert set(q.column("meter_id").to_pylist()) == {never}
+        assert set(q.column("kind").to_pylist()) == {"reads"}
+        assert set(q.column("type").to_pylist()) <= {"kwh_del", "volts"}
+        assert all(t.endswith("Z") for t in q.column("time").to_pylist())
+        assert w.rows == known + rows_of[late]
+        clock.t += 6.0  # everything was acknowledged: nothing comes back
+        assert w.step() == 0 and w.waiting == 0
+    finally:
+        w.close()
+
+
+def test_rules_partitions_move_by_lease_and_resume_from_the_checkpoint(
+        data_dir: Path) -> None:
+    """Two rules workers share the partitions by lease; one gives a partition back
+    (closing it: checkpoint) and the other reopens it where it was; then the first dies
+    during an outage and the other takes its partition over after the lease time,
+    resuming from the state the dead one wrote (checkpoint and pending files): it ends
+    the outage whose start the dead one saw."""
+    meters = grid_meters(n_sub=2, n_feeder=2, n_tx=3, n_meter=4)
+    sub = Topology.from_meters(meters).device[SUBSTATION]
+    part = partition_of(sub, 2)
+    # the fault lies in partition 0: the one the first worker keeps (it gives back 1)
+    faulty = meters.column("transformer_id")[int(np.flatnonzero(part == 0)[0])].as_py()
+    reads, events = simulate(meters, T0, T0 + 4 * 3600,
+                             [Fault("transformer", faulty, T0 + 3600, T0 + 7200)],
+                             gasp_loss=0.3, seed=3)
+    MeterRegistry(data_dir).upsert(meters)
+    clock = _Clock()
+    bus = MemoryBus(clock=clock)
+    opts = {"idle_fetch_s": 0.01, "ack_wait_s": 5.0}
+    a = LeasedRulesWorker(bus, data_dir, 2, worker_id="a", lease_ttl_s=6.0, **opts)
+    b = LeasedRulesWorker(bus, data_dir, 2, worker_id="b", lease_ttl_s=6.0, **opts)
+    cut = T0 + 6300  # during the outage
+    r1 = pc.less_equal(pc.cast(reads.column("interval_end"), pa.int64()), cut)
+    e1 = pc.less_equal(pc.cast(events.column("event_time"), pa.int64()), cut)
+    try:
+        a.step()
+        b.step()
+        assert a.owned == {0, 1} and b.owned == set()  # b came second: all were taken
+        _publish(bus, meters, reads.filter(r1), events.filter(e1))
+        while a.step():
+            pass
+        assert a.rows == reads.filter(r1).num_rows + events.filter(e1).num_rows
+        seen = [(o.outage_id, o.level, o.device_id, o.end) for o in a.parts[0].engine.outages]
+        assert [x[1:] for x in seen] == [("transformer", faulty, None)]  # ongoing
+        # a gives partition 1 back (closing it first); b takes it and resumes there
+        given = a.parts[1].engine
+        state = (given.watermark, given.items_processed, given.max_seen)
+        a.leases.round()
+        a.step()
+        assert a.owned == {0}
+        b.leases.round()
+        b.step()
+        assert b.owned == {1}
+        taken = b.parts[1].engine
+        assert (taken.watermark, taken.items_processed, taken.max_seen) == state
+        # a dies (no more rounds, no close); b takes partition 0 after the lease time
+        clock.t += 4.0
+        b.leases.round()
+        b.step()
+        assert b.owned == {1}  # a's lease still runs
+        clock.t += 3.0
+        b.leases.round()
+        b.step()
+        assert b.owned == {0, 1}
+        _publish(bus, meters, reads.filter(pc.invert(r1)), events.filter(pc.invert(e1)))
+        while b.step():
+            pass
+        outages = [(o.outage_id, o.level, o.device_id, o.end) for o in b.parts[0].engine.outages]
+        assert outages == [(seen[0][0], "transformer", faulty, T0 + 7200)]
+        assert list(b.parts[1].engine.outages) == []
+    finally:
+        b.close()

@@ -1,6 +1,7 @@
 """Verbs ``serve`` (HTTP + MQTT uplinks, embedded by default), ``worker`` (one more ingest
-worker on a shared NATS bus), ``rules-worker`` (one topology partition of the real-time
-rules on a shared NATS bus) and the ``subscribers`` group (third-party access)."""
+worker on a shared NATS bus), ``rules-worker`` (one more rules worker on a shared NATS
+bus: topology partitions of the real-time rules, taken by lease) and the
+``subscribers`` group (third-party access)."""
 
 from __future__ import annotations
 
@@ -115,31 +116,44 @@ def worker(
 
 
 def rules_worker(
-    partition: Annotated[int, typer.Option("--partition", help="This worker's partition K.")],
     partitions: Annotated[int, typer.Option(
         "--partitions", help="Rules partitions N (substations with index % N == K).")],
+    partition: Annotated[int | None, typer.Option(
+        "--partition", help="Pin this worker to partition K (waits for its lease); "
+        "default: take partitions by lease, shared with the other rules workers.")] = None,
     config: ConfigOpt = None,
     data: DataOpt = None,
     nats: NatsOpt = None,
+    lease_ttl: Annotated[float | None, typer.Option("--lease-ttl", help="[s]")] = None,
+    ack_wait: Annotated[float | None, typer.Option("--ack-wait", help="[s]")] = None,
+    unknown_wait: Annotated[float | None, typer.Option(
+        "--unknown-wait", help="Longest wait for an unknown meter before its rows are "
+        "quarantined [s].")] = None,
 ) -> None:
-    """Run the real-time rules for one set of substations, reading the shared NATS bus."""
-    if not 0 <= partition < partitions:
+    """Run the real-time rules on the shared NATS bus: partitions taken by lease."""
+    if partition is not None and not 0 <= partition < partitions:
         fail(f"--partition must be in [0, {partitions})")
-    cfg = _config(config, data=data, bus=nats)
+    cfg = _config(config, data=data, bus=nats, lease_ttl_s=lease_ttl, ack_wait_s=ack_wait,
+                  rules_unknown_wait_s=unknown_wait)
     if cfg.embedded:
         fail("a rules worker needs a shared bus: set HEADEND_NATS_URL or --nats")
-    from headend.serve.rules_worker import RulesWorker
+    from headend.serve.rules_worker import LeasedRulesWorker
     from headend.serve.service import open_service_bus
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         bus = open_service_bus(cfg)
-        rw = RulesWorker(bus, cfg.data, partition, partitions,
-                         allowed_lateness_s=cfg.rules_lateness_s, replicas=cfg.replicas)
+        rw = LeasedRulesWorker(bus, cfg.data, partitions, lease_ttl_s=cfg.lease_ttl_s,
+                               replicas=cfg.replicas,
+                               only=None if partition is None else {partition},
+                               allowed_lateness_s=cfg.rules_lateness_s,
+                               ack_wait_s=cfg.ack_wait_s,
+                               unknown_wait_s=cfg.rules_unknown_wait_s)
     except HeadendError as exc:
         fail(str(exc))
-    typer.echo(f"headend rules worker {partition}/{partitions} on {cfg.bus.split('@')[-1]} "
-               f"(substations: {', '.join(rw.substations) or 'none yet'})", err=True)
+    what = "all" if partition is None else f"partition {partition} of"
+    typer.echo(f"headend rules worker {rw.worker_id} ({what} {partitions} partitions, by "
+               f"lease) on {cfg.bus.split('@')[-1]}", err=True)
     thread = threading.Thread(target=rw.run, name="rules-worker", daemon=True)
     thread.start()
     try:

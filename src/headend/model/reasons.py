@@ -26,6 +26,8 @@ REASONS: Final[dict[str, str]] = {
     "bad_meter": "meter registry row invalid (commodity, technology, two_way or id)",
     "ingest_failed": "a message that made the ingest fail at every delivery, alone at the "
                      "last (a poison message); the error in detail, the message in payload",
+    "rules_unknown_meter": "a stored row reached a rules worker whose registry did not know "
+                           "its meter within the wait; not fed to the rules",
 }
 
 UNKNOWN_METER: Final = "unknown_meter"
@@ -43,6 +45,7 @@ BAD_EVENT_CODE: Final = "bad_event_code"
 BAD_CSV: Final = "bad_csv"
 BAD_METER: Final = "bad_meter"
 INGEST_FAILED: Final = "ingest_failed"
+RULES_UNKNOWN_METER: Final = "rules_unknown_meter"
 
 #: reasons whose records can succeed later without a change to the data itself
 RETRYABLE: Final = frozenset({UNKNOWN_METER, UNKNOWN_COLLECTOR})

@@ -102,7 +102,7 @@ class ServeConfig(BaseModel):
     #: fails, quarantined (``ingest_failed``) and acknowledged
     max_deliveries: int = Field(5, ge=2)
     #: a rules worker holds back rows of meters its registry does not know yet for at
-    #: most this long [s], then quarantines them (``unknown_meter``)
+    #: most this long [s], then quarantines them (``rules_unknown_meter``)
     rules_unknown_wait_s: float = Field(300.0, ge=0)
     upload_timeout_s: float = Field(60.0, gt=0)
     #: store bucket bits; None: the data directory's recorded value (a new store:

@@ -27,13 +27,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from headend.bus import KeyValue, Message
 
-__all__ = ["InProgress", "PartitionLeases"]
+__all__ = ["InProgress", "LeaseKeeper", "PartitionLeases", "work_until"]
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,18 @@ class PartitionLeases:
         The lease bucket (TTL = lease time).
     worker_id : str
     partitions : int
-        Ingest partitions P.
+        Partitions P.
+    only : set of int, optional
+        Take these partitions and no others (a worker pinned to them: it waits for
+        their leases, so it never works a partition another worker holds).
     """
 
-    def __init__(self, kv: KeyValue, worker_id: str, partitions: int) -> None:
+    def __init__(self, kv: KeyValue, worker_id: str, partitions: int,
+                 only: set[int] | None = None) -> None:
         self.kv = kv
         self.worker_id = worker_id
         self.partitions = partitions
+        self.only = None if only is None else frozenset(only)
         self._me = worker_id.encode()
         self._mutex = threading.Lock()
         self._owned: dict[int, int] = {}  # partition -> lease revision
@@ -75,7 +81,8 @@ class PartitionLeases:
         rev = None if self._hb_rev is None else kv.update(hb, me, self._hb_rev)
         self._hb_rev = rev if rev is not None else kv.create(hb, me)
         workers = [k for k in kv.keys() if k.startswith("w.")]  # noqa: SIM118 - KV, not a dict
-        target = math.ceil(self.partitions / max(len(workers), 1))
+        target = math.ceil(self.partitions / max(len(workers), 1)) if self.only is None \
+            else len(self.only)
         with self._mutex:
             held = dict(self._owned)
         for p, rev in held.items():
@@ -100,7 +107,7 @@ class PartitionLeases:
                 break
             p = (start + i) % self.partitions
             with self._mutex:
-                if p in self._owned:
+                if p in self._owned or (self.only is not None and p not in self.only):
                     continue
             got = kv.create(f"p.{p}", me)
             if got is not None:
@@ -197,3 +204,67 @@ class InProgress:
         t = self._thread
         if t is not None:
             t.join(self.interval_s + 1.0)
+
+
+class LeaseKeeper:
+    """Runs a worker's lease rounds: on their own thread every ``period_s`` once
+    :meth:`start`\\ ed (the worker's :meth:`run`), else inline from the work loop
+    (a worker driven by ``step()`` alone, as in tests) via :meth:`inline_due`.
+
+    Parameters
+    ----------
+    lease_round : callable
+        The key-value work of one period (blocking); a failure is logged and the next
+        period tries again.
+    period_s : float
+        A third of the lease time [s].
+    name : str
+        For the thread and the log.
+    """
+
+    def __init__(self, lease_round: Callable[[], None], period_s: float, name: str) -> None:
+        self.lease_round = lease_round
+        self.period_s = period_s
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last = -1e18
+
+    def inline_due(self) -> bool:
+        """True (and the period restarts) when no thread runs and a round is due."""
+        if self._thread is not None or time.monotonic() - self._last < self.period_s:
+            return False
+        self._last = time.monotonic()
+        return True
+
+    def _round(self) -> None:
+        try:
+            self.lease_round()
+        except Exception as exc:  # noqa: BLE001 - the next period tries again
+            log.warning("%s: lease round failed (%s)", self.name, exc)
+
+    def start(self) -> None:
+        """One round now, then one every ``period_s`` on a daemon thread."""
+        self._round()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"leases-{self.name}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self._round()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(3 * self.period_s)
+
+
+def work_until(stop: threading.Event, step: Callable[[], object], name: str) -> None:
+    """Call ``step`` until ``stop`` is set; a failed round is logged and retried after
+    0.5 s."""
+    while not stop.is_set():
+        try:
+            step()
+        except Exception:
+            log.exception("%s: round failed; retrying", name)
+            stop.wait(0.5)

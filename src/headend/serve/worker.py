@@ -42,7 +42,7 @@ from typing import Any, Final
 from headend.bus import Bus, Consumer, Message, StreamSpec, ack_all, fetch_each, fetch_first
 from headend.errors import PublishError, ServiceUnavailable, StorageError
 from headend.model.reasons import INGEST_FAILED
-from headend.serve.leases import InProgress, PartitionLeases
+from headend.serve.leases import InProgress, LeaseKeeper, PartitionLeases, work_until
 from headend.serve.subjects import INGEST_PREFIX, RESULT_PREFIX, ingest_subject
 
 __all__ = [
@@ -195,8 +195,8 @@ class IngestWorker:
             self.worker_id, config.partitions)
         self.registry_kv = bus.kv(REGISTRY_BUCKET, ttl_s=0, replicas=config.replicas)
         self._consumers: dict[int, Consumer] = {}  # touched by the work loop only
-        self._last_lease = 0.0
-        self._keeper: threading.Thread | None = None
+        self._keeper = LeaseKeeper(self._lease_round, config.lease_ttl_s / 3,
+                                   f"worker {self.worker_id}")
         self._registry_changed = threading.Event()
         self._registry_rev: int | None = None
         self._msg_size: dict[int, int] = {}  # partition -> largest message seen [bytes]
@@ -220,21 +220,11 @@ class IngestWorker:
             self._registry_rev = rev
             self._registry_changed.set()
 
-    def _keep_leases(self) -> None:
-        """The keeper thread: a lease round every ``lease_ttl_s / 3``."""
-        while not self._stop.wait(self.config.lease_ttl_s / 3):
-            try:
-                self._lease_round()
-            except Exception as exc:  # noqa: BLE001 - the next period tries again
-                log.warning("worker %s: lease round failed (%s)", self.worker_id, exc)
-
     def _apply_leases(self) -> None:
         """Between rounds: stop fetching partitions lost or to be given back, hand the
         store's bucket locks back before anyone may take them, give the leases up,
         bind newly taken partitions, reload the registry if it changed."""
-        if self._keeper is None and \
-                time.monotonic() - self._last_lease >= self.config.lease_ttl_s / 3:
-            self._last_lease = time.monotonic()  # no keeper thread (step() driven alone)
+        if self._keeper.inline_due():  # no keeper thread (step() driven alone)
             self._lease_round()
         if self._registry_changed.is_set():
             self._registry_changed.clear()
@@ -497,24 +487,13 @@ class IngestWorker:
 
     def run(self) -> None:
         """Work until :meth:`stop`; then give the leases back."""
-        try:
-            self._lease_round()
-        except Exception as exc:  # noqa: BLE001 - the keeper tries again
-            log.warning("worker %s: lease round failed (%s)", self.worker_id, exc)
-        self._keeper = threading.Thread(target=self._keep_leases, daemon=True,
-                                        name=f"leases-{self.worker_id}")
         self._keeper.start()
         try:
-            while not self._stop.is_set():
-                try:
-                    self.step()
-                except Exception:
-                    log.exception("worker %s round failed; retrying", self.worker_id)
-                    self._stop.wait(0.5)
+            work_until(self._stop, self.step, f"worker {self.worker_id}")
         finally:
             self._stop.set()
             self._beat.close()
-            self._keeper.join(self.config.lease_ttl_s)
+            self._keeper.stop()
             try:
                 self.release_all()
             except Exception:  # noqa: BLE001 - the bus may be gone; leases then expire
