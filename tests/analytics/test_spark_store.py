@@ -199,12 +199,19 @@ def test_a_compaction_while_loading_starts_the_load_over(messy_store, spark_engi
     assert_same_matrix(spark_engine.collect_matrix(), want)
 
 
-def test_a_store_without_plans_is_a_config_error(spark_engine):
-    from headend.errors import ConfigError
+def test_an_in_memory_store_loads_through_its_plan(messy_store, spark_engine):
+    """Every store adapter plans its reads: the in-memory one has no Parquet file, its
+    rows go to Spark as the plan's segments."""
     from headend.store import InMemoryStore
 
-    with pytest.raises(ConfigError, match="plan_reads"):
-        spark_engine.load_store(InMemoryStore())
+    _, _, reads = messy_store
+    mem = InMemoryStore()
+    mem.append_reads(reads)
+    start = T0 + 86_400 + 1800
+    spark_engine.load_store(mem, start=start)
+    want = reference(mem.scan_reads(start=start, reading_types=RT0))
+    assert want.kwh.size
+    assert_same_matrix(spark_engine.collect_matrix(), want)
 
 
 def test_nothing_loaded_collects_an_empty_matrix(spark_engine):

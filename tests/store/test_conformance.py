@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headend.errors import StorageError, ValidationError
 from headend.model import schema as S
-from headend.store import InMemoryStore, ParquetStore, QueryStore, ReadStore
+from headend.store import InMemoryStore, ParquetStore, QueryStore, ReadPlan, ReadStore
 
 from ._data import DAY, T0, events, reads, registers, rows
 
@@ -27,6 +30,7 @@ def reopen(s: Any) -> Any:
 def test_is_a_read_store(store: Any) -> None:
     assert isinstance(store, ReadStore)
     assert isinstance(store, QueryStore)
+    assert isinstance(store.plan_reads(), ReadPlan)
 
 
 def test_dedup_within_batch_first_wins(store: Any) -> None:
@@ -132,6 +136,151 @@ def test_scans_sorted_and_filtered(store: Any) -> None:
         sums[int(r[2])][0] += int(r[3])  # type: ignore[call-overload]
         sums[int(r[2])][1] += 1
     assert rows(fs) == [(t, v, c) for t, (v, c) in sorted(sums.items())]
+
+
+def _fill(store: Any, seed: int) -> list[tuple[Any, ...]]:
+    """Reads of 60 meters (several buckets) x 2 types x 3 days in four batches, one
+    compaction between them: Parquet files and segments. Returns the stored rows."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for i in range(4):
+        n = 300
+        batches.append(reads(rng.integers(0, 60, n), rng.integers(0, 2, n),
+                             T0 + 900 * rng.integers(1, 3 * 96, n), rng.integers(-9, 1000, n)))
+        store.append_reads(batches[-1])
+        if i == 1:
+            store.compact()
+    return _expected(batches)
+
+
+#: queries of the plan_reads tests: all, meters (unsorted, repeated) and a type, a
+#: window, a meter range from a time, no meter, nothing in the window
+_PLANNED: list[dict[str, Any]] = [
+    {},
+    {"meters": np.array([40, 3, 17, 18, 59, 3], np.int32),
+     "reading_types": np.array([1], np.uint8)},
+    {"start": T0 + DAY // 2, "end": T0 + 2 * DAY + 900},
+    {"meters": np.arange(16, 32, dtype=np.int32), "start": T0 + DAY},
+    {"meters": np.array([], np.int32)},
+    {"start": T0 + 9 * DAY},
+]
+
+
+def _collect(plan: Any) -> tuple[list[tuple[Any, ...]], int]:
+    """The rows of every chunk of ``plan.run`` (sorted) and the count it returned;
+    checks that each chunk is non-empty and sorted by key."""
+    got: list[tuple[Any, ...]] = []
+    lock = threading.Lock()
+
+    def fn(t: pa.Table) -> None:
+        r = rows(t)
+        assert r and all(a[:3] < b[:3] for a, b in itertools.pairwise(r))
+        with lock:
+            got.extend(r)
+
+    n = plan.run(fn)
+    return sorted(got), n
+
+
+@pytest.mark.parametrize("kw", _PLANNED)
+def test_plan_reads_hands_over_what_scan_reads_returns(store: Any, kw: dict[str, Any]) -> None:
+    _fill(store, 5)
+    want = rows(store.scan_reads(**kw))
+    plan = store.plan_reads(chunk_rows=64, **kw)
+    got, n = _collect(plan)
+    assert got == want
+    assert n == len(want)
+    ext = plan.extent
+    if want:  # (with no row, the extent is None or a superset)
+        assert ext is not None
+        assert ext.meter_lo <= min(r[0] for r in want)
+        assert max(r[0] for r in want) <= ext.meter_hi
+        assert ext.t_lo <= min(r[2] for r in want)
+        assert max(r[2] for r in want) <= ext.t_hi
+        assert ext.rows >= len(want)
+
+
+@pytest.mark.parametrize("kw", _PLANNED)
+def test_plan_reads_run_files_in_key_order_with_columns(store: Any, kw: dict[str, Any]
+                                                        ) -> None:
+    _fill(store, 6)
+    want = sorted((r[0], r[2], r[3]) for r in rows(store.scan_reads(**kw)))
+    plan = store.plan_reads(chunk_rows=64, **kw)
+    by_file: dict[int, list[pa.Table | None]] = {}
+    lock = threading.Lock()
+
+    def fn(no: int, t: pa.Table | None) -> None:
+        with lock:
+            by_file.setdefault(no, []).append(t)
+
+    plan.run_files(fn, columns=["meter_idx", "interval_end", "value"])
+    got = []
+    files_of: dict[int, set[int]] = {}
+    for no, parts in by_file.items():
+        assert parts[-1] is None and None not in parts[:-1]  # the end, once, last
+        tables = [t for t in parts if t is not None]
+        assert all(t.column_names == ["meter_idx", "interval_end", "value"] for t in tables)
+        r = [x for t in tables for x in rows(t)]
+        assert [x[0] for x in r] == sorted(x[0] for x in r)  # the file's chunks in order
+        got.extend(r)
+        for x in r:
+            files_of.setdefault(x[0], set()).add(no)
+    assert sorted(got) == want
+    if plan.meters_in_one_file:
+        assert all(len(v) == 1 for v in files_of.values())
+
+
+@pytest.mark.parametrize("kw", _PLANNED)
+def test_plan_reads_run_days_rolls_the_rows_up(store: Any, kw: dict[str, Any]) -> None:
+    _fill(store, 7)
+    store.compact()  # rollup sidecars where the adapter writes them
+    want: dict[tuple[int, int, int], list[int]] = {}
+    for m, rt, t, v, _ in rows(store.scan_reads(**kw)):
+        hour = (t + 3599) // 3600 - 1  # the hour in which the read ends
+        w = want.setdefault((m, rt, hour // 24), [0, 0, 0])
+        w[0] += v
+        w[1] |= 1 << (hour % 24)
+        w[2] += 1
+    got: dict[tuple[int, int, int], list[int]] = {}
+    lock = threading.Lock()
+
+    def fn(d: pa.Table) -> None:
+        with lock:
+            for m, rt, day, v, h, n in rows(d):
+                g = got.setdefault((m, rt, day), [0, 0, 0])
+                g[0] += v
+                g[1] |= h
+                g[2] += n
+
+    store.plan_reads(**kw).run_days(fn)
+    assert got == want
+
+
+@pytest.mark.parametrize("kw", _PLANNED)
+def test_plan_reads_paths_and_segments_hold_every_row(store: Any, kw: dict[str, Any]
+                                                      ) -> None:
+    _fill(store, 8)
+    want = rows(store.scan_reads(**kw))
+    plan = store.plan_reads(**kw)
+    got = [r for t in plan.segments() for r in rows(t)]
+    meters, types = kw.get("meters"), kw.get("reading_types")
+    start, end = kw.get("start"), kw.get("end")
+    for path in plan.paths():  # whole files: their reader applies the query's filter
+        got.extend(r for r in rows(pq.read_table(path).cast(S.READS))
+                   if (meters is None or r[0] in meters.tolist())
+                   and (types is None or r[1] in types.tolist())
+                   and (start is None or r[2] >= start) and (end is None or r[2] < end))
+    assert sorted(got) == want
+
+
+def test_a_plan_is_pinned_when_it_returns(store: Any) -> None:
+    """Appends and a compaction after ``plan_reads`` change nothing in the plan."""
+    want = _fill(store, 9)
+    plan = store.plan_reads(chunk_rows=64)
+    store.append_reads(reads([61, 62], [0, 0], [T0 + 900, T0 + 1800], [1, 2]))
+    store.compact()
+    assert _collect(plan) == (want, len(want))
+    assert len(store.scan_reads()) == len(want) + 2
 
 
 def test_registers_and_events_dedup(store: Any) -> None:

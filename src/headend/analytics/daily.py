@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +30,7 @@ from headend.analytics import results as R
 from headend.analytics.hourly import matrix_from_store
 from headend.errors import ConfigError
 from headend.model import codes
+from headend.store.base import ReadStore
 
 __all__ = ["DailyMatrix", "anomaly_from_store", "daily_from_store"]
 
@@ -51,7 +51,7 @@ def _day_of(t: int) -> int:
     return ((t + 3599) // 3600 - 1) // 24
 
 
-def daily_from_store(store: Any, *, reading_type: int = 0,
+def daily_from_store(store: ReadStore, *, reading_type: int = 0,
                      meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
                      end: int | None = None, overlay: pa.Table | None = None) -> DailyMatrix:
     """The daily matrix of one reading type (see the module docstring); arguments as
@@ -107,7 +107,7 @@ def daily_from_store(store: Any, *, reading_type: int = 0,
     return out
 
 
-def _with_overlay(dm: DailyMatrix, store: Any, reading_type: int, start: int | None,
+def _with_overlay(dm: DailyMatrix, store: ReadStore, reading_type: int, start: int | None,
                   end: int | None, overlay: pa.Table) -> DailyMatrix:
     """Recompute the households VEE touched from their reads with the overlay."""
     touched = np.unique(overlay.column("meter_idx").to_numpy()).astype(np.int32)
@@ -130,7 +130,7 @@ def _with_overlay(dm: DailyMatrix, store: Any, reading_type: int, start: int | N
     return DailyMatrix(meters[order], lo_day, x[order])
 
 
-def anomaly_from_store(store: Any, day: date | int, *, threshold: float = 3.0,
+def anomaly_from_store(store: ReadStore, day: date | int, *, threshold: float = 3.0,
                        reading_type: int = 0, start: int | None = None,
                        end: int | None = None, overlay: pa.Table | None = None) -> pa.Table:
     """The anomaly task (:meth:`EmbeddedEngine.anomaly

@@ -26,6 +26,7 @@ from headend.analytics import results as R
 from headend.analytics.hourly import matrix_from_reads, matrix_from_store
 from headend.analytics.matrix import HourlyMatrix, matrix_from_hourly, temperature_vector
 from headend.errors import ConfigError
+from headend.store.base import ReadStore
 
 __all__ = ["ENGINES", "EmbeddedEngine", "Engine", "day_number", "open_engine"]
 
@@ -81,7 +82,7 @@ class EmbeddedEngine:
         """Sum ``reads`` (any order) into the hourly matrix."""
         self._set(matrix_from_reads(reads, reading_type=reading_type), weather, zone)
 
-    def load_store(self, store: Any, weather: pa.Table | None = None, *,
+    def load_store(self, store: ReadStore, weather: pa.Table | None = None, *,
                    reading_type: int = 0, zone: str | None = None,
                    meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
                    end: int | None = None, overlay: pa.Table | None = None) -> None:

@@ -1,7 +1,7 @@
 """Hourly matrices straight from the store: streamed, parallel, no sort, no SQL.
 
 :func:`matrix_from_store` is how the embedded engine reads a store. It plans the scan
-(:meth:`~headend.store.ParquetStore.plan_reads`), allocates the household x hour matrix
+(:meth:`~headend.store.ReadStore.plan_reads`), allocates the household x hour matrix
 from the plan's extent (Parquet row-group statistics), and lets every chunk of rows add
 itself in place on the store's reader threads: ``np.bincount`` over the chunk's block of
 the matrix, then one locked ``+=`` of that block. The reads are never concatenated,
@@ -34,6 +34,7 @@ import pyarrow as pa
 from headend.analytics.matrix import HourlyMatrix, hour_span
 from headend.model import codes
 from headend.model.schema import read_key
+from headend.store.base import ReadStore
 
 __all__ = ["HourlyAccumulator", "matrix_from_reads", "matrix_from_store"]
 
@@ -261,7 +262,7 @@ class _Overlay:
         acc.seen.reshape(-1)[flat] = True
 
 
-def matrix_from_store(store: Any, *, reading_type: int = 0,
+def matrix_from_store(store: ReadStore, *, reading_type: int = 0,
                       meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
                       end: int | None = None, overlay: pa.Table | None = None,
                       chunk_rows: int = 2_000_000) -> HourlyMatrix:
@@ -269,8 +270,8 @@ def matrix_from_store(store: Any, *, reading_type: int = 0,
 
     Parameters
     ----------
-    store : ParquetStore
-        Any store with ``plan_reads`` (others: ``scan_reads`` + :func:`matrix_from_reads`).
+    store : ReadStore
+        Any store adapter (its ``plan_reads``).
     reading_type : int
         ``codes.READING_TYPES`` code (default ``kwh_del``).
     meters, start, end
@@ -280,11 +281,6 @@ def matrix_from_store(store: Any, *, reading_type: int = 0,
     """
     res = codes.READING_TYPES[reading_type].resolution
     rts = np.array([reading_type], np.uint8)
-    if not hasattr(store, "plan_reads"):
-        reads = store.scan_reads(meters=meters, start=start, end=end, reading_types=rts)
-        if overlay is not None and overlay.num_rows:
-            raise NotImplementedError("overlay needs a store with plan_reads")
-        return matrix_from_reads(reads, reading_type=reading_type)
     plan = store.plan_reads(meters=meters, start=start, end=end, reading_types=rts,
                             chunk_rows=chunk_rows)
     ext = plan.extent

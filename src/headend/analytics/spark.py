@@ -42,6 +42,7 @@ from headend.analytics.matrix import (
     temperature_vector,
 )
 from headend.errors import ConfigError
+from headend.store.base import ReadStore
 
 __all__ = ["SparkEngine", "spark_session"]
 
@@ -183,7 +184,7 @@ class SparkEngine:
         mine = reads.filter(pc.equal(reads.column("reading_type"), reading_type))
         self._set_hourly(hourly, weather, zone, _hour_range(mine.column("interval_end")))
 
-    def load_store(self, store: Any, weather: pa.Table | None = None, *,
+    def load_store(self, store: ReadStore, weather: pa.Table | None = None, *,
                    reading_type: int = 0, zone: str | None = None,
                    meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
                    end: int | None = None, overlay: pa.Table | None = None) -> None:
@@ -195,8 +196,10 @@ class SparkEngine:
 
         Parameters
         ----------
-        store : ParquetStore
-            A store with ``plan_reads``.
+        store : ReadStore
+            Any store adapter: Spark reads the Parquet files of its plan
+            (``ReadPlan.paths``) and gets the other rows (``ReadPlan.segments``) from
+            the driver.
         weather : pyarrow.Table, optional
             Hourly temperatures (``WeatherStore.load``).
         reading_type : int
@@ -209,11 +212,6 @@ class SparkEngine:
             Current VEE versions (READS columns; ``VersionStore.latest``); rows of other
             reading types, meters or times are ignored.
 
-        Raises
-        ------
-        ConfigError
-            If ``store`` cannot plan a scan.
-
         Notes
         -----
         Eager: the hourly table is computed and cached (memory and disk) before this
@@ -221,9 +219,6 @@ class SparkEngine:
         one that deletes them while Spark reads makes the load start over with a new
         plan (3 attempts).
         """
-        if not hasattr(store, "plan_reads"):
-            raise ConfigError("SparkEngine.load_store needs a store with plan_reads "
-                              "(ParquetStore); use load(store.scan_reads(...))")
         from pyspark.sql import functions as F
 
         ms = None if meters is None else np.unique(np.asarray(meters, np.int32))
@@ -250,7 +245,7 @@ class SparkEngine:
             self._span = hour_span(int(lo), int(hi))
             self._temp = temperature_vector(self._weather(weather), *self._span, zone)
 
-    def _store_reads(self, store: Any, reading_type: int, meters: npt.NDArray[np.int32] | None,
+    def _store_reads(self, store: ReadStore, reading_type: int, meters: npt.NDArray[np.int32] | None,
                      start: int | None, end: int | None) -> Any:
         """DataFrame (:data:`_READS_DDL`) of the rows ``scan_reads`` would return."""
         from pyspark.sql import functions as F

@@ -3,8 +3,8 @@
 The consumption histogram needs each household's hourly values once, its minimum and
 maximum, and a count per bucket: no other household and no calendar alignment. When
 every household's rows are in one file of the store (compacted month/year files split
-by meter range: :attr:`ScanPlan.meters_in_one_file
-<headend.store._plan.ScanPlan.meters_in_one_file>`), :func:`histogram_from_store`
+by meter range: :attr:`ReadPlan.meters_in_one_file
+<headend.store.base.ReadPlan.meters_in_one_file>`), :func:`histogram_from_store`
 reads each file's chunks in key order (files in parallel), carries the rows of the last,
 possibly unfinished household over to the next chunk, and computes the histogram of
 every finished household from its hourly values: the reads' integer sums per hour in
@@ -27,13 +27,14 @@ from headend.analytics import results as R
 from headend.analytics.hourly import _seconds
 from headend.analytics.liu import HIST_BUCKETS
 from headend.model import codes
+from headend.store.base import ReadPlan, ReadStore
 
 __all__ = ["histogram_from_store", "streamable"]
 
 
-def streamable(plan: Any) -> bool:
+def streamable(plan: ReadPlan) -> bool:
     """Whether :func:`histogram_from_store` can stream this plan."""
-    return bool(plan.meters_in_one_file)
+    return plan.meters_in_one_file
 
 
 def _household_hist(m: npt.NDArray[np.int32], t: npt.NDArray[np.int64],
@@ -71,7 +72,7 @@ def _household_hist(m: npt.NDArray[np.int32], t: npt.NDArray[np.int64],
     return hm[first], counts, lo, hi
 
 
-def histogram_from_store(store: Any, *, reading_type: int = 0,
+def histogram_from_store(store: ReadStore, *, reading_type: int = 0,
                          meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
                          end: int | None = None, buckets: int = HIST_BUCKETS,
                          chunk_rows: int = 2_000_000) -> pa.Table:

@@ -6,7 +6,7 @@ conformance suite. :class:`DataDir` bundles everything of one data directory;
 :class:`WeatherStore` keeps the outdoor temperatures in it.
 """
 
-from headend.store.base import AppendResult, QueryStore, ReadStore, StoreStats
+from headend.store.base import AppendResult, Extent, QueryStore, ReadPlan, ReadStore, StoreStats
 from headend.store.config import StoreConfig
 from headend.store.datadir import DataDir
 from headend.store.memory import InMemoryStore
@@ -20,11 +20,13 @@ __all__ = [
     "AppendResult",
     "CollectorKeys",
     "DataDir",
+    "Extent",
     "InMemoryStore",
     "MeterRegistry",
     "ParquetStore",
     "QuarantineStore",
     "QueryStore",
+    "ReadPlan",
     "ReadStore",
     "StoreConfig",
     "StoreStats",

@@ -13,6 +13,9 @@ row at once. A :class:`ScanPlan` instead
   the store's reader threads, each with its own reader, and hands each chunk, filtered
   exactly as ``scan_reads`` filters, to the caller's function. Chunks are sorted by key
   within; their order and the thread calling the function are unspecified.
+
+A :class:`TablePlan` is the same port over one table already read, for stores without
+files (``InMemoryStore``).
 """
 
 from __future__ import annotations
@@ -32,23 +35,9 @@ import pyarrow.parquet as pq
 
 from headend.store._keys import Kind
 from headend.store._layout import FileEntry, MetaCache, read_segment
+from headend.store.base import Extent
 
-__all__ = ["Extent", "ScanPlan"]
-
-
-@dataclass(frozen=True, slots=True)
-class Extent:
-    """Bounds of a scan's rows (a superset: row-group statistics cover every type).
-
-    ``meter_lo``/``meter_hi`` inclusive; ``t_lo``/``t_hi`` inclusive, Unix seconds.
-    ``rows`` counts the rows of the chunks before filtering.
-    """
-
-    meter_lo: int
-    meter_hi: int
-    t_lo: int
-    t_hi: int
-    rows: int
+__all__ = ["ScanPlan", "TablePlan"]
 
 
 @dataclass(slots=True)
@@ -66,10 +55,10 @@ class _Chunk:
 
 
 class ScanPlan:
-    """The pinned files and chunks of one query (see the module docstring).
+    """The pinned files and chunks of one query (see the module docstring): the
+    :class:`~headend.store.base.ReadPlan` of ``ParquetStore.plan_reads``.
 
-    Build it with ``ParquetStore.plan_reads``; then read :attr:`extent` and call
-    :meth:`run` once.
+    Read :attr:`extent`, then call :meth:`run` (or another ``run_*``) once.
     """
 
     def __init__(self, kind: Kind, chunks: list[_Chunk], readers: ThreadPoolExecutor, *,
@@ -186,7 +175,6 @@ class ScanPlan:
         calls (a day split between files): the caller sums ``value`` and ``reads`` and
         ORs ``hours``."""
         from headend.store import _rollup
-        from headend.store._query import _np
 
         by_file = self._by_file()
         work: list[tuple[_Chunk, bool]] = []
@@ -199,7 +187,6 @@ class ScanPlan:
                 work.append((chunks[0], True))
             else:
                 work.extend((c, False) for c in chunks)
-        cols = ["meter_idx", "reading_type", "interval_end", "value"]
 
         def one(item: tuple[_Chunk, bool]) -> int:
             c, side = item
@@ -212,16 +199,84 @@ class ScanPlan:
                     return int(d.num_rows)
                 chunks = by_file[(c.file.path, c.file.batch)]  # sidecar gone: roll up
                 return sum(one((x, False)) for x in chunks)
-            t = self._read(c, cols)
+            t = self._read(c, _DAY_COLUMNS)
             if t is None:
                 return 0
-            d = _rollup.rollup(_np(t.column("meter_idx")), _np(t.column("reading_type")),
-                               _np(t.column("interval_end").cast(pa.int64())),
-                               _np(t.column("value")))
+            d = _days(t)
             fn(d)
             return int(d.num_rows)
 
         return sum(int(n) for n in self._readers.map(one, work))
+
+
+class TablePlan:
+    """The :class:`~headend.store.base.ReadPlan` of rows already read: one table sorted
+    by key, as ``scan_reads`` returns it (``InMemoryStore.plan_reads``).
+
+    The table is one "file": :attr:`meters_in_one_file` is true, :meth:`paths` is
+    empty and :meth:`segments` is the table. Chunks are slices of ``chunk_rows`` rows,
+    handed over in order from the calling thread.
+    """
+
+    def __init__(self, reads: pa.Table, chunk_rows: int = 2_000_000) -> None:
+        self._reads = reads
+        self._chunk_rows = max(1, chunk_rows)
+
+    @property
+    def extent(self) -> Extent | None:
+        t = self._reads
+        if t.num_rows == 0:
+            return None
+        m = pc.min_max(t.column("meter_idx"))
+        tt = pc.min_max(t.column("interval_end").cast(pa.int64()))
+        return Extent(m["min"].as_py(), m["max"].as_py(), tt["min"].as_py(),
+                      tt["max"].as_py(), t.num_rows)
+
+    @property
+    def meters_in_one_file(self) -> bool:
+        return True
+
+    def _chunks(self, columns: list[str] | None) -> list[pa.Table]:
+        t = self._reads if columns is None else self._reads.select(columns)
+        return [t.slice(i, self._chunk_rows) for i in range(0, t.num_rows, self._chunk_rows)]
+
+    def run(self, fn: Callable[[pa.Table], None], columns: list[str] | None = None) -> int:
+        for t in self._chunks(columns):
+            fn(t)
+        return int(self._reads.num_rows)
+
+    def run_files(self, fn: Callable[[int, pa.Table | None], None],
+                  columns: list[str] | None = None) -> None:
+        for t in self._chunks(columns):
+            fn(0, t)
+        fn(0, None)
+
+    def run_days(self, fn: Callable[[pa.Table], None]) -> int:
+        n = 0
+        for t in self._chunks(_DAY_COLUMNS):
+            d = _days(t)
+            fn(d)
+            n += d.num_rows
+        return n
+
+    def paths(self) -> list[Path]:
+        return []
+
+    def segments(self) -> list[pa.Table]:
+        return [self._reads] if self._reads.num_rows else []
+
+
+_DAY_COLUMNS = ["meter_idx", "reading_type", "interval_end", "value"]
+
+
+def _days(t: pa.Table) -> pa.Table:
+    """The daily rollup (:data:`~headend.store._rollup.DAILY`) of reads sorted by key."""
+    from headend.store import _rollup
+    from headend.store._query import _np
+
+    return _rollup.rollup(_np(t.column("meter_idx")), _np(t.column("reading_type")),
+                          _np(t.column("interval_end").cast(pa.int64())),
+                          _np(t.column("value")))
 
 
 def _filter_days(d: pa.Table, c: _Chunk, meters: npt.NDArray[np.int32] | None,

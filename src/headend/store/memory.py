@@ -23,6 +23,7 @@ from headend.store._keys import (
     sort_unique_first,
     sorted_contains,
 )
+from headend.store._plan import TablePlan
 from headend.store._query import interval_sum
 from headend.store.base import AppendResult, StoreStats
 
@@ -93,6 +94,15 @@ class InMemoryStore:
         end: int | None = None, reading_types: npt.NDArray[np.uint8] | None = None,
     ) -> pa.Table:
         return self._t["reads"].scan(meters, start, end, reading_types)
+
+    def plan_reads(
+        self, *, meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
+        end: int | None = None, reading_types: npt.NDArray[np.uint8] | None = None,
+        chunk_rows: int = 2_000_000,
+    ) -> TablePlan:
+        """The rows ``scan_reads`` would return, as a plan over that (immutable) table."""
+        return TablePlan(self.scan_reads(meters=meters, start=start, end=end,
+                                         reading_types=reading_types), chunk_rows)
 
     def scan_registers(
         self, *, meters: npt.NDArray[np.int32] | None = None, start: int | None = None,
