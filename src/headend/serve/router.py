@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from headend.errors import FrameError
 from headend.model import schema
-from headend.store._storelayout import partition_of
+from headend.store import partition_of
 from headend.wire import frame as wf
 
 __all__ = ["PARTITIONED_KINDS", "Part", "Router", "csv_kind"]

@@ -3,9 +3,11 @@
 ``ReadStore`` (:mod:`headend.store.base`) is the port; :class:`ParquetStore` the
 on-disk adapter and :class:`InMemoryStore` the in-memory one, both checked by the same
 conformance suite. :class:`DataDir` bundles everything of one data directory;
-:class:`WeatherStore` keeps the outdoor temperatures in it.
+:class:`WeatherStore` keeps the outdoor temperatures in it; :func:`open_layout` reads or
+records the layout (bucket bits, partitions) it was written with.
 """
 
+from headend.store._storelayout import StoreLayout, open_layout, partition_of, read_layout
 from headend.store.base import AppendResult, Extent, QueryStore, ReadPlan, ReadStore, StoreStats
 from headend.store.config import StoreConfig
 from headend.store.datadir import DataDir
@@ -29,7 +31,11 @@ __all__ = [
     "ReadPlan",
     "ReadStore",
     "StoreConfig",
+    "StoreLayout",
     "StoreStats",
     "WeatherStore",
+    "open_layout",
+    "partition_of",
+    "read_layout",
     "serial_of",
 ]
