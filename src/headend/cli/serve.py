@@ -72,10 +72,17 @@ def serve(
     except HeadendError as exc:
         fail(str(exc))
     typer.echo(f"headend serving on http://{cfg.http} (bus {cfg.bus.split('@')[-1]})", err=True)
+    # uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down, with the
+    # handler that was installed before it; with the default handler that kills the
+    # process before service.close() (rules checkpoint, deliveries, locks) can run, so
+    # install no-op handlers first: uvicorn.run then returns and the service closes
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         uvicorn.run(create_app(service), host=cfg.host, port=cfg.port, log_level="warning")
     finally:
         service.close()
+        typer.echo("headend serve stopped", err=True)
 
 
 def worker(
