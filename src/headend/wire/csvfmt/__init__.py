@@ -1,7 +1,8 @@
 """Canonical CSV: detect the kind, decode to columns and rejects, write exports.
 
 The formats are documented for outside users in ``docs/formats.md``; the column names
-of each kind are :data:`headend.model.schema.CSV_HEADERS`.
+of each kind are :data:`headend.model.schema.CSV_HEADERS`. Refused rows become
+quarantine rows (:mod:`headend.wire.csvfmt.rejects`), which rebuild a canonical CSV.
 
 Examples
 --------
