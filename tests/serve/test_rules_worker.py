@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +26,7 @@ from headend.rules.testing import Fault, grid_meters, simulate
 from headend.rules.topology import SUBSTATION, Topology, partition_of
 from headend.serve.config import load_config
 from headend.serve.rules_worker import (
+    RULES_LEASE_BUCKET,
     LeasedRulesWorker,
     RulesWorker,
     decode_events,
@@ -32,7 +37,7 @@ from headend.serve.streams import OUT_STREAM, StreamPublisher
 from headend.store import MeterRegistry, QuarantineStore
 from headend.wire.csvfmt import write_events_csv, write_meters_csv, write_reads_csv
 
-from ._fleet import NatsServer
+from ._fleet import NatsServer, headend_cmd
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning"),
@@ -273,3 +278,94 @@ def test_rules_partitions_move_by_lease_and_resume_from_the_checkpoint(
         assert list(b.parts[1].engine.outages) == []
     finally:
         b.close()
+
+
+# ----------------------------------------------------------------- NATS, processes
+
+
+def _rules_owners(bus: Any) -> dict[str, bytes]:
+    kv = bus.kv(RULES_LEASE_BUCKET, ttl_s=4.0)
+    out = {}
+    for k in kv.keys():  # noqa: SIM118 - a KV bucket, not a dict
+        v = kv.get(k)
+        if k.startswith("p.") and v is not None:
+            out[k] = v[0]
+    return out
+
+
+@pytest.mark.service("nats")
+def test_rules_worker_killed_during_an_outage_hands_it_over(
+        nats_server: NatsServer, data_dir: Path, tmp_path: Path) -> None:
+    """Two ``headend rules-worker`` processes share two partitions by lease. The one
+    owning the faulty substation sees the outage start and is killed with SIGKILL; the
+    other takes its partition within 10 s, resumes from its state and publishes the
+    outage's end."""
+    meters = grid_meters(n_sub=2, n_feeder=2, n_tx=3, n_meter=4)
+    reads, events = simulate(meters, T0, T0 + 4 * 3600,
+                             [Fault("transformer", FAULTY, T0 + 3600, T0 + 7200)],
+                             gasp_loss=0.3, seed=3)
+    cut = T0 + 6300  # the outage is on at the kill
+    r1 = pc.less_equal(pc.cast(reads.column("interval_end"), pa.int64()), cut)
+    e1 = pc.less_equal(pc.cast(events.column("event_time"), pa.int64()), cut)
+    svc = Service(load_config(env={}, data=data_dir, bus=nats_server.url, partitions=2))
+    svc.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    bus = open_bus(nats_server.url)
+    try:
+        assert svc.uplink is not None
+        ids = meters.column("meter_id")
+        svc.uplink.submit(_csv(write_meters_csv, meters, ids), source="t",
+                          content_type="text/csv")
+        for i in range(2):
+            with (tmp_path / f"rules{i}.log").open("wb") as log:
+                procs.append(subprocess.Popen(
+                    headend_cmd("rules-worker", "--partitions", "2", "--data", str(data_dir),
+                                "--nats", nats_server.url),
+                    stdout=log, stderr=subprocess.STDOUT))
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end and len(set(_rules_owners(bus).values())) < 2:
+            time.sleep(0.1)
+        owners = _rules_owners(bus)
+        assert len(owners) == 2 and len(set(owners.values())) == 2, owners
+        alerts = bus.consumer(OUT_STREAM, None,
+                              filter_subject="headend.outages.transformer.*.*.*.*.*.*")
+        for body in (_csv(write_reads_csv, reads.filter(r1), ids),
+                     _csv(write_events_csv, events.filter(e1), ids)):
+            svc.uplink.submit(body, source="t", content_type="text/csv")
+        got: list[str] = []
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end and not any(s.endswith(".start") for s in got):
+            got += [m.subject for m in alerts.fetch(10, 0.5)]
+        assert [s.rsplit(".", 1)[-1] for s in got] == ["start"], got
+        # kill the owner of the faulty substation's partition
+        sub = Topology.from_meters(meters).device[SUBSTATION]
+        k = int(partition_of(sub, 2)[meters.column("meter_id").to_pylist().index(
+            FAULTY + "M0")])
+        victim = owners[f"p.{k}"]
+        logs = [(tmp_path / f"rules{i}.log").read_text() for i in range(2)]
+        (i_victim,) = [i for i, text in enumerate(logs) if victim.decode() in text]
+        os.kill(procs[i_victim].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        for body in (_csv(write_reads_csv, reads.filter(pc.invert(r1)), ids),
+                     _csv(write_events_csv, events.filter(pc.invert(e1)), ids)):
+            svc.uplink.submit(body, source="t", content_type="text/csv")
+        while time.monotonic() - killed < 10 and \
+                _rules_owners(bus).get(f"p.{k}") in (None, victim):
+            time.sleep(0.1)
+        moved = time.monotonic() - killed
+        assert _rules_owners(bus).get(f"p.{k}") not in (None, victim)
+        assert moved < 10.0, f"partition moved {moved:.1f} s after the kill"
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end and not any(s.endswith(".end") for s in got):
+            got += [m.subject for m in alerts.fetch(10, 0.5)]
+        ended = time.monotonic() - killed
+        assert got[-1] == f"headend.outages.transformer.electric.S1.S1F1.{FAULTY}.~.end", got
+        print(f"partition moved {moved:.2f} s, outage end published {ended:.2f} s after "
+              "the kill -9")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                p.wait(20)
+        bus.close()
+        svc.close()
