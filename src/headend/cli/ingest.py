@@ -80,6 +80,7 @@ def ingest(
     exits 2).
     """
     from headend.ingest.hooks import open_ingestor
+    from headend.serve.sources import FileSource, Intake, Upload
     from headend.store import StoreConfig
 
     files = list(iter_paths(str(p) for p in paths))
@@ -87,6 +88,7 @@ def ingest(
     if missing:
         fail(f"no such file: {missing[0]}")
     total_bytes = sum(p.stat().st_size for p in files)
+    source = FileSource(files)  # acknowledged by the exit code, once durable
     try:
         with open_ingestor(data, rules=not no_rules, vee=not no_vee,
                            store_config=StoreConfig(bucket_bits=bucket_bits)) as ing, Progress(
@@ -95,16 +97,29 @@ def ingest(
             disable=not err_console.is_terminal,
         ) as bar:
             task = bar.add_task("files", total=total_bytes)
-            result = ing.ingest_paths(
-                files, progress=lambda _p, size: bar.update(task, advance=size))
+
+            def store(upload: Upload) -> IngestResult:
+                assert isinstance(upload.body, tuple)
+                return ing.ingest_paths(
+                    upload.body, progress=lambda _p, size: bar.update(task, advance=size))
+
+            source.start(Intake("file", store, ing.data.quarantine.append))
     except StorageError as exc:
         fail(f"storage failure, nothing acknowledged: {exc}", EXIT_STORAGE)
     except OSError as exc:  # a listener's state (rules checkpoint, VEE runs) not written
         fail(f"storage failure, nothing acknowledged: {exc} (ingesting the same files "
              "again is safe: stored reads are not doubled)", EXIT_STORAGE)
-    _print_summary(result, as_json=as_json)
-    if result.unusable:
-        fail(f"unusable input: {result.unusable[0]}", EXIT_UNUSABLE)
+    outcome = source.outcome
+    assert outcome is not None
+    if outcome.kind == "defer":
+        fail(f"storage failure, nothing acknowledged: {outcome.error} (ingesting the same "
+             "files again is safe: stored reads are not doubled)", EXIT_STORAGE)
+    if outcome.kind == "reject":
+        fail(f"unusable input, quarantined ({outcome.reason}): {outcome.detail}", EXIT_UNUSABLE)
+    assert isinstance(outcome.result, IngestResult)
+    _print_summary(outcome.result, as_json=as_json)
+    if outcome.result.unusable:
+        fail(f"unusable input: {outcome.result.unusable[0]}", EXIT_UNUSABLE)
 
 
 quarantine_app = typer.Typer(help="List and re-process quarantined input.", no_args_is_help=True)

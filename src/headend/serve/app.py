@@ -6,9 +6,12 @@ Routes stay thin: parse, call the service, serialise.
     Body: one or more binary frames (``Content-Type: application/octet-stream``) or
     canonical CSV (``text/csv``). The reply is the acknowledgement, sent only once the
     data is durable: ``200 {"accepted": n, "duplicate": n, "quarantined": n,
-    "by_reason": {...}, "parts": n, "meters_loaded": n, "collectors_loaded": n}``. ``400`` if the body does not match its content
-    type, ``415`` for another content type, ``503`` if no worker stored it in time (it
-    is queued durably; retrying is harmless: duplicates are counted, not stored).
+    "by_reason": {...}, "parts": n, "meters_loaded": n, "collectors_loaded": n}``.
+    ``400 {"error": ..., "reason": ...}`` if the upload cannot be used at all (e.g. the
+    body does not match its content type): it is then in the quarantine with that
+    reason. ``415`` for another content type; ``503`` if it is not durable in time or
+    the store is unavailable (retrying is harmless: duplicates are counted, not
+    stored). The rule is the one of every uplink source (:mod:`headend.serve.sources`).
 ``GET /v1/stream``
     Server-Sent Events of the caller's scope (``Authorization: Bearer <token>`` or
     ``?token=``), optionally narrowed by ``?filter=<subject filter>``. Each event:
@@ -27,18 +30,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from headend.bus import Message, subject_matches
-from headend.errors import DecodeError, HeadendError, ServiceUnavailable
+from headend.errors import HeadendError
 from headend.serve.service import Service
+from headend.serve.sources import Intake, Upload
 from headend.serve.streams import OUT_STREAM
 from headend.serve.subscribers import Subscriber
+from headend.serve.uplink import UploadAck
 
-__all__ = ["create_app", "sse_event"]
+__all__ = ["HttpUplink", "create_app", "sse_event"]
 
 _CTS = ("application/octet-stream", "text/csv", "text/plain")
 KEEPALIVE_S = 15.0
@@ -67,29 +72,57 @@ def _subscriber(service: Service, request: Request) -> Subscriber:
     return sub
 
 
-def create_app(service: Service) -> FastAPI:
-    """The FastAPI application of a started :class:`Service`."""
-    app = FastAPI(title="headend", version="1", docs_url=None, redoc_url=None)
+class HttpUplink:
+    """The HTTP uplink source: ``POST /v1/uploads`` (module docstring), in :attr:`router`.
 
-    @app.post("/v1/uploads")
-    async def upload(request: Request) -> Response:
-        if service.uplink is None:
+    The reply is the receipt of :meth:`Intake.take`: 200 and the counts (ack), 400 and
+    the reason (reject: the body is in the quarantine), 503 (defer: retry). ``415``
+    answers a content type that is not an upload, before anything is received; 503 too
+    until :meth:`start` gave an intake (a process without an uplink).
+    """
+
+    channel = "http"
+
+    def __init__(self) -> None:
+        self._intake: Intake | None = None
+        self.router = APIRouter()
+        self.router.add_api_route("/v1/uploads", self.receive, methods=["POST"])
+
+    def start(self, intake: Intake) -> None:
+        self._intake = intake
+
+    def close(self) -> None:
+        self._intake = None
+
+    async def receive(self, request: Request) -> Response:
+        intake = self._intake
+        if intake is None:
             raise HTTPException(503, "this process has no uplink")
         ct = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ct not in _CTS:
             raise HTTPException(415, "Content-Type must be application/octet-stream or text/csv")
         body = await request.body()
-        source = f"http:{request.client.host if request.client else '?'}"
-        service.metrics.uploads.labels("http").inc()
-        uplink = service.uplink
-        try:
-            ack = await run_in_threadpool(
-                lambda: uplink.submit(body, source=source, content_type=ct, wait=True))
-        except DecodeError as err:
-            return JSONResponse({"error": str(err), "reason": err.reason}, status_code=400)
-        except ServiceUnavailable as err:
-            return JSONResponse({"error": str(err)}, status_code=503)
-        return JSONResponse(ack.to_dict())
+        upload = Upload(body, f"http:{request.client.host if request.client else '?'}", ct)
+        outcome = await run_in_threadpool(intake.take, upload)
+        if outcome.kind == "ack":
+            assert isinstance(outcome.result, UploadAck)
+            return JSONResponse(outcome.result.to_dict())
+        if outcome.kind == "reject":
+            return JSONResponse({"error": outcome.detail, "reason": outcome.reason},
+                                status_code=400)
+        return JSONResponse({"error": str(outcome.error)}, status_code=503)
+
+
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI application of a started :class:`Service`."""
+    app = FastAPI(title="headend", version="1", docs_url=None, redoc_url=None)
+
+    uploads = HttpUplink()
+    if service.uplink is not None:
+        uploads.start(service.uplink.intake(
+            "http", lambda rows: service.host.data.quarantine.append(rows), wait=True,
+            on_upload=service.metrics.uploads.labels("http").inc))
+    app.include_router(uploads.router)
 
     @app.get("/v1/stream")
     async def stream(request: Request) -> StreamingResponse:

@@ -1,6 +1,7 @@
 """Uplink: accept an upload, route it to ingest partitions, wait for durable results.
 
-:meth:`Uplink.submit` is what HTTP ``POST /v1/uploads`` and the MQTT bridge call. With
+:meth:`Uplink.submit` is the store behind the uplink sources (HTTP ``POST /v1/uploads``,
+MQTT), whose :class:`~headend.serve.sources.Intake` :meth:`Uplink.intake` builds. With
 ``wait=True`` it returns the summed :class:`~headend.ingest.pipeline.IngestResult`
 counts of every part once each part's worker has stored it (the acknowledgement
 contract); ``wait=False`` returns as soon as the parts are durable on the bus (MQTT
@@ -22,6 +23,7 @@ from headend.bus import Bus
 from headend.errors import DecodeError, ServiceUnavailable
 from headend.model import reasons
 from headend.serve.router import CSV_CT, FRAME_CT, PARTITIONED_KINDS, Part, Router, csv_kind
+from headend.serve.sources import Intake, QuarantineAppend, Upload
 from headend.serve.subjects import RESULT_PREFIX, ingest_subject
 from headend.serve.worker import (
     H_CT,
@@ -196,6 +198,23 @@ class Uplink:
         finally:
             with self._lock:
                 self._waiters.pop(upload, None)
+
+    def intake(self, channel: str, quarantine: QuarantineAppend, *, wait: bool,
+               on_upload: Callable[[], None] | None = None) -> Intake:
+        """The :class:`~headend.serve.sources.Intake` of a source that feeds this uplink.
+
+        ``wait=True``: an upload is durable once every part is stored (needed with the
+        embedded bus, which keeps nothing across a crash); ``wait=False``: once its parts
+        are in JetStream.
+        """
+
+        def store(upload: Upload) -> UploadAck:
+            if not isinstance(upload.body, bytes):
+                raise TypeError("the uplink takes uploads as bytes, not files")
+            return self.submit(upload.body, source=upload.source,
+                               content_type=upload.content_type, wait=wait)
+
+        return Intake(channel, store, quarantine, on_upload=on_upload)
 
     def _bump_registry(self) -> None:
         self.on_registry_change()
