@@ -25,6 +25,7 @@ from headend.serve.service import Service
 from headend.serve.subscribers import SubscriberStore, mosquitto_acl, nats_authorization
 
 from ._fleet import BUCKET_BITS, Fleet, NatsServer, free_port
+from ._serve_proc import drop_session
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning"),
@@ -147,8 +148,9 @@ def test_mqtt_uplink_on_1883(data_dir: Path, fleet: Fleet) -> None:
     """A collector publishes frames on headend/uplink/<id> (QoS 1): they are stored."""
     import paho.mqtt.client as paho
 
+    client_id = f"headend-scopes-{free_port()}"  # its persistent session is dropped below
     cfg = load_config(env={}, data=data_dir, mqtt="mqtt://127.0.0.1:1883", partitions=2,
-                      bucket_bits=BUCKET_BITS, mqtt_out=False)
+                      bucket_bits=BUCKET_BITS, mqtt_out=False, mqtt_client_id=client_id)
     svc = Service(cfg)
     svc.start()
     try:
@@ -173,6 +175,7 @@ def test_mqtt_uplink_on_1883(data_dir: Path, fleet: Fleet) -> None:
         assert n == 600
     finally:
         svc.close()
+        drop_session(client_id)
 
 
 @pytest.mark.service("mosquitto")

@@ -51,6 +51,10 @@ def serve(
     nats: NatsOpt = None,
     mqtt: Annotated[str | None, typer.Option(
         "--mqtt", help="mqtt://host:port [env HEADEND_MQTT_URL]; default: no MQTT.")] = None,
+    mqtt_client_id: Annotated[str | None, typer.Option(
+        "--mqtt-client-id", help="MQTT uplink client id, fixed across restarts (the "
+        "broker keeps its session) [env HEADEND_MQTT_CLIENT_ID]; default: one per data "
+        "directory.")] = None,
     partitions: PartOpt = None,
     replicas: Annotated[int | None, typer.Option("--replicas", help="Stream replicas.")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -58,7 +62,8 @@ def serve(
     bucket_bits: BitsOpt = None,
 ) -> None:
     """Run the head end: HTTP uploads, SSE streams, /metrics; embedded with no options."""
-    cfg = _config(config, data=data, http=http, bus=nats, mqtt=mqtt, partitions=partitions,
+    cfg = _config(config, data=data, http=http, bus=nats, mqtt=mqtt,
+                  mqtt_client_id=mqtt_client_id, partitions=partitions,
                   replicas=replicas, workers=workers, bucket_bits=bucket_bits)
     import uvicorn
 

@@ -4,21 +4,23 @@ Sources, later ones winning: defaults, ``--config FILE`` (YAML or TOML), environ
 variables, command-line options. With nothing given, serve runs embedded: in-process
 bus, one in-process ingest worker, HTTP on 127.0.0.1:8080, no MQTT.
 
-=========================  ==========================  ==============================
-environment variable       field                       example
-=========================  ==========================  ==============================
-``HEADEND_DATA``           ``data``                    ``/var/lib/headend``
-``HEADEND_NATS_URL``       ``bus``                     ``nats://n1:4222,nats://n2:4222``
-``HEADEND_NATS_USER``      ``nats_user``
-``HEADEND_NATS_PASSWORD``  ``nats_password``
-``HEADEND_MQTT_URL``       ``mqtt``                    ``mqtt://127.0.0.1:1883``
-``HEADEND_HTTP``           ``http``                    ``0.0.0.0:8080``
-``HEADEND_PARTITIONS``     ``partitions``              ``16``
-``HEADEND_REPLICAS``       ``replicas``                ``3``
-``HEADEND_STREAM_GROUP``   ``stream_group``            ``transformer``
-``HEADEND_RULES``          ``rules``                   ``true``
-``HEADEND_OMS_URL``        ``oms`` (one CIM endpoint)  ``https://oms.example/ami``
-=========================  ==========================  ==============================
+=============================  ==========================  ==============================
+environment variable           field                       example
+=============================  ==========================  ==============================
+``HEADEND_DATA``               ``data``                    ``/var/lib/headend``
+``HEADEND_NATS_URL``           ``bus``                     ``nats://n1:4222,nats://n2:4222``
+``HEADEND_NATS_USER``          ``nats_user``
+``HEADEND_NATS_PASSWORD``      ``nats_password``
+``HEADEND_MQTT_URL``           ``mqtt``                    ``mqtt://127.0.0.1:1883``
+``HEADEND_MQTT_CLIENT_ID``     ``mqtt_client_id``          ``headend-uplink-1``
+``HEADEND_MQTT_UPLINK_ROOT``   ``mqtt_uplink_root``        ``headend/uplink``
+``HEADEND_HTTP``               ``http``                    ``0.0.0.0:8080``
+``HEADEND_PARTITIONS``         ``partitions``              ``16``
+``HEADEND_REPLICAS``           ``replicas``                ``3``
+``HEADEND_STREAM_GROUP``       ``stream_group``            ``transformer``
+``HEADEND_RULES``              ``rules``                   ``true``
+``HEADEND_OMS_URL``            ``oms`` (one CIM endpoint)  ``https://oms.example/ami``
+=============================  ==========================  ==============================
 
 The store's ``bucket_bits`` and ``partitions`` belong to the data directory: they are
 recorded in ``<data>/layout.json`` when the store is created, and every process reads
@@ -55,6 +57,8 @@ ENV: dict[str, str] = {
     "HEADEND_NATS_USER": "nats_user",
     "HEADEND_NATS_PASSWORD": "nats_password",
     "HEADEND_MQTT_URL": "mqtt",
+    "HEADEND_MQTT_CLIENT_ID": "mqtt_client_id",
+    "HEADEND_MQTT_UPLINK_ROOT": "mqtt_uplink_root",
     "HEADEND_HTTP": "http",
     "HEADEND_PARTITIONS": "partitions",
     "HEADEND_REPLICAS": "replicas",
@@ -87,6 +91,11 @@ class ServeConfig(BaseModel):
     nats_user: str | None = None
     nats_password: str | None = None
     mqtt: str | None = None
+    #: the MQTT uplink's client id, fixed across restarts so the broker keeps its
+    #: session; default (None): one per data directory (``mqtt.default_client_id``)
+    mqtt_client_id: str | None = Field(None, min_length=1, max_length=65535)
+    #: collectors publish on ``<mqtt_uplink_root>/<collector_id>``
+    mqtt_uplink_root: str = Field("headend/uplink", pattern=r"^[^#+]+$")
     #: ingest partitions; when not given, the data directory's recorded value (this
     #: default for a store that records none)
     partitions: int = Field(8, ge=1, le=4096)

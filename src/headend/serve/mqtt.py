@@ -1,9 +1,13 @@
 """MQTT bridges: collector uplinks in, third-party streams out, downlinks ready.
 
-* **Uplink**: collectors publish uploads (binary frames or canonical CSV) with QoS 1 on
-  ``headend/uplink/<collector_id>``; each message is routed to the ingest partitions
-  (durable on the bus) before the callback returns, so the broker's PUBACK means
-  "durable in the queue".
+* **Uplink** (:class:`MqttUplink`, an :class:`~headend.serve.sources.UplinkSource`):
+  collectors publish uploads (binary frames or canonical CSV) with QoS 1 on
+  ``headend/uplink/<collector_id>``. headend subscribes with QoS 1 under a fixed client
+  id with a persistent session and acknowledges manually: the PUBACK goes out only once
+  the upload is durable (stored, with the embedded bus; in JetStream, with NATS) or in
+  the quarantine. A transient failure sends no PUBACK: the upload is retried here and
+  redelivered by the broker after a reconnect or restart. Guarantees and broker
+  settings: docs/ingest.md, "MQTT uplink".
 * **Downlink**: :meth:`MqttBridge.send_downlink` publishes commands on
   ``headend/downlink/<collector_id>`` (QoS 1), the topic collectors subscribe to.
 * **Out**: a durable consumer (``mqtt-out``) of the third-party stream republishes each
@@ -16,14 +20,18 @@ Install with ``pip install headend[mqtt]``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import queue
 import threading
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 from urllib.parse import urlparse
 
 from headend.bus import Bus
 from headend.errors import ServiceUnavailable
+from headend.serve.sources import Counts, Intake, Outcome, Upload
 from headend.serve.streams import OUT_STREAM
 from headend.serve.subjects import OUT_SUBJECTS, to_mqtt
 
@@ -32,28 +40,193 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the MQTT bridge needs paho-mqtt: pip install 'headend[mqtt]'") from exc
 
-__all__ = ["DOWNLINK_TOPIC", "UPLINK_TOPIC", "MqttBridge"]
+__all__ = ["DOWNLINK_TOPIC", "UPLINK_ROOT", "UPLINK_TOPIC", "MqttBridge", "MqttUplink",
+           "default_client_id"]
 
 log = logging.getLogger(__name__)
-UPLINK_TOPIC = "headend/uplink/{collector_id}"
-DOWNLINK_TOPIC = "headend/downlink/{collector_id}"
+UPLINK_ROOT: Final = "headend/uplink"
+UPLINK_TOPIC: Final = UPLINK_ROOT + "/{collector_id}"
+DOWNLINK_TOPIC: Final = "headend/downlink/{collector_id}"
+#: threads that store uplink messages (paho's network thread only queues them)
+UPLINK_THREADS: Final = 4
+#: first and longest wait between attempts at an upload that failed transiently [s]
+RETRY_FIRST_S: Final = 0.2
+RETRY_MAX_S: Final = 30.0
+#: how long :meth:`MqttUplink.start` waits for the broker's CONNACK and SUBACK [s]
+CONNECT_TIMEOUT_S: Final = 10.0
 
 
-def connect_client(url: str, *, client_id: str, user: str | None = None,
-                   password: str | None = None) -> Any:
-    """A connected, looping paho client for ``mqtt://host:port``."""
+def default_client_id(data: Path | str) -> str:
+    """The uplink's client id when none is configured: one per data directory
+    (``headend-`` and 12 hex digits of the SHA-256 of its resolved path; 20 characters,
+    within MQTT 3.1.1's 23)."""
+    digest = hashlib.sha256(str(Path(data).resolve()).encode()).hexdigest()
+    return f"headend-{digest[:12]}"
+
+
+def _client(url: str, *, client_id: str, clean_session: bool, user: str | None = None,
+            password: str | None = None) -> Any:
+    """An unconnected paho client (MQTT 3.1.1) with the URL's credentials."""
     u = urlparse(url)
     client = paho.Client(paho.CallbackAPIVersion.VERSION2,  # type: ignore[attr-defined]
-                         client_id=client_id,
-                         clean_session=True)
+                         client_id=client_id, clean_session=clean_session,
+                         protocol=paho.MQTTv311)
     if user or u.username:
         client.username_pw_set(user or u.username, password or u.password)
+    return client
+
+
+def _connect(client: Any, url: str) -> None:
+    u = urlparse(url)
     try:
         client.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
     except OSError as exc:
         raise ServiceUnavailable(f"cannot connect to MQTT at {url}: {exc}") from exc
+
+
+def connect_client(url: str, *, client_id: str, user: str | None = None,
+                   password: str | None = None) -> Any:
+    """A connected, looping paho client (clean session) for ``mqtt://host:port``."""
+    client = _client(url, client_id=client_id, clean_session=True, user=user,
+                     password=password)
+    _connect(client, url)
     client.loop_start()
     return client
+
+
+class _PubAck:
+    """The receipt of one MQTT message: ack and reject both send the PUBACK (a rejected
+    upload is in the quarantine); defer sends nothing (the broker redelivers)."""
+
+    def __init__(self, client: Any, msg: Any) -> None:
+        self.client, self.msg = client, msg
+
+    def _puback(self) -> None:
+        if self.msg.qos > 0:
+            self.client.ack(self.msg.mid, self.msg.qos)  # thread-safe: queues the packet
+
+    def ack(self, result: Counts) -> None:
+        self._puback()
+
+    def reject(self, reason: str, detail: str) -> None:
+        log.warning("MQTT upload on %s quarantined (%s): %s", self.msg.topic, reason, detail)
+        self._puback()
+
+    def defer(self, error: BaseException) -> None:
+        pass
+
+
+class MqttUplink:
+    """Collector uploads over MQTT, acknowledged once durable (see the module docstring).
+
+    Parameters
+    ----------
+    url : str
+        ``mqtt://[user:password@]host:port``.
+    client_id : str
+        Fixed across restarts (:func:`default_client_id`): the broker keeps the
+        session (subscription, unacknowledged and queued messages) under it.
+    root : str
+        Topic root; headend subscribes to ``<root>/+``, the last level being the
+        collector id.
+    threads : int
+        Uploads stored at once. paho's network thread only queues messages.
+
+    Notes
+    -----
+    MQTT 3.1.1, ``clean_session=False``, QoS 1 subscription, manual acknowledgement
+    (paho ``manual_ack``). At most the broker's ``max_inflight_messages`` (Mosquitto:
+    20) uploads are unacknowledged at once; while headend is away the broker queues up
+    to ``max_queued_messages`` (Mosquitto: 1000) for the session (docs/ingest.md).
+    """
+
+    channel = "mqtt"
+
+    def __init__(self, url: str, *, client_id: str, root: str = UPLINK_ROOT,
+                 threads: int = UPLINK_THREADS) -> None:
+        self.url = url
+        self.client_id = client_id
+        self.root = root.rstrip("/")
+        self.threads = threads
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._intake: Intake | None = None
+        self.client = _client(url, client_id=client_id, clean_session=False)
+        self.client.manual_ack_set(True)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def start(self, intake: Intake) -> None:
+        """Connect, subscribe and store uploads as they come (also those the broker
+        kept for this session while headend was away). Raises ServiceUnavailable if
+        the broker does not answer within ``CONNECT_TIMEOUT_S``."""
+        self._intake = intake
+        for i in range(self.threads):
+            t = threading.Thread(target=self._work, name=f"mqtt-uplink-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        _connect(self.client, self.url)
+        self.client.loop_start()
+        if not self._subscribed.wait(CONNECT_TIMEOUT_S):
+            self.close()
+            raise ServiceUnavailable(f"MQTT at {self.url}: no subscription to {self.root}/+ "
+                                     f"within {CONNECT_TIMEOUT_S} s")
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT uplink %s: connection refused (%s)", self.client_id, reason_code)
+            return
+        log.info("MQTT uplink %s connected (session present: %s)", self.client_id,
+                 getattr(flags, "session_present", "?"))
+        client.subscribe(f"{self.root}/+", qos=1)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reason_codes: Any,
+                      properties: Any) -> None:
+        if all(not rc.is_failure for rc in reason_codes):
+            self._subscribed.set()
+        else:
+            log.error("MQTT uplink: subscription to %s/+ refused (%s)", self.root, reason_codes)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self._queue.put(msg)  # never block the network thread
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            msg = self._queue.get()
+            if msg is None or self._stop.is_set():
+                return
+            outcome = self._take(msg)
+            if outcome is not None:
+                outcome.tell(_PubAck(self.client, msg))
+
+    def _take(self, msg: Any) -> Outcome | None:
+        """The durable outcome of one message, retrying transient failures; None if
+        closing first (not acknowledged: the broker delivers it again)."""
+        assert self._intake is not None
+        upload = Upload(bytes(msg.payload), f"mqtt:{msg.topic.rsplit('/', 1)[-1]}")
+        delay = RETRY_FIRST_S
+        while True:
+            outcome = self._intake.take(upload)
+            if outcome.kind != "defer":
+                return outcome
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def close(self) -> None:
+        """Stop: uploads being stored finish and are acknowledged; queued ones are not
+        (the session keeps them for the next start). The subscription stays."""
+        self._stop.set()
+        for _ in self._workers:
+            self._queue.put(None)
+        for t in self._workers:
+            t.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class MqttBridge:
@@ -64,37 +237,35 @@ class MqttBridge:
     url : str
         ``mqtt://[user:password@]host:port``.
     bus : Bus
-    submit : callable, optional
-        ``(payload, source, collector_id) -> None``; uplinks are bridged if given.
+    uplink : MqttUplink, optional
+        Started with ``intake`` here and closed with the bridge.
+    intake : Intake, optional
+        Where uplink messages go (with ``uplink``).
     out : bool
         Republish the third-party stream on MQTT topics.
     """
 
-    def __init__(self, url: str, bus: Bus, *, submit: Any = None, out: bool = True,
-                 on_error: Any = None) -> None:
+    def __init__(self, url: str, bus: Bus, *, uplink: MqttUplink | None = None,
+                 intake: Intake | None = None, out: bool = True) -> None:
         self.bus = bus
-        self._submit = submit
-        self._on_error = on_error
         self._stop = threading.Event()
         self.client = connect_client(url, client_id=f"headend-{uuid.uuid4().hex[:8]}")
-        if submit is not None:
-            self.client.on_message = self._on_message
-            self.client.subscribe(UPLINK_TOPIC.format(collector_id="+"), qos=1)
+        self.uplink = uplink
+        if uplink is not None:
+            if intake is None:
+                raise ValueError("an MQTT uplink needs an intake")
+            try:
+                uplink.start(intake)
+            except BaseException:
+                self.client.loop_stop()
+                self.client.disconnect()
+                raise
         self._out_thread: threading.Thread | None = None
         if out:
             self._consumer = bus.consumer(OUT_STREAM, "mqtt-out", filter_subject=OUT_SUBJECTS[0],
                                           ack_wait_s=30.0)
             self._out_thread = threading.Thread(target=self._pump, name="mqtt-out", daemon=True)
             self._out_thread.start()
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        collector = msg.topic.rsplit("/", 1)[-1]
-        try:
-            self._submit(bytes(msg.payload), f"mqtt:{collector}", collector)
-        except Exception as exc:
-            log.exception("MQTT uplink from %s failed", collector)
-            if self._on_error is not None:
-                self._on_error(collector, exc)
 
     def send_downlink(self, collector_id: int | str, payload: bytes) -> None:
         """Publish a command to a collector (QoS 1, waits for the broker's ack)."""
@@ -124,6 +295,8 @@ class MqttBridge:
 
     def close(self) -> None:
         self._stop.set()
+        if self.uplink is not None:
+            self.uplink.close()
         if self._out_thread is not None:
             self._out_thread.join(3)
             self._consumer.close()

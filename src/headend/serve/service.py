@@ -189,15 +189,18 @@ class Service:
             t.start()
             self._threads.append(t)
         if self.cfg.mqtt and self.uplink is not None:
-            from headend.serve.mqtt import MqttBridge
+            from headend.serve.mqtt import MqttBridge, MqttUplink, default_client_id
 
-            uplink = self.uplink
-
-            def submit(payload: bytes, source: str, collector: str) -> None:
-                self.metrics.uploads.labels("mqtt").inc()
-                uplink.submit(payload, source=source, wait=False)
-
-            self.mqtt = MqttBridge(self.cfg.mqtt, self.bus, submit=submit, out=self.cfg.mqtt_out)
+            # PUBACK once durable: stored (the embedded bus keeps nothing across a
+            # crash) or, on NATS, in JetStream (docs/ingest.md, "MQTT uplink")
+            intake = self.uplink.intake(
+                "mqtt", lambda rows: self.host.data.quarantine.append(rows),
+                wait=self.cfg.embedded, on_upload=self.metrics.uploads.labels("mqtt").inc)
+            source = MqttUplink(self.cfg.mqtt,
+                                client_id=self.cfg.mqtt_client_id or default_client_id(self.cfg.data),
+                                root=self.cfg.mqtt_uplink_root)
+            self.mqtt = MqttBridge(self.cfg.mqtt, self.bus, uplink=source, intake=intake,
+                                   out=self.cfg.mqtt_out)
 
     def sync_subscribers(self) -> None:
         """Start webhook deliveries of new subscribers and create the scoped durable
