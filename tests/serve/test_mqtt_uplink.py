@@ -133,3 +133,50 @@ def test_garbage_quarantined_and_later_uploads_flow(data_dir: Path, fleet: Fleet
     finally:
         svc.close()
     assert stored_reads(data_dir) == (600, 600)
+
+
+@pytest.mark.service("nats")
+def test_nats_puback_once_in_jetstream(tmp_path: Path, data_dir: Path, fleet: Fleet,
+                                       session: tuple[str, str]) -> None:
+    """On NATS the uplink's PUBACK means "in JetStream": with no ingest worker running,
+    every message is acknowledged (a restarted uplink gets none again) and a worker
+    started afterwards stores them all, once."""
+    from headend.serve.config import load_config
+    from headend.serve.service import Service
+
+    from ._fleet import NatsServer
+
+    cid, root = session
+    nats = NatsServer(tmp_path / "js")
+    cfg = load_config(env={}, data=data_dir, bus=nats.url, workers=0, partitions=2,
+                      bucket_bits=BUCKET_BITS, mqtt=MQTT_URL, mqtt_client_id=cid,
+                      mqtt_uplink_root=root, mqtt_out=False, lease_ttl_s=1.0)
+    try:
+        svc = Service(cfg)
+        svc.start()
+        try:
+            assert svc.uplink is not None
+            svc.uplink.submit(fleet.collectors_csv(), source="t", content_type="text/csv")
+            svc.uplink.submit(fleet.meters_csv(), source="t", content_type="text/csv")
+            publish_all(root, _frames(fleet), f"coll-{cid}")
+            t0 = time.monotonic()
+            uploads = svc.metrics.uploads.labels("mqtt")
+            while uploads._value.get() < 12 and time.monotonic() - t0 < 10:
+                time.sleep(0.1)
+            time.sleep(0.5)  # the PUBACKs of the last ones go out
+        finally:
+            svc.close()
+        assert stored_reads(data_dir)[0] == 0  # no worker: nothing stored yet
+        svc = Service(cfg)
+        svc.start()
+        worker = Service(cfg.model_copy(update={"workers": 1}), uplink=False)
+        worker.start()
+        try:
+            assert wait_reads(data_dir, 600) == 600
+            assert svc.metrics.uploads.labels("mqtt")._value.get() == 0  # all were acked
+        finally:
+            worker.close()
+            svc.close()
+    finally:
+        nats.close()
+    assert stored_reads(data_dir) == (600, 600)

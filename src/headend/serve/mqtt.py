@@ -24,6 +24,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Final
@@ -54,6 +55,8 @@ RETRY_FIRST_S: Final = 0.2
 RETRY_MAX_S: Final = 30.0
 #: how long :meth:`MqttUplink.start` waits for the broker's CONNACK and SUBACK [s]
 CONNECT_TIMEOUT_S: Final = 10.0
+#: how long :meth:`MqttUplink.close` lets uploads in hand finish [s]
+CLOSE_WAIT_S: Final = 5.0
 
 
 def default_client_id(data: Path | str) -> str:
@@ -223,8 +226,9 @@ class MqttUplink:
         self._stop.set()
         for _ in self._workers:
             self._queue.put(None)
+        deadline = time.monotonic() + CLOSE_WAIT_S
         for t in self._workers:
-            t.join(10)
+            t.join(max(0.0, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
 
