@@ -219,9 +219,10 @@ def test_meter_chunks_stay_within_a_store_bucket():
     assert meter_chunks(np.array([], np.int32), 4) == []
 
 
-def test_a_listener_on_the_ingestors_data_directory_gives_the_same(tmp_path):
-    """Runs on the ingestor's open ``DataDir`` (``data=``) write what runs that open
-    the data directory themselves write."""
+@pytest.mark.parametrize("share", ["data", "registry"])
+def test_a_listener_on_the_ingestors_data_directory_gives_the_same(tmp_path, share):
+    """Runs on the ingestor's open ``DataDir`` (``data=``) or its meter registry
+    (``registry=``) write what runs that open the data directory themselves write."""
     day = _day()
 
     class Batch:
@@ -233,7 +234,7 @@ def test_a_listener_on_the_ingestors_data_directory_gives_the_same(tmp_path):
     ref = _ingest(tmp_path / "ref", _uploads(day))
     with DataDir.open(tmp_path / "own") as dd:
         dd.registry.upsert(meters([900, 3600, 900]))
-        lis = VeeListener(tmp_path / "own", data=dd)
+        lis = VeeListener(tmp_path / "own", **{share: dd if share == "data" else dd.registry})
         for up in _uploads(day):
             dd.store.append_reads(up)
             lis.on_stored(Batch(up.sort_by([("meter_idx", "ascending"),
@@ -246,3 +247,30 @@ def test_a_listener_on_the_ingestors_data_directory_gives_the_same(tmp_path):
     a, b = tmp_path / "ref", tmp_path / "own"
     assert current_reads(a, scan(a)).equals(current_reads(b, scan(b)))
     assert VersionStore(a).latest().select(COLS).equals(VersionStore(b).latest().select(COLS))
+
+
+def test_the_default_listeners_vee_runs_do_not_load_the_meter_registry_again(tmp_path,
+                                                                             monkeypatch):
+    """``headend ingest``'s VEE listener takes the intervals from the ingestor's
+    registry: a run opens a store of its own, not another copy of the registry (0.6 s
+    and 180 MB per 400,000 meters)."""
+    from headend.ingest.hooks import open_ingestor
+    from headend.store.registry import MeterRegistry
+
+    uploads = _uploads(_day())
+    with DataDir.open(tmp_path) as dd:
+        dd.registry.upsert(meters([900, 3600, 900]))
+        for up in uploads:
+            dd.store.append_reads(up)
+    loads = []
+    real = MeterRegistry._load
+    monkeypatch.setattr(MeterRegistry, "_load", lambda self, t: (loads.append(1), real(self, t)))
+    with open_ingestor(tmp_path, rules=False) as ing:
+        (vee,) = [lis for lis in ing.listeners if isinstance(lis, VeeListener)]
+        ing.data.registry.intervals()  # the ingestor's own registry, loaded once
+        before = len(loads)
+        for up in uploads:
+            vee.on_stored(type("Batch", (), {"reads": up, "registers": None})())
+        vee.flush()
+    assert vee.last is not None and vee.last.reads > 0
+    assert len(loads) == before

@@ -30,7 +30,8 @@ def _intervals(data: DataDir) -> Listener:
 def _vee(data: DataDir) -> Listener:
     from headend.vee import VeeListener
 
-    return VeeListener(data.root)
+    # the ingestor's registry (its intervals), a store of the run's own
+    return VeeListener(data.root, registry=data.registry)
 
 
 #: name -> factory. ``intervals`` learns undeclared meter intervals from every batch

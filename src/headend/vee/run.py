@@ -433,6 +433,14 @@ def run_vee(root: Path | str, *, start: int | None = None, end: int | None = Non
     return total
 
 
+def _distinct(m: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    """``np.unique(m)``, without its sort when ``m`` is sorted already (a store scan)."""
+    if len(m) > 1 and bool((m[1:] >= m[:-1]).all()):
+        out: npt.NDArray[np.int32] = m[np.r_[True, m[1:] != m[:-1]]]
+        return out
+    return np.unique(m)
+
+
 def window_versions(root: Path | str, reads: pa.Table, registers: pa.Table | None,
                     intervals: Any, *, start: int | None, end: int | None,
                     config: VeeConfig, now: int | None, author: str,
@@ -442,7 +450,7 @@ def window_versions(root: Path | str, reads: pa.Table, registers: pa.Table | Non
     vs = vs or VersionStore(root)
     versions = None
     if vs._files():
-        m = np.unique(reads.column("meter_idx").to_numpy())
+        m = _distinct(reads.column("meter_idx").to_numpy())
         t = reads.column("interval_end").cast(pa.int64()).to_numpy()
         versions = vs.latest(meters=m, start=start if start is not None else int(t.min()),
                              end=end if end is not None else int(t.max()) + 1)
