@@ -367,7 +367,8 @@ class IngestWorker:
             rest = [m for m in msgs if m.num_delivered < self.config.max_deliveries]
             frames = [m for m in rest if H_REPLY not in m.headers
                       and m.headers.get(H_CT, "").startswith("application/octet-stream")]
-            singles = [m for m in rest if m not in frames]
+            framed = {id(m) for m in frames}
+            singles = [m for m in rest if id(m) not in framed]
             done = 0
             # frames concatenate: one ingest, one store append per bucket; the batch
             # carries the source of its oldest upload. Redelivered frames go apart: a
