@@ -22,8 +22,13 @@ DataOpt = Annotated[Path | None, typer.Option(
     "--data", help="Data directory [env HEADEND_DATA, default ./headend-data].")]
 NatsOpt = Annotated[str | None, typer.Option(
     "--nats", help="NATS URL(s), comma-separated [env HEADEND_NATS_URL]; default: in-process.")]
-PartOpt = Annotated[int | None, typer.Option("--partitions", help="Ingest partitions.")]
-BitsOpt = Annotated[int | None, typer.Option("--bucket-bits", help="Store bucket bits.")]
+PartOpt = Annotated[int | None, typer.Option(
+    "--partitions", help="Ingest partitions (env HEADEND_PARTITIONS); default: the data "
+    "directory's recorded value (<data>/layout.json), else 8. A different value is refused.")]
+BitsOpt = Annotated[int | None, typer.Option(
+    "--bucket-bits", min=4, max=27, help="Store bucket bits of a new data directory "
+    "(default 16, or 8 on a shared bus); an existing one's recorded value is used and a "
+    "different one refused.")]
 
 
 def _config(path: Path | None, **kw: Any) -> Any:
