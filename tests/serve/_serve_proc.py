@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +71,32 @@ class ServeProc:
         self._log.close()
 
 
+@contextmanager
+def in_process(data: Path, **config: Any) -> Iterator[Any]:
+    """A started :class:`Service` on ``data`` in this process (a restart is quicker so
+    than a new ``headend serve``), closed at the end."""
+    from headend.serve.config import load_config
+    from headend.serve.service import Service
+
+    svc = Service(load_config(env={}, data=data, **config))
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
 def load_registry(srv: ServeProc, fleet: Fleet) -> None:
     for body in (fleet.collectors_csv(), fleet.meters_csv()):
         r = srv.post(body, "text/csv")
         assert r.status_code == 200, r.text
+
+
+def submit_registry(service: Any, fleet: Fleet) -> None:
+    """Load the fleet's collectors and meters through an in-process service's uplink."""
+    assert service.uplink is not None
+    for body in (fleet.collectors_csv(), fleet.meters_csv()):
+        service.uplink.submit(body, source="test", content_type="text/csv")
 
 
 def stored_reads(data: Path) -> tuple[int, int]:

@@ -23,9 +23,11 @@ from ._serve_proc import (
     ServeProc,
     collector_of,
     drop_session,
+    in_process,
     load_registry,
     publish_all,
     stored_reads,
+    submit_registry,
     wait_reads,
 )
 
@@ -70,12 +72,10 @@ def test_kill_between_receipt_and_store(data_dir: Path, fleet: Fleet, session: t
         srv.stop()
     before = stored_reads(data_dir)[0]
     assert before < 600  # the crash came before the end
-    srv = _serve(data_dir, session)
-    try:
-        assert wait_reads(data_dir, 600) == 600, srv.output()
+    with in_process(data_dir, mqtt=MQTT_URL, mqtt_client_id=session[0],
+                    mqtt_uplink_root=session[1], mqtt_out=False):  # the restart
+        assert wait_reads(data_dir, 600) == 600
         time.sleep(0.5)  # anything redelivered twice would land now
-    finally:
-        srv.stop()
     assert stored_reads(data_dir) == (600, 600)
 
 
@@ -83,11 +83,9 @@ def test_published_while_down_arrives(data_dir: Path, fleet: Fleet,
                                       session: tuple[str, str]) -> None:
     """The session outlives serve: what collectors publish while it is stopped is
     delivered when it starts again."""
-    srv = _serve(data_dir, session)  # the first start creates the session
-    try:
-        load_registry(srv, fleet)
-    finally:
-        srv.stop()
+    with in_process(data_dir, mqtt=MQTT_URL, mqtt_client_id=session[0],
+                    mqtt_uplink_root=session[1], mqtt_out=False) as svc:
+        submit_registry(svc, fleet)  # the first start creates the session
     publish_all(session[1], _frames(fleet), f"coll-{session[0]}")
     assert stored_reads(data_dir)[0] == 0
     srv = _serve(data_dir, session)
@@ -112,9 +110,7 @@ def test_garbage_quarantined_and_later_uploads_flow(data_dir: Path, fleet: Fleet
     svc.start()
     garbage = b"\x00\x01 this is neither a frame nor canonical CSV \xff"
     try:
-        assert svc.uplink is not None
-        svc.uplink.submit(fleet.collectors_csv(), source="t", content_type="text/csv")
-        svc.uplink.submit(fleet.meters_csv(), source="t", content_type="text/csv")
+        submit_registry(svc, fleet)
         publish_all(root, [(501, garbage), *_frames(fleet)], f"coll-{cid}")
         assert wait_reads(data_dir, 600) == 600
     finally:
@@ -155,9 +151,7 @@ def test_nats_puback_once_in_jetstream(tmp_path: Path, data_dir: Path, fleet: Fl
         svc = Service(cfg)
         svc.start()
         try:
-            assert svc.uplink is not None
-            svc.uplink.submit(fleet.collectors_csv(), source="t", content_type="text/csv")
-            svc.uplink.submit(fleet.meters_csv(), source="t", content_type="text/csv")
+            submit_registry(svc, fleet)
             publish_all(root, _frames(fleet), f"coll-{cid}")
             t0 = time.monotonic()
             uploads = svc.metrics.uploads.labels("mqtt")

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._fleet import Fleet, headend_cmd
-from ._serve_proc import ServeProc, load_registry, stored_reads
+from ._fleet import Fleet, HttpServer, headend_cmd
+from ._serve_proc import ServeProc, in_process, load_registry, stored_reads
 
 pytestmark = pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning")
 
@@ -38,11 +38,13 @@ def test_http_kill_between_receipt_and_store(data_dir: Path, fleet: Fleet, point
     finally:
         srv.stop()
     assert stored_reads(data_dir)[0] == (0 if point == "before_store" else 600)
-    srv = ServeProc(data_dir)
-    try:
-        r = srv.post(body, "application/octet-stream")  # the client sends it again
-    finally:
-        srv.stop()
+    with in_process(data_dir) as svc:  # the restart
+        srv = HttpServer(svc)
+        try:  # the client sends it again
+            r = httpx.post(srv.url + "/v1/uploads", content=body, timeout=30,
+                           headers={"Content-Type": "application/octet-stream"})
+        finally:
+            srv.close()
     assert r.status_code == 200, r.text
     assert (r.json()["accepted"], r.json()["duplicate"]) == (
         (600, 0) if point == "before_store" else (0, 600))
