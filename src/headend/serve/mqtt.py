@@ -202,9 +202,12 @@ class MqttUplink:
             msg = self._queue.get()
             if msg is None or self._stop.is_set():
                 return
-            outcome = self._take(msg)
-            if outcome is not None:
-                outcome.tell(_PubAck(self.client, msg))
+            try:
+                outcome = self._take(msg)
+                if outcome is not None:
+                    outcome.tell(_PubAck(self.client, msg))
+            except Exception:  # not acknowledged: redelivered at the next connect
+                log.exception("MQTT uplink message on %s", msg.topic)
 
     def _take(self, msg: Any) -> Outcome | None:
         """The durable outcome of one message, retrying transient failures; None if
