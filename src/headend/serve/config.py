@@ -210,7 +210,7 @@ def with_store_layout(cfg: ServeConfig) -> ServeConfig:
         ``bucket_bits`` or ``partitions`` were given (option, environment variable or
         config file) and differ from the recorded values.
     """
-    from headend.store._storelayout import open_layout
+    from headend.store import open_layout
     from headend.store.config import DEFAULT_BUCKET_BITS, PARTITIONED_BUCKET_BITS
 
     Path(cfg.data).mkdir(parents=True, exist_ok=True)
