@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +14,12 @@ NATS_URL = "nats://127.0.0.1:4222"
 
 
 @pytest.fixture(
-    params=["memory", pytest.param("nats", marks=pytest.mark.service("nats"))]
+    params=["memory", "log", pytest.param("nats", marks=pytest.mark.service("nats"))]
 )
-def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
-    b = open_bus("memory://" if request.param == "memory" else NATS_URL)
+def bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bus]:
+    url = {"memory": "memory://", "log": f"file://{tmp_path / 'bus'}",
+           "nats": NATS_URL}[request.param]
+    b = open_bus(url)
     yield b
     b.close()
 

@@ -1,8 +1,9 @@
 """The event backbone: a small bus port and its adapters (in-process, NATS JetStream).
 
 Adapters are chosen by URL through :func:`open_bus` (one registry, no if/else chains
-elsewhere): ``memory://`` for the embedded in-process bus, ``nats://h:p[,nats://h2:p2]``
-for JetStream. Kafka or RabbitMQ Streams adapters register a scheme in :data:`ADAPTERS`.
+elsewhere): ``file:///path/to/dir`` for the durable in-process bus on local disk (the
+embedded default of ``headend serve``), ``memory://`` for the in-process bus in memory
+(tests), ``nats://h:p[,nats://h2:p2]`` for JetStream. Kafka or RabbitMQ Streams adapters register a scheme in :data:`ADAPTERS`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ def _memory(url: str, **kw: Any) -> Bus:
     return MemoryBus()
 
 
+def _file(url: str, **kw: Any) -> Bus:
+    from headend.bus.log import LogBus
+
+    path = url.split("://", 1)[1]
+    if not path:
+        raise ConfigError(f"bus URL {url!r} names no directory (file:///path/to/dir)")
+    return LogBus(path, **kw)
+
+
 def _nats(url: str, **kw: Any) -> Bus:
     from headend.bus.nats import NatsBus
 
@@ -51,11 +61,12 @@ def _nats(url: str, **kw: Any) -> Bus:
 
 
 #: URL scheme -> factory(url, **options)
-ADAPTERS: dict[str, Callable[..., Bus]] = {"memory": _memory, "nats": _nats}
+ADAPTERS: dict[str, Callable[..., Bus]] = {"file": _file, "memory": _memory, "nats": _nats}
 
 
 def open_bus(url: str = "memory://", **options: Any) -> Bus:
-    """Open the bus adapter named by the URL scheme (``memory://``, ``nats://...``)."""
+    """Open the bus adapter named by the URL scheme (``file://``, ``memory://``,
+    ``nats://...``)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     factory = ADAPTERS.get(scheme)
     if factory is None:

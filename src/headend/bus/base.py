@@ -16,6 +16,9 @@ Contract shared by every adapter (checked by ``tests/bus/test_conformance.py``):
   ``timeout_s`` and returns an empty list when nothing came.
 * :class:`KeyValue` offers compare-and-set with a per-bucket TTL: the lease primitive
   for partition ownership (see ``docs/scaling.md``).
+* Streams are bounded by age, count and size (:class:`StreamSpec`); what the limits
+  remove before a durable consumer acknowledged it is **counted** per consumer
+  (:meth:`Bus.dropped`), never dropped silently.
 
 Subjects are NATS-style: tokens separated by ``.``; filters may use ``*`` (one token)
 and ``>`` (one or more trailing tokens).
@@ -56,6 +59,9 @@ class StreamSpec:
         Messages older than this are dropped [s]; 0 keeps them until ``max_msgs``.
     max_msgs : int
         Most messages kept; older ones are dropped first; -1 for no limit.
+    max_bytes : int
+        Most bytes kept (subject, headers and payload of each message) [bytes]; older
+        messages are dropped first; -1 for no limit.
     work_queue : bool
         Messages are removed once acknowledged (ingest queues) instead of kept for
         replay (third-party streams).
@@ -67,6 +73,7 @@ class StreamSpec:
     max_age_s: float = 0.0
     max_msgs: int = -1
     work_queue: bool = False
+    max_bytes: int = -1
 
 
 @dataclass(slots=True)
@@ -241,6 +248,13 @@ class Bus(Protocol):
     def kv(self, bucket: str, *, ttl_s: float, replicas: int = 1) -> KeyValue:
         """The key-value bucket ``bucket`` (created if absent) with entry TTL [s]
         (0: no expiry), kept in ``replicas`` copies."""
+        ...
+
+    def dropped(self) -> dict[tuple[str, str], int]:
+        """Per durable consumer ``(stream, durable)``: messages matching its filter
+        that the stream's limits (``max_age_s``, ``max_msgs``, ``max_bytes``) removed
+        before it acknowledged them, since the consumer was created. Adapters that
+        cannot know (JetStream keeps no such count) return an empty mapping."""
         ...
 
     def close(self) -> None: ...

@@ -1,7 +1,8 @@
 """In-process bus: the embedded default (no server) and the test kit of the port.
 
-Streams live in memory (bounded by ``max_msgs``/``max_age_s``); durability is that of
-the process. Semantics otherwise follow :mod:`headend.bus.base`: durable consumers
+Streams live in memory (bounded by ``max_msgs``, ``max_age_s`` and ``max_bytes``;
+what the limits remove before a durable consumer acknowledged it is counted in
+:meth:`MemoryBus.dropped`); durability is that of the process. Semantics otherwise follow :mod:`headend.bus.base`: durable consumers
 redeliver what is not acknowledged within ``ack_wait_s``, key-value entries expire.
 The clock is injectable (``clock``) so tests can drive expiry.
 """
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from headend.bus._local import fetch_first_of, message_size, wait_take
 from headend.bus.base import Message, StreamSpec, subject_matches
 from headend.errors import PublishError
 
@@ -27,6 +29,7 @@ class _Entry:
     headers: dict[str, str]
     at: float
     wall: float  # Unix s, for Message.stored_at
+    size: int  # bytes counted against StreamSpec.max_bytes
 
 
 @dataclass(slots=True)
@@ -34,6 +37,7 @@ class _Stream:
     spec: StreamSpec
     entries: dict[int, _Entry] = field(default_factory=dict)
     last_seq: int = 0
+    bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -45,6 +49,12 @@ class _ConsumerState:
     max_deliver: int
     # seq -> (redelivery deadline, deliveries so far)
     in_flight: dict[int, tuple[float, int]] = field(default_factory=dict)
+    dropped: int = 0  # removed by the stream's limits before acknowledged
+
+    def owes(self, entry: _Entry) -> bool:
+        """True if ``entry`` matches and was not acknowledged yet."""
+        return (entry.seq >= self.next_seq or entry.seq in self.in_flight) and \
+            subject_matches(self.filter_subject, entry.subject)
 
 
 class _MemoryConsumer:
@@ -59,7 +69,8 @@ class _MemoryConsumer:
             self._state.in_flight.pop(msg.seq, None)
             stream = self._bus._streams.get(self._state.stream)
             if stream is not None and stream.spec.work_queue:
-                stream.entries.pop(msg.seq, None)
+                entry = stream.entries.pop(msg.seq, None)
+                stream.bytes -= entry.size if entry is not None else 0
 
     def in_progress(self, msg: Message) -> None:
         with self._bus._cond:
@@ -105,37 +116,9 @@ class _MemoryConsumer:
         return out
 
     def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
-        deadline = time.monotonic() + timeout_s
-        with self._bus._cond:
-            while True:
-                if self._bus._closed:
-                    raise PublishError("bus closed")
-                out = self._take(max_messages)
-                left = deadline - time.monotonic()
-                if out or left <= 0:
-                    return out
-                self._bus._cond.wait(min(left, 0.05))
+        return wait_take(self._bus, lambda: self._take(max_messages), timeout_s)
 
-    @staticmethod
-    def fetch_first_of(consumers: Sequence[_MemoryConsumer], timeout_s: float
-                       ) -> list[Message]:
-        """:func:`headend.bus.base.fetch_first`: one wait on the bus for all of them."""
-        bus = consumers[0]._bus
-        if any(c._bus is not bus for c in consumers):
-            raise ValueError("consumers of different buses")
-        deadline = time.monotonic() + timeout_s
-        with bus._cond:
-            while True:
-                if bus._closed:
-                    raise PublishError("bus closed")
-                for c in consumers:
-                    out = c._take(1)
-                    if out:
-                        return out
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return []
-                bus._cond.wait(min(left, 0.05))
+    fetch_first_of = staticmethod(fetch_first_of)
 
     def pending(self) -> int:
         with self._bus._cond:
@@ -226,16 +209,18 @@ class MemoryBus:
 
     def _trim(self, st: _Stream) -> None:
         spec = st.spec
-        if spec.max_msgs >= 0:
-            while len(st.entries) > spec.max_msgs:
-                del st.entries[next(iter(st.entries))]
-        if spec.max_age_s > 0:
-            cutoff = self._clock() - spec.max_age_s
-            while st.entries:
-                first = next(iter(st.entries))
-                if st.entries[first].at >= cutoff:
-                    break
-                del st.entries[first]
+        cutoff = self._clock() - spec.max_age_s if spec.max_age_s > 0 else None
+        owed = [c for (name, _), c in self._durables.items() if name == spec.name]
+        while st.entries:
+            first = st.entries[next(iter(st.entries))]
+            if not (0 <= spec.max_msgs < len(st.entries)
+                    or 0 <= spec.max_bytes < st.bytes
+                    or (cutoff is not None and first.at < cutoff)):
+                break
+            del st.entries[first.seq]
+            st.bytes -= first.size
+            for c in owed:
+                c.dropped += c.owes(first)
 
     def publish(self, subject: str, data: bytes, headers: Mapping[str, str] | None = None) -> int:
         with self._cond:
@@ -243,9 +228,11 @@ class MemoryBus:
                 raise PublishError("bus closed")
             st = self._stream_for(subject)
             st.last_seq += 1
+            h = dict(headers or {})
+            size = message_size(subject, data, h)
             st.entries[st.last_seq] = _Entry(
-                st.last_seq, subject, bytes(data), dict(headers or {}), self._clock(),
-                time.time())
+                st.last_seq, subject, bytes(data), h, self._clock(), time.time(), size)
+            st.bytes += size
             self._trim(st)
             self._cond.notify_all()
             return st.last_seq
@@ -285,6 +272,10 @@ class MemoryBus:
             if kv is None:
                 kv = self._kvs[bucket] = _MemoryKV(self, ttl_s)
             return kv
+
+    def dropped(self) -> dict[tuple[str, str], int]:
+        with self._cond:
+            return {key: c.dropped for key, c in self._durables.items()}
 
     def close(self) -> None:
         with self._cond:

@@ -333,6 +333,7 @@ class NatsBus:
             else api.RetentionPolicy.LIMITS,
             max_age=spec.max_age_s or None,
             max_msgs=spec.max_msgs,
+            max_bytes=spec.max_bytes,
         )
 
         async def go() -> None:
@@ -456,6 +457,13 @@ class NatsBus:
                                                       history=1, replicas=replicas)
 
         return _NatsKV(self, self._loop.run(go()))
+
+    def dropped(self) -> dict[tuple[str, str], int]:
+        """Always empty: JetStream removes messages by its limits without recording
+        which consumers had not acknowledged them (nor does it publish an advisory);
+        on NATS, watch consumer lag (``headend_consumer_lag_messages``) against the
+        stream's limits instead."""
+        return {}
 
     def stream_messages(self, name: str) -> int:
         """Messages a stream holds now (a work queue: those not yet acknowledged).
