@@ -129,6 +129,17 @@ class ServeConfig(BaseModel):
     #: interval arrive during the next one
     rules_lateness_s: int = Field(900, ge=0)
     oms: tuple[OmsEndpointConfig, ...] = ()
+    #: where the embedded bus (``bus: memory://``) keeps its streams, durable consumer
+    #: positions and leases: ``disk``, in ``<data>/bus`` (what is published for third
+    #: parties, webhooks and OMS endpoints survives a restart; docs/streams.md), or
+    #: ``memory`` (lost on restart: tests)
+    embedded_bus: Literal["disk", "memory"] = "disk"
+    #: the embedded bus keeps third-party messages (``HEADEND_OUT``) this long [s] ...
+    outbound_max_age_s: float = Field(7 * 86_400.0, gt=0)
+    #: ... and at most this many bytes [bytes] (subjects, headers, payloads); what
+    #: either limit removes before a durable consumer acknowledged it is counted in
+    #: ``headend_bus_dropped_total``
+    outbound_max_bytes: int = Field(1 << 30, ge=1 << 20)
 
     @property
     def run_rules(self) -> bool:

@@ -11,20 +11,51 @@ headend_consumer_lag_messages            gauge      consumer
 headend_published_messages_total         counter    family
 headend_published_rows_total             counter    family
 headend_webhook_attempts_total           counter    subscriber, outcome
+headend_bus_dropped_total                counter    stream, consumer (durable)
 =======================================  =========  ===================================
+
+``headend_bus_dropped_total`` counts the messages a stream's limits (age, size, count)
+removed before the durable consumer acknowledged them (:meth:`headend.bus.Bus.dropped`;
+kept by the embedded bus across restarts, not known on NATS).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
 log = logging.getLogger(__name__)
+
+#: ``(stream, durable consumer) -> messages dropped`` (``Bus.dropped``)
+DroppedSource = Callable[[], Mapping[tuple[str, str], int]]
+
+
+class _Dropped(Collector):
+    """``headend_bus_dropped_total``, read from the bus at each scrape."""
+
+    def __init__(self) -> None:
+        self.sources: list[DroppedSource] = []
+
+    def collect(self) -> Iterator[Metric]:
+        fam = CounterMetricFamily(
+            "headend_bus_dropped", "Messages removed by stream limits before the durable "
+            "consumer acknowledged them", labels=["stream", "consumer"])
+        for fn in self.sources:
+            try:
+                counts = fn()
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one source
+                log.debug("dropped messages: %s", exc)
+                continue
+            for (stream, consumer), n in sorted(counts.items()):
+                fam.add_metric([stream, consumer], n)
+        yield fam
 
 
 class Metrics:
@@ -48,6 +79,8 @@ class Metrics:
         self.webhook = Counter("headend_webhook_attempts", "Webhook attempts by outcome",
                                ["subscriber", "outcome"], registry=r)
         self._lag_sources: dict[str, Callable[[], int]] = {}
+        self._dropped = _Dropped()
+        r.register(self._dropped)
 
     def on_ingest(self, res: Any, messages: int = 1, redelivered: int = 0) -> None:
         """Count an ingest result (``IngestResult`` or its dict)."""
@@ -70,6 +103,11 @@ class Metrics:
     def watch_lag(self, name: str, fn: Callable[[], int]) -> None:
         """Sample ``fn`` (pending messages) into the lag gauge at each scrape."""
         self._lag_sources[name] = fn
+
+    def watch_dropped(self, fn: DroppedSource) -> None:
+        """Report ``fn()`` (a bus's :meth:`~headend.bus.Bus.dropped`) as
+        ``headend_bus_dropped_total`` at each scrape."""
+        self._dropped.sources.append(fn)
 
     def render(self) -> bytes:
         for name, fn in list(self._lag_sources.items()):

@@ -7,6 +7,7 @@ see docs/scaling.md.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -20,25 +21,38 @@ from headend.serve.config import ServeConfig, with_store_layout
 from headend.serve.metrics import Metrics
 from headend.serve.oms import BusAlertSink, OmsDelivery, OmsEndpoint
 from headend.serve.router import Router
-from headend.serve.streams import OUT_STREAM, StreamPublisher
+from headend.serve.streams import OUT_STREAM, StreamPublisher, out_stream_spec
 from headend.serve.subscribers import Subscriber, SubscriberStore
 from headend.serve.uplink import Uplink
 from headend.serve.webhooks import WebhookDelivery
 from headend.serve.worker import IngestWorker, WorkerConfig
 from headend.store import DataDir, StoreConfig
 
-__all__ = ["EMBEDDED_OUT_MSGS", "IngestHost", "Service", "open_service_bus"]
+__all__ = ["EMBEDDED_BUS_DIR", "IngestHost", "Service", "open_service_bus"]
 
-#: third-party messages the in-process bus keeps for SSE resume and webhooks
-EMBEDDED_OUT_MSGS = 200_000
+#: the embedded bus's directory in the data directory (``embedded_bus: disk``)
+EMBEDDED_BUS_DIR = "bus"
 
 log = logging.getLogger(__name__)
 
 
 def open_service_bus(cfg: ServeConfig) -> Bus:
-    if cfg.embedded:
-        return open_bus(cfg.bus)
-    return open_bus(cfg.bus, user=cfg.nats_user, password=cfg.nats_password)
+    """The bus of a serve or worker process: NATS (``cfg.bus``), or embedded: durable
+    on local disk in ``<data>/bus`` (``embedded_bus: disk``, the default) or in memory.
+    The embedded bus's third-party stream is bounded by ``outbound_max_age_s`` and
+    ``outbound_max_bytes`` (set when the stream is created; docs/streams.md)."""
+    if not cfg.embedded:
+        return open_bus(cfg.bus, user=cfg.nats_user, password=cfg.nats_password)
+    url = cfg.bus if cfg.embedded_bus == "memory" else \
+        f"file://{Path(cfg.data).resolve() / EMBEDDED_BUS_DIR}"
+    bus = open_bus(url)
+    try:
+        bus.ensure_stream(dataclasses.replace(out_stream_spec(max_age_s=cfg.outbound_max_age_s),
+                                              max_bytes=cfg.outbound_max_bytes))
+    except BaseException:
+        bus.close()
+        raise
+    return bus
 
 
 class IngestHost:
@@ -90,6 +104,7 @@ class Service:
         self.cfg = cfg
         self.metrics = Metrics()
         self.bus = open_service_bus(cfg)
+        self.metrics.watch_dropped(self.bus.dropped)
         try:
             self._build(cfg, uplink)
         except BaseException:
@@ -103,7 +118,6 @@ class Service:
         self.subscribers = SubscriberStore(cfg.data)
         store_config = StoreConfig(bucket_bits=cfg.bucket_bits)
         self.publisher = StreamPublisher(self.bus, self._meters, replicas=cfg.replicas,
-                                         max_msgs=EMBEDDED_OUT_MSGS if cfg.embedded else -1,
                                          group_by=cfg.stream_group,
                                          on_published=self.metrics.on_published,
                                          fine=self.subscribers.fine_scopes)
