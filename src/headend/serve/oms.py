@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -225,6 +226,7 @@ class OmsDelivery:
                 fh.write(json.dumps({"failed_at": failed, "url": self.endpoint.url,
                                      "alert": a.to_json()}) + "\n")
             fh.flush()
+            os.fsync(fh.fileno())  # durable before the message is acknowledged
 
     def step(self, timeout_s: float = 0.5) -> int:
         """Fetch and deliver what is waiting; returns the alerts handled."""

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -125,6 +126,7 @@ class WebhookDelivery:
         with (d / f"{self.sub.name}.jsonl").open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
+            os.fsync(fh.fileno())  # durable before the message is acknowledged
 
     def step(self, timeout_s: float = 0.5) -> int:
         n = 0
