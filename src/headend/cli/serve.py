@@ -110,17 +110,11 @@ def worker(
     """Add one ingest worker to the shared NATS bus (workers share the partitions)."""
     cfg = _config(config, data=data, bus=nats, partitions=partitions, bucket_bits=bucket_bits,
                   lease_ttl_s=lease_ttl, ack_wait_s=ack_wait, max_deliveries=max_deliveries)
-    from dataclasses import replace
-
     from headend.serve.service import Service
-    from headend.store import QuarantineStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         service = Service(cfg, uplink=False)
-        for w in service.workers:  # poison messages go to the quarantine (docs/scaling.md)
-            w.quarantine = QuarantineStore(cfg.data)
-            w.config = replace(w.config, max_deliveries=cfg.max_deliveries)
         service.start()
     except HeadendError as exc:
         fail(str(exc))

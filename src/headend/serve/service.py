@@ -26,7 +26,7 @@ from headend.serve.subscribers import Subscriber, SubscriberStore
 from headend.serve.uplink import Uplink
 from headend.serve.webhooks import WebhookDelivery
 from headend.serve.worker import IngestWorker, WorkerConfig
-from headend.store import DataDir, StoreConfig
+from headend.store import DataDir, QuarantineStore, StoreConfig
 
 __all__ = ["EMBEDDED_BUS_DIR", "IngestHost", "Service", "open_service_bus"]
 
@@ -141,10 +141,14 @@ class Service:
         self.webhooks: dict[str, WebhookDelivery] = {}
         self.mqtt: Any = None
         wcfg = WorkerConfig(partitions=cfg.partitions, lease_ttl_s=cfg.lease_ttl_s,
-                            ack_wait_s=cfg.ack_wait_s, replicas=cfg.replicas)
+                            ack_wait_s=cfg.ack_wait_s, replicas=cfg.replicas,
+                            max_deliveries=cfg.max_deliveries)
+        # poison messages go to the quarantine (docs/scaling.md), in serve as in worker
+        quarantine = QuarantineStore(cfg.data)
         for _i in range(cfg.workers if uplink else max(cfg.workers, 1)):
             w = IngestWorker(self.bus, self.host.ingest, config=wcfg, lock=self.host.lock,
-                             on_release=self.host.reopen, on_result=self.metrics.on_ingest)
+                             on_release=self.host.reopen, on_result=self.metrics.on_ingest,
+                             quarantine=quarantine)
             self.workers.append(w)
             self.metrics.watch_lag(f"ingest-{w.worker_id}", w.lag)
 
@@ -248,6 +252,9 @@ class Service:
         c.close()
 
     def close(self) -> None:
+        # MQTT first: an upload in hand waits for the workers, which are still running
+        if self.mqtt is not None:
+            self.mqtt.close()
         self._stop.set()
         for w in self.workers:
             w.stop()
@@ -261,8 +268,6 @@ class Service:
             d.close()
         for o in self.oms:
             o.close()
-        if self.mqtt is not None:
-            self.mqtt.close()
         if self.uplink is not None:
             self.uplink.close()
         self.host.close()
