@@ -17,7 +17,7 @@ from headend.serve.config import load_config
 from headend.serve.service import Service
 from headend.serve.webhooks import dead_letters, sign
 
-from ._fleet import BUCKET_BITS, T0, Fleet, HookReceiver, HttpServer
+from ._fleet import BUCKET_BITS, T0, Fleet, HookReceiver, HttpServer, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning")
 
@@ -338,3 +338,42 @@ def test_scopes_finer_than_the_grouping_get_their_own_subjects(tmp_path: Path) -
             assert "headend.reads.raw.electric.S.F.T2.~.kwh_del" in subjects
     subs.remove("cust")
     assert subs.fine_scopes() == (frozenset(), frozenset({"T2"}))
+
+
+def test_dead_letter_is_fsynced_before_the_acknowledgement(data_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    import os
+
+    from headend.bus import Message, open_bus
+    from headend.serve import webhooks
+    from headend.serve.streams import out_stream_spec
+    from headend.serve.subscribers import SubscriberStore
+
+    order: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        order.append("fsync")
+        real_fsync(fd)
+
+    class Handle:
+        def ack(self, msg: Message) -> None:
+            order.append("ack")
+
+    monkeypatch.setattr(webhooks.os, "fsync", fsync)
+    sub = SubscriberStore(data_dir).add("gone", {"feeder": "F1"}, max_attempts=1,
+                                        webhook=f"http://127.0.0.1:{free_port()}/hook")
+    bus = open_bus("memory://")
+    bus.ensure_stream(out_stream_spec())
+    try:
+        d = webhooks.WebhookDelivery(bus, sub, data_dir, base_delay_s=0.01, timeout_s=1.0)
+        order.clear()  # (os.fsync is patched for the whole process: only count from here)
+        msg = Message(sub.filter_subject.replace("*", "x").replace(">", "x"), b"{}\n",
+                      _ack=Handle())
+        assert d.deliver(msg) is False
+        d.close()
+    finally:
+        bus.close()
+    assert order == ["fsync", "ack"]
+    assert len(dead_letters(data_dir, "gone")) == 1
