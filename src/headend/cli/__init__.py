@@ -39,8 +39,11 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point of the ``headend`` console script."""
-    from headend import _allocator
+    import sys
+
+    from headend import _allocator, _startup
 
     _allocator.tune()  # large column temporaries reused, not page-faulted in again
+    _startup.hide_pandas(sys.argv[1:])  # pyarrow would import it whole, unused
     _register()
     app()
