@@ -230,9 +230,13 @@ class _Engine:
             elif k == "cover_removed":
                 qual[m] |= _Q_TAMPER
             elif k == "reverse_energy":
+                # the meters that have PV get the diverted energy as received; with no
+                # PV meter in the utility (small ones) none does
                 sm = np.searchsorted(self.solar, m)
-                is_s = (sm < len(self.solar)) & (self.solar[np.minimum(sm, len(self.solar) - 1)]
-                                                 == m)
+                is_s = np.zeros(len(m), np.bool_)
+                if len(self.solar):
+                    is_s = (sm < len(self.solar)) & (
+                        self.solar[np.minimum(sm, len(self.solar) - 1)] == m)
                 rec[sm[is_s]] += dl[m[is_s]] * np.float32(f)
                 dl[m] *= np.float32(1 - f)
                 qual[m] |= _Q_REVERSE
