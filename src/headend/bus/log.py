@@ -200,6 +200,11 @@ class _LogConsumer:
                 picked.extend(self._scan(stream, max_messages - len(picked)))
             out = []
             for row in picked:
+                if 0 < st.max_deliver <= st.delivered.get(row[0], 0):
+                    # delivered max_deliver times before a restart: terminated too
+                    ended.append(row[0])
+                    st.acked.add(row[0])
+                    continue
                 n = st.delivered.get(row[0], 0) + 1
                 st.delivered[row[0]] = n
                 st.in_flight[row[0]] = now + st.ack_wait_s

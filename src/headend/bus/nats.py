@@ -443,10 +443,38 @@ class NatsBus:
             cfg.inactive_threshold = 60.0
 
         async def go() -> Any:
+            if durable is not None:
+                await self._update_durable(stream, durable, ack_wait_s, max_deliver)
             return await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream,
                                                 config=cfg)
 
         return _NatsConsumer(self, self._loop.run(go()), durable is None)
+
+    async def _update_durable(self, stream: str, durable: str, ack_wait_s: float,
+                              max_deliver: int) -> None:
+        """Bring an existing durable consumer's ``ack_wait`` and ``max_deliver`` to the
+        values asked for (JetStream keeps a durable's config as it was created, and
+        binding to it does not change it: a consumer created by an older release would
+        keep its 30 s ``ack_wait`` for ever). Both are editable on a live consumer; its
+        position, filter and pending acknowledgements stay."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except nats.js.errors.NotFoundError:
+            return  # pull_subscribe creates it with the config asked for
+        cur = info.config
+        wait_now = float(cur.ack_wait or 0.0)
+        deliver_now = -1 if cur.max_deliver is None or cur.max_deliver <= 0 else \
+            int(cur.max_deliver)
+        deliver_want = -1 if max_deliver <= 0 else max_deliver
+        if abs(wait_now - ack_wait_s) < 1e-3 and deliver_now == deliver_want:
+            return
+        log.info("consumer %s/%s: ack_wait %.3g s -> %.3g s, max_deliver %d -> %d", stream,
+                 durable, wait_now, ack_wait_s, deliver_now, deliver_want)
+        cur.ack_wait = ack_wait_s
+        cur.max_deliver = deliver_want
+        cur.name = cur.name or durable
+        cur.durable_name = durable
+        await self.js.add_consumer(stream, config=cur)
 
     def kv(self, bucket: str, *, ttl_s: float, replicas: int = 1) -> _NatsKV:
         async def go() -> Any:
