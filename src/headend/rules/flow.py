@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from headend._grouping import unique_inverse
 from headend.model import codes
 from headend.rules.alerts import Alarm, record_id
 from headend.rules.base import Chunk, Context, Output, alarms_from_runs
@@ -140,7 +141,7 @@ class ThresholdRule:
         self.carry.keep(k, tt, vv, ~done)
         k, wend, vv = k[done], wend[done], vv[done]
         packed = (k << 32) | wend
-        uniq, inv = np.unique(packed, return_inverse=True)
+        uniq, inv = unique_inverse(packed)
         agg = self.cfg.agg
         val: npt.NDArray[np.float64]
         if agg in ("sum", "mean"):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from headend._grouping import unique_inverse
 from headend.errors import ConfigError
 from headend.model import codes
 from headend.rules.alerts import Alarm, record_id
@@ -118,6 +119,10 @@ class VoltageRule:
         tx = topo.device[TRANSFORMER][m]
         ok = tx >= 0
         alarms: list[Alarm] = []
+        if ok.any():  # roll-up: share of a transformer's meters outside, per interval end
+            uniq, inv = unique_inverse((tx[ok].astype(np.int64) << 32) | t[ok])
+            gk, gt = uniq >> 32, uniq & 0xFFFFFFFF
+            size = topo.size(TRANSFORMER)[gk]
         for side, flag in (("below", volts < lo * scale), ("above", volts > hi * scale)):
             runs = self.runs[side, "m"].update(m, t, flag, iv)
             alarms += alarms_from_runs(self.name, METER, topo, runs, topo.interval_s[runs.key],
@@ -125,12 +130,7 @@ class VoltageRule:
                                        ("reads:volts",), side)
             if not ok.any():
                 continue
-            # roll-up: share of a transformer's meters outside, per interval end
-            packed = (tx[ok].astype(np.int64) << 32) | t[ok]
-            uniq, inv = np.unique(packed, return_inverse=True)
             n_flag = np.bincount(inv, weights=flag[ok], minlength=len(uniq))
-            gk, gt = uniq >> 32, uniq & 0xFFFFFFFF
-            size = topo.size(TRANSFORMER)[gk]
             gflag = (n_flag >= self.cfg.transformer_ratio * size) & (
                 n_flag >= self.cfg.transformer_min_meters)
             tiv = topo.max_interval_s
@@ -190,7 +190,7 @@ class OverloadRule:
             return Output()
         kw = v[ok].astype(np.float64) * KWH.resolution * 3600.0 / topo.interval_s[m[ok]]
         packed = (tx[ok].astype(np.int64) << 32) | t[ok]
-        uniq, inv = np.unique(packed, return_inverse=True)
+        uniq, inv = unique_inverse(packed)
         load = np.bincount(inv, weights=kw, minlength=len(uniq))
         gk, gt = uniq >> 32, uniq & 0xFFFFFFFF
         rating = self._ratings(topo, ctx.ratings)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from headend._grouping import unique_inverse
 from headend.model import codes
 from headend.rules.alerts import Alarm, record_id
 from headend.rules.base import Chunk, Context, Output, alarms_from_runs
@@ -90,7 +91,7 @@ class ReverseEnergyRule:
         if self.cfg.assume_no_generation:
             hit[len(dm):] |= rv.astype(np.float64) * KWH_REC.resolution >= self.cfg.min_kwh
         packed = (m.astype(np.int64) << 32) | t
-        uniq, inv = np.unique(packed, return_inverse=True)
+        uniq, inv = unique_inverse(packed)
         any_hit = np.bincount(inv, weights=hit, minlength=len(uniq)) > 0
         m, t = (uniq >> 32).astype(np.int32), uniq & 0xFFFFFFFF
         flag = any_hit & ~gen[m]
@@ -126,7 +127,7 @@ class ZeroConsumptionRule:
         tx = topo.device[TRANSFORMER][m]
         # per (transformer, interval): meters reporting and meters consuming
         packed = (np.where(tx >= 0, tx, 0).astype(np.int64) << 32) | t
-        uniq, inv = np.unique(packed, return_inverse=True)
+        uniq, inv = unique_inverse(packed)
         n_rep = np.bincount(inv, minlength=len(uniq))[inv]
         n_use = np.bincount(inv, weights=v > 0, minlength=len(uniq))[inv]
         others = n_rep - 1

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from headend._grouping import unique_inverse
+
 __all__ = ["RunState", "Runs", "densest_window", "isolated", "session_ids", "sliding_sum", "sort_by_key_time",
            "tumbling"]
 
@@ -183,7 +185,7 @@ def tumbling(
     """
     wend = -(-t.astype(np.int64) // width_s) * width_s
     packed = (key.astype(np.int64) << np.int64(32)) | wend
-    uniq, inv = np.unique(packed, return_inverse=True)
+    uniq, inv = unique_inverse(packed)
     sums = np.bincount(inv, weights=value.astype(np.float64), minlength=len(uniq))
     cnt = np.bincount(inv, minlength=len(uniq)).astype(np.int64)
     keys: npt.NDArray[np.int64] = uniq >> np.int64(32)

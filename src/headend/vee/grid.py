@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from headend._grouping import unique_inverse
 from headend.model.schema import READS, TS
 
 __all__ = ["Grid", "LocalCalendar", "build_grids", "grid_to_table", "local_calendar",
@@ -107,7 +108,7 @@ def _read_steps(meter: npt.NDArray[np.int32], rt: npt.NDArray[np.uint8], t: I64,
     if not known.all():
         u = np.flatnonzero(~known)
         g = meter[u].astype(np.int64) * 32 + rt[u]
-        ug, inv = np.unique(g, return_inverse=True)
+        ug, inv = unique_inverse(g)
         d = np.zeros(len(ug), np.int64)
         np.gcd.at(d, inv, t[u] % 86_400)
         step[u] = np.gcd(np.where(d > 0, d, 86_400), 86_400)[inv]
@@ -164,7 +165,7 @@ def build_grids(reads: pa.Table, intervals: Any) -> list[Grid]:
         # ceil to the grid (a no-op for aligned reads)
         tt = -(-t[sel] // step) * step
         if row_key is not None:  # some meter changed interval: rows by (meter, segment)
-            rows, row_of = np.unique(row_key[sel], return_inverse=True)
+            rows, row_of = unique_inverse(row_key[sel])
             row_meter = (rows >> 20).astype(np.int32)
         else:  # meter indices are small dense integers: a lookup table beats unique()
             m = meter[sel]

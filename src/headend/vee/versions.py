@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from headend._grouping import unique_inverse
 from headend.errors import StorageError, ValidationError
 from headend.model import codes
 from headend.model.schema import READS, TS, VEE_VERSIONS, read_key
@@ -426,7 +427,7 @@ def current_reads(root: Path | str, raw: pa.Table, registry: object | None = Non
     if extra.num_rows and start is None and end is None:
         # keep only keys inside each (meter, reading type)'s span of raw rows
         grp = raw.column("meter_idx").to_numpy().astype(np.int64) * 256 + raw.column("reading_type").to_numpy()
-        ug, inv = np.unique(grp, return_inverse=True)
+        ug, inv = unique_inverse(grp)
         first = np.full(len(ug), np.iinfo(np.int64).max)
         last = np.full(len(ug), np.iinfo(np.int64).min)
         np.minimum.at(first, inv, t)
