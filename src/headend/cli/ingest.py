@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -25,15 +28,22 @@ from headend.cli.common import (
     EXIT_UNUSABLE,
     BucketBitsOption,
     DataOption,
+    NewDataOption,
+    RulesLatenessOption,
+    apply_rules_lateness,
     fail,
+    verb_group,
 )
+from headend.cli.rejections import Rejection, top_rejections
 from headend.errors import StorageError
 from headend.ingest.pipeline import IngestResult, iter_paths
+from headend.model import reasons
 
 err_console = Console(stderr=True)
 
 
-def _print_summary(result: IngestResult, *, as_json: bool) -> None:
+def _print_summary(result: IngestResult, *, as_json: bool,
+                   rejections: list[Rejection] | None = None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), sort_keys=True) + "\n")
         return
@@ -59,25 +69,55 @@ def _print_summary(result: IngestResult, *, as_json: bool) -> None:
     if result.seconds:
         t.add_row("seconds", f"{result.seconds:.2f}")
     err_console.print(t)
+    if rejections:
+        err_console.print("top reasons for quarantine (`headend quarantine list` has every "
+                          "row):", markup=False, highlight=False)
+        for r in rejections:
+            err_console.print(f"  {r.describe()}", markup=False, highlight=False, soft_wrap=True)
+
+
+def accepted_nothing(result: IngestResult) -> bool:
+    """Whether an ingest refused every row it was given: nothing stored, nothing
+    already stored, nothing released or loaded, and some rows quarantined."""
+    loaded = (result.meters_loaded + result.collectors_loaded + result.weather_loaded
+              + sum(result.reference_loaded.values()))
+    return (result.quarantined > 0
+            and result.accepted + result.duplicate + result.released + loaded == 0)
+
+
+def _nothing_accepted_message(result: IngestResult) -> str:
+    waiting = sum(n for r, n in result.by_reason.items() if r in reasons.RETRYABLE)
+    msg = (f"no row accepted: {result.quarantined:,} quarantined "
+           f"({', '.join(f'{r} {n:,}' for r, n in sorted(result.by_reason.items()))})")
+    if waiting:
+        msg += ("; rows of meters or collectors not yet known wait in the quarantine and "
+                "are released when these are loaded (ingest the meters or collectors CSV)")
+    return msg + "; see `headend quarantine list`"
 
 
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files, or directories (their .csv and .hef files), in any order.")],
-    data: DataOption = DEFAULT_DATA_PATH,
+    paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files, or directories (their .csv and .hef files), in any order.", metavar="FILE...", show_default=False)],
+    data: NewDataOption = DEFAULT_DATA_PATH,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="Do not run the real-time rules on what is ingested.")] = False,
     no_vee: Annotated[bool, typer.Option("--no-vee", help="Do not run VEE (validation, estimation) when the ingest ends.")] = False,
     bucket_bits: BucketBitsOption = None,
+    rules_lateness: RulesLatenessOption = None,
 ) -> None:
     """Ingest collector uploads (binary frames) and canonical CSV.
 
     Meters and collector keys are loaded first whatever the order given; reads of
     unknown meters wait in quarantine and are released once their meter is loaded.
-    Exit 0 on success including partial acceptance (summary on stderr, or JSON on
-    stdout with --json); 2 for bad arguments; 3 if a file is unusable; 4 on a storage
-    failure. A new data directory records its layout (``--bucket-bits``, default 16);
-    an existing one is read with its recorded layout (a different ``--bucket-bits``
-    exits 2).
+    The summary goes to stderr (JSON on stdout with --json), with the top reasons for
+    quarantine, each with one example row and its line. Exit 0 on success including
+    partial acceptance; 2 for bad arguments; 3 if a file is unusable or no row was
+    accepted; 4 on a storage failure. A new data directory records its layout
+    (--bucket-bits, default 16); an existing one is read with its recorded layout (a
+    different --bucket-bits exits 2).
+
+    \b
+    Example:
+      headend ingest --data ./headend-data meters.csv reads.csv uploads/
     """
     from headend.ingest.hooks import open_ingestor
     from headend.serve.sources import FileSource, Intake, Upload
@@ -89,6 +129,8 @@ def ingest(
         fail(f"no such file: {missing[0]}")
     total_bytes = sum(p.stat().st_size for p in files)
     source = FileSource(files)  # acknowledged by the exit code, once durable
+    rejections: list[Rejection] = []
+    started = int(time.time())
     try:
         with open_ingestor(data, rules=not no_rules, vee=not no_vee,
                            store_config=StoreConfig(bucket_bits=bucket_bits)) as ing, Progress(
@@ -103,7 +145,14 @@ def ingest(
                 return ing.ingest_paths(
                     upload.body, progress=lambda _p, size: bar.update(task, advance=size))
 
+            apply_rules_lateness(ing.listeners, rules_lateness)
             source.start(Intake("file", store, ing.data.quarantine.append))
+            result = source.outcome.result if source.outcome is not None else None
+            if isinstance(result, IngestResult) and result.by_reason and not as_json:
+                q = ing.data.quarantine.list()
+                q = q.filter(pc.greater_equal(q.column("received_at").cast(pa.int64()),
+                                              started))  # [s]
+                rejections = top_rejections(q, result.by_reason, files)
     except StorageError as exc:
         fail(f"storage failure, nothing acknowledged: {exc}", EXIT_STORAGE)
     except OSError as exc:  # a listener's state (rules checkpoint, VEE runs) not written
@@ -117,12 +166,14 @@ def ingest(
     if outcome.kind == "reject":
         fail(f"unusable input, quarantined ({outcome.reason}): {outcome.detail}", EXIT_UNUSABLE)
     assert isinstance(outcome.result, IngestResult)
-    _print_summary(outcome.result, as_json=as_json)
+    _print_summary(outcome.result, as_json=as_json, rejections=rejections)
     if outcome.result.unusable:
         fail(f"unusable input: {outcome.result.unusable[0]}", EXIT_UNUSABLE)
+    if accepted_nothing(outcome.result):
+        fail(_nothing_accepted_message(outcome.result), EXIT_UNUSABLE)
 
 
-quarantine_app = typer.Typer(help="List and re-process quarantined input.", no_args_is_help=True)
+quarantine_app = verb_group("List and re-process quarantined input.")
 
 
 @quarantine_app.command("list")
@@ -133,7 +184,15 @@ def quarantine_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout instead of CSV.")] = False,
     counts: Annotated[bool, typer.Option("--counts", help="Only the count per reason.")] = False,
 ) -> None:
-    """List quarantined rows and frames with their reason (CSV on stdout)."""
+    """List quarantined rows and frames with their reason (CSV on stdout).
+
+    Columns: quarantine_id,received_at,source,kind,reason,detail,meter_id,type,time,
+    value,quality; received_at in ISO 8601 UTC (also with --json).
+
+    \b
+    Example:
+      headend quarantine list --data ./headend-data --reason bad_value --limit 20
+    """
     from headend.store import DataDir
 
     with DataDir.open(data) as dd:
@@ -153,7 +212,7 @@ def quarantine_list(
 
     table = table.set_column(
         1, "received_at",
-        table.column("received_at").cast("int64").cast("string"),
+        pc.strftime(table.column("received_at"), format="%Y-%m-%dT%H:%M:%SZ"),
     )
     buf = sys.stdout.buffer
     pacsv.write_csv(table, buf)
@@ -164,9 +223,14 @@ def quarantine_list(
 def quarantine_retry(
     data: DataOption = DEFAULT_DATA_PATH,
     reason: Annotated[list[str] | None, typer.Option(help="Only these reasons (repeatable); default: all.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
-    """Re-process quarantined input: what now passes is stored and leaves the quarantine."""
+    """Re-process quarantined input: what now passes is stored and leaves the quarantine.
+
+    \b
+    Example:
+      headend quarantine retry --data ./headend-data --reason unknown_meter
+    """
     from headend.ingest.hooks import open_ingestor
 
     with open_ingestor(data) as ing:
@@ -175,7 +239,12 @@ def quarantine_retry(
 
 
 def compact(data: DataOption = DEFAULT_DATA_PATH) -> None:
-    """Merge small segments into sorted, compressed files (dedup holds across it)."""
+    """Merge small segments into sorted, compressed files (dedup holds across it).
+
+    \b
+    Example:
+      headend compact --data ./headend-data
+    """
     from headend.store import DataDir
 
     with DataDir.open(data) as dd:

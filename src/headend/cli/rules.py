@@ -13,17 +13,17 @@ from typing import Annotated
 
 import typer
 
-from headend.cli.common import DEFAULT_DATA_PATH, DataOption, fail
+from headend.cli.common import DEFAULT_DATA_PATH, DataOption, fail, iso_utc, verb_group
 from headend.errors import ConfigError
 
-rules_app = typer.Typer(help="Real-time rules: list, check a rule file, engine status.",
-                        no_args_is_help=True)
+rules_app = verb_group("Real-time rules: list, check a rule file, engine status.")
 
 FormatOption = Annotated[str, typer.Option(
     "--format", help="jsonl (one object per line) or cim (IEC 61968-9 EndDeviceEvents XML).")]
 
 
-def _ruleset(data: Path):  # type: ignore[no-untyped-def]
+def effective_ruleset(data: Path):  # type: ignore[no-untyped-def]
+    """The rule set in effect in ``data`` and where it comes from (file or built-in)."""
     from headend.rules import default_ruleset, load_ruleset
 
     yml = data / "rules" / "rules.yaml"
@@ -32,9 +32,14 @@ def _ruleset(data: Path):  # type: ignore[no-untyped-def]
 
 @rules_app.command("list")
 def rules_list(data: DataOption = DEFAULT_DATA_PATH) -> None:
-    """Rules in effect (``<data>/rules/rules.yaml`` or the built-in set), one JSON per line."""
+    """Rules in effect (<data>/rules/rules.yaml or the built-in set), one JSON per line.
+
+    \b
+    Example:
+      headend rules list --data ./headend-data
+    """
     try:
-        rs, src = _ruleset(data)
+        rs, src = effective_ruleset(data)
     except ConfigError as exc:
         fail(str(exc))
     for r in rs.rules:
@@ -45,7 +50,12 @@ def rules_list(data: DataOption = DEFAULT_DATA_PATH) -> None:
 
 @rules_app.command("check")
 def rules_check(file: Annotated[Path, typer.Argument(help="YAML rule file.")]) -> None:
-    """Validate a rule file; prints each rule and exits 2 if the file is invalid."""
+    """Validate a rule file; prints each rule and exits 2 if the file is invalid.
+
+    \b
+    Example:
+      headend rules check my-rules.yaml
+    """
     from headend.rules import load_ruleset
 
     if not file.exists():
@@ -59,16 +69,44 @@ def rules_check(file: Annotated[Path, typer.Argument(help="YAML rule file.")]) -
     sys.stdout.write(f"ok: {len(rs.rules)} rules ({len(rs.enabled())} enabled)\n")
 
 
+#: times of ``rules status`` [Unix s in --json], ISO 8601 UTC in the text form
+_STATUS_TIMES = ("watermark", "max_seen", "storm_until")
+_STATUS_LABELS = {"watermark": "watermark", "max_seen": "newest event time",
+                  "items_processed": "rows processed", "late_rows": "late rows",
+                  "outages": "outages", "alarms": "alarms", "storm_until": "storm until"}
+
+
 @rules_app.command("status")
-def rules_status(data: DataOption = DEFAULT_DATA_PATH) -> None:
-    """Engine checkpoint: watermark, items processed, late rows, outages and alarms."""
+def rules_status(
+    data: DataOption = DEFAULT_DATA_PATH,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, times in Unix seconds (the checkpoint's meta.json and the record counts).")] = False,
+) -> None:
+    """Engine checkpoint: watermark, rows processed, late rows, outages and alarms.
+
+    Times in ISO 8601 UTC; empty until the engine has run.
+
+    \b
+    Example:
+      headend rules status --data ./headend-data
+    """
     meta_p = data / "rules" / "checkpoint" / "meta.json"
     meta = json.loads(meta_p.read_text()) if meta_p.exists() else {}
     counts = {}
     for kind in ("outages", "alarms"):
         p = data / "rules" / f"{kind}.jsonl"
         counts[kind] = sum(1 for ln in p.read_text().splitlines() if ln) if p.exists() else 0
-    sys.stdout.write(json.dumps({**meta, **counts}, sort_keys=True) + "\n")
+    status = {**meta, **counts}
+    if as_json:
+        sys.stdout.write(json.dumps(status, sort_keys=True) + "\n")
+        return
+    width = max(map(len, _STATUS_LABELS.values()))
+    for key, label in _STATUS_LABELS.items():
+        value = status.get(key)
+        if key in _STATUS_TIMES:
+            value = iso_utc(value) if value else None  # 0: never (not the epoch)
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        sys.stdout.write(f"{label:<{width}}  {'' if value is None else value}\n")
 
 
 def _records(data: Path, kind: str) -> list[dict[str, object]]:
@@ -112,10 +150,21 @@ def register_export(export_app: typer.Typer) -> None:
     @export_app.command("outages")
     def export_outages(data: DataOption = DEFAULT_DATA_PATH, fmt: FormatOption = "jsonl") -> None:
         """Outages as JSON lines: outage_id, level, device_id, start, end, sustained,
-        meters_affected (end null while ongoing)."""
+        meters_affected (end null while ongoing; times ISO 8601 UTC).
+
+        \b
+        Example:
+          headend export outages --data ./headend-data --format cim > outages.xml
+        """
         _write(_records(data, "outages"), fmt, "outages")  # type: ignore[arg-type]
 
     @export_app.command("alarms")
     def export_alarms(data: DataOption = DEFAULT_DATA_PATH, fmt: FormatOption = "jsonl") -> None:
-        """Alarms as JSON lines: rule, meter_id or device_id, start, end, detail."""
+        """Alarms as JSON lines: rule, meter_id or device_id, start, end, detail (times
+        ISO 8601 UTC).
+
+        \b
+        Example:
+          headend export alarms --data ./headend-data
+        """
         _write(_records(data, "alarms"), fmt, "alarms")  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ environment variable           field                       example
 ``HEADEND_STREAM_GROUP``       ``stream_group``            ``transformer``
 ``HEADEND_RULES``              ``rules``                   ``true``
 ``HEADEND_OMS_URL``            ``oms`` (one CIM endpoint)  ``https://oms.example/ami``
+``HEADEND_RULES_LATENESS``     ``rules_lateness_s``        ``900``
 =============================  ==========================  ==============================
 
 The store's ``bucket_bits`` and ``partitions`` belong to the data directory: they are
@@ -42,14 +43,22 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from headend.errors import ConfigError
 
-__all__ = ["ENV", "OmsEndpointConfig", "ServeConfig", "load_config", "with_store_layout"]
+__all__ = ["ENV", "LIVE_RULES_LATENESS_S", "RULES_LATENESS_ENV", "OmsEndpointConfig",
+           "ServeConfig", "load_config", "rules_lateness", "with_store_layout"]
+
+#: the one rules-lateness setting of serve, ingest and rules-worker (docs/rules.md)
+RULES_LATENESS_ENV: Final = "HEADEND_RULES_LATENESS"
+#: the rules lateness of live collection (serve, rules-worker) when neither the setting
+#: nor rules.yaml gives one [s]: the reads of an interval arrive over the next interval
+LIVE_RULES_LATENESS_S: Final = 900
+
 
 ENV: dict[str, str] = {
     "HEADEND_DATA": "data",
@@ -64,6 +73,7 @@ ENV: dict[str, str] = {
     "HEADEND_REPLICAS": "replicas",
     "HEADEND_STREAM_GROUP": "stream_group",
     "HEADEND_RULES": "rules",
+    RULES_LATENESS_ENV: "rules_lateness_s",
 }
 
 
@@ -78,6 +88,18 @@ class OmsEndpointConfig(BaseModel):
     families: tuple[Literal["outages", "alarms"], ...] = ("outages", "alarms")
     secret: str | None = None
     max_attempts: int = Field(8, ge=1)
+
+
+def rules_lateness(ruleset: Any, given: int | None, *, default: int) -> int:
+    """The real-time rules' allowed lateness [s]: ``given`` (a ``--rules-lateness``
+    option, ``HEADEND_RULES_LATENESS`` or a config file), else ``engine.allowed_lateness_s``
+    when ``<data>/rules/rules.yaml`` sets it, else ``default`` (0 for ingest, which
+    replays files; :data:`LIVE_RULES_LATENESS_S` for serve and rules-worker)."""
+    if given is not None:
+        return int(given)
+    engine = ruleset.engine
+    return int(engine.allowed_lateness_s) if "allowed_lateness_s" in engine.model_fields_set \
+        else default
 
 
 class ServeConfig(BaseModel):
@@ -126,8 +148,8 @@ class ServeConfig(BaseModel):
     #: workers (whose meter-bucket partitions can split a feeder; docs/scaling.md)
     rules: bool | None = None
     #: the rules' watermark trails the newest event time by this much [s]: reads of an
-    #: interval arrive during the next one
-    rules_lateness_s: int = Field(900, ge=0)
+    #: interval arrive during the next one; None: see :func:`rules_lateness`
+    rules_lateness_s: int | None = Field(None, ge=0)
     oms: tuple[OmsEndpointConfig, ...] = ()
     #: where the embedded bus (``bus: memory://``) keeps its streams, durable consumer
     #: positions and leases: ``disk``, in ``<data>/bus`` (what is published for third

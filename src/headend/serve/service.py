@@ -156,11 +156,13 @@ class Service:
         """The rules engine as an ingest listener; its alerts go to the bus."""
         from headend.rules import RuleEngine, default_ruleset, load_ruleset
         from headend.rules.engine import RULES_DIR
+        from headend.serve.config import LIVE_RULES_LATENESS_S, rules_lateness
         from headend.store import MeterRegistry
 
         yml = Path(cfg.data) / RULES_DIR / "rules.yaml"
         ruleset = load_ruleset(yml) if yml.exists() else default_ruleset()
-        engine_cfg = ruleset.engine.model_copy(update={"allowed_lateness_s": cfg.rules_lateness_s})
+        lateness = rules_lateness(ruleset, cfg.rules_lateness_s, default=LIVE_RULES_LATENESS_S)
+        engine_cfg = ruleset.engine.model_copy(update={"allowed_lateness_s": lateness})
         ruleset = ruleset.model_copy(update={"engine": engine_cfg})
         self.rules = RuleEngine.open(cfg.data, MeterRegistry(cfg.data), ruleset,
                                      sink=BusAlertSink(self.bus, self._meters))
