@@ -47,7 +47,7 @@ def column(t: pa.Table, name: str, dtype: Any) -> npt.NDArray[Any]:
     return np.asarray(t.column(name).to_numpy(), dtype=dtype)
 
 
-def group_rows(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64]
+def group_rows(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64] | None
                ) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.int64]]:
     """Order of the rows by group ``g`` (0..n-1), by ``key`` within a group, and the
     group boundaries (``cut[i]:cut[i + 1]``); the order is ``None`` where the rows
@@ -55,7 +55,8 @@ def group_rows(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64]
 
     A stable radix sort by group (16 bits a pass) keeps the input order inside a group;
     where that is not already key order (rows of several sorted runs), the group is
-    sorted by key: timsort merges the runs in near-linear time.
+    sorted by key: timsort merges the runs in near-linear time. With ``key=None`` the
+    rows of a group stay in input order (for consumers that need no order).
     """
     identity = n <= 1 or bool(np.all(g[1:] >= g[:-1]))
     if identity:
@@ -66,7 +67,7 @@ def group_rows(g: npt.NDArray[np.int64], n: int, key: npt.NDArray[np.uint64]
             order = order[np.argsort((g[order] >> 16).astype(np.uint16), kind="stable")]
     cut = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(g, minlength=n), out=cut[1:])
-    if len(order) > 1:
+    if key is not None and len(order) > 1:
         ks = key[order]
         down = np.flatnonzero(ks[1:] < ks[:-1]) + 1
         if len(down):  # positions where the key steps down inside a group

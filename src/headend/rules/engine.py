@@ -85,6 +85,10 @@ TICK_FREE_KINDS: set[str] = {
 }
 
 
+#: per-tick kinds whose rules read a tick's reads in any order (np.maximum.at, own sorts)
+_ORDER_FREE_TICK_KINDS: frozenset[str] = frozenset({"outage", "silent_meter"})
+
+
 def register_kind(kind: str, config_cls: type[Any], factory: Callable[[str, Any], Rule],
                   *, tick_free: bool = False) -> None:
     """Add a Python rule kind (its config model and runtime factory).
@@ -233,7 +237,9 @@ class RuleEngine:
         Returns ``[(batch chunk, its tick chunks)]``: tick chunks are slices of
         ``tick_s`` event time (ends aligned to the epoch, the last one ending at ``w``);
         a batch chunk spans whole ticks, at most ``batch_rows`` rows (or one tick).
-        Rows are sorted by key within every chunk. The ingestor hands over batches in
+        Rows are sorted by key within every chunk (reads of a tick chunk stay in arrival
+        order when the only per-tick rules are the built-in outage and silent-meter
+        rules, which need no order). The ingestor hands over batches in
         key order, so a stable radix sort by tick (or batch) number keeps each batch's
         rows sorted, and only a tick or batch whose rows come from several batches is
         sorted again (a merge of sorted runs).
@@ -281,7 +287,11 @@ class RuleEngine:
         rb_s, eb_s = r.take(r_by_b), e.take(e_by_b)
         per_tick_rules = any(rule.kind not in TICK_FREE_KINDS for rule in self.rules)
         if per_tick_rules:
-            r_by_t, r_cut_t = group_rows(rk, n_ticks, r_key)
+            # the built-in per-tick rules (outage evidence, silence) need no read order
+            # inside a tick; a Python kind registered without tick_free gets key order
+            unordered = all(rule.kind in _ORDER_FREE_TICK_KINDS for rule in self.rules
+                            if rule.kind not in TICK_FREE_KINDS)
+            r_by_t, r_cut_t = group_rows(rk, n_ticks, None if unordered else r_key)
             e_by_t, e_cut_t = group_rows(ek, n_ticks, e_key)
             rt_s, et_s = r.take(r_by_t), e.take(e_by_t)
         prev = self.watermark
