@@ -116,7 +116,7 @@ def test_export_outages_and_alarms_as_json_lines_and_cim(tmp_path: Path) -> None
     res = runner.invoke(_app(), ["export", "outages", "--data", str(tmp_path), "--format", "cim"])
     assert res.exit_code == 0
     validate(res.stdout_bytes)
-    res = runner.invoke(_app(), ["rules", "status", "--data", str(tmp_path)])
+    res = runner.invoke(_app(), ["rules", "status", "--data", str(tmp_path), "--json"])
     status = json.loads(res.stdout)
     assert (status["watermark"], status["outages"], status["alarms"]) == (T0 + 4 * 3600, 1, 0)
     assert status["late_rows"] == len(reads) + len(evs)  # the replay

@@ -25,15 +25,16 @@ from headend.cli.common import (
     EXIT_STORAGE,
     DataOption,
     fail,
-    parse_time,
+    parse_range,
+    require_extra,
+    verb_group,
 )
 from headend.errors import ConfigError, StorageError
 
-analytics_app = typer.Typer(help="Analytics on stored interval reads (CSV on stdout or -o).",
-                            no_args_is_help=True)
+analytics_app = verb_group("Analytics on stored interval reads (CSV on stdout or -o).")
 
-FromOpt = Annotated[str | None, typer.Option("--from", help="Reads ending from this time (ISO 8601, inclusive).")]
-ToOpt = Annotated[str | None, typer.Option("--to", help="Reads ending before this time (exclusive).")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="Reads ending from this time (ISO 8601, inclusive; UTC if no offset).")]
+ToOpt = Annotated[str | None, typer.Option("--to", help="Reads ending before this time (exclusive; after --from).")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="duckdb (embedded) or spark (local mode).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="csv or json (one JSON object per line).")]
 OutOpt = Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of stdout.")]
@@ -78,8 +79,7 @@ def _load(data: Path, from_: str | None, to: str | None, version: str, *,
 
     if version not in ("current", "original"):
         fail(f"--version must be current or original, not {version!r}")
-    start = parse_time(from_, option="--from")
-    end = parse_time(to, option="--to")
+    start, end = parse_range(from_, to)
     rt = np.array([codes.READING_TYPE_BY_NAME["kwh_del"].code], np.uint8)
     if matrix:
         compute = _hourly_matrix
@@ -118,6 +118,8 @@ def _write(table: pa.Table, registry: Any, fmt: str, out: Path | None) -> None:
             cols[name.replace("_idx", "_id")] = ids
         elif pa.types.is_timestamp(col.type):
             cols[name] = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ")
+        elif pa.types.is_floating(col.type):  # NaN (undefined, e.g. no history): empty
+            cols[name] = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
         else:
             cols[name] = col
     t = pa.table(cols)
@@ -145,6 +147,8 @@ def _engine_task(task: str, data: Path, from_: str | None, to: str | None, engin
                  **kw: Any) -> None:
     from headend.analytics import open_engine
 
+    if engine == "spark":
+        require_extra("spark", "headend analytics --engine spark")
     embedded = engine == "duckdb"
     if embedded and task == "anomaly":  # days only: the daily rollups, not the hours
         from headend.analytics.daily import anomaly_from_store
@@ -195,7 +199,12 @@ def histogram(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: T
               engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
               version: VersionOpt = "current") -> None:
     """Hourly consumption histogram per household: 10 equal-width buckets between its
-    minimum and maximum. Columns: meter_id,bucket,lower_kwh,upper_kwh,count."""
+    minimum and maximum. Columns: meter_id,bucket,lower_kwh,upper_kwh,count.
+
+    \b
+    Example:
+      headend analytics histogram --data ./headend-data --from 2026-01-01 --to 2026-02-01
+    """
     _engine_task("histogram", data, from_, to, engine, fmt, out, version, None)
 
 
@@ -205,7 +214,12 @@ def threeline(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: T
               version: VersionOpt = "current", zone: ZoneOpt = None) -> None:
     """3-line thermal-sensitivity regression (10th and 90th percentiles). Columns:
     meter_id,percentile,k1_c,k2_c,intercept_kwh,heating_slope_kwh_per_c,
-    base_slope_kwh_per_c,cooling_slope_kwh_per_c,sse,points."""
+    base_slope_kwh_per_c,cooling_slope_kwh_per_c,sse,points.
+
+    \b
+    Example:
+      headend analytics threeline --data ./headend-data -o threeline.csv
+    """
     _engine_task("threeline", data, from_, to, engine, fmt, out, version, zone)
 
 
@@ -214,7 +228,12 @@ def par(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToOpt =
         engine: EngineOpt = "duckdb", fmt: FormatOpt = "csv", out: OutOpt = None,
         version: VersionOpt = "current", zone: ZoneOpt = None) -> None:
     """Periodic autoregression daily profile (3 previous days + temperature terms, per
-    hour). Columns: meter_id,hour,n_days,intercept,ar1,ar2,ar3,cool,heat,cold,rmse_kwh."""
+    hour). Columns: meter_id,hour,n_days,intercept,ar1,ar2,ar3,cool,heat,cold,rmse_kwh.
+
+    \b
+    Example:
+      headend analytics par --data ./headend-data --format json
+    """
     _engine_task("par", data, from_, to, engine, fmt, out, version, zone)
 
 
@@ -227,7 +246,12 @@ def similarity(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: 
                    "--method", help="auto, exact (all pairs) or projected (candidates from "
                    "a principal subspace, re-ranked exactly).")] = "auto") -> None:
     """Top-k most similar households by cosine similarity (exact cosines). Columns:
-    meter_id,rank,other_meter_id,cosine."""
+    meter_id,rank,other_meter_id,cosine.
+
+    \b
+    Example:
+      headend analytics similarity --data ./headend-data --k 5
+    """
     _engine_task("similarity", data, from_, to, engine, fmt, out, version, None, k=k,
                  method=method)
 
@@ -239,7 +263,13 @@ def anomaly(day: Annotated[str, typer.Option("--day", help="UTC day to check (YY
             version: VersionOpt = "current",
             threshold: Annotated[float, typer.Option("--threshold", help="|z| above which a day is anomalous.")] = 3.0) -> None:
     """A day's consumption against each household's previous days (z-score). Columns:
-    meter_id,day,total_kwh,mean_kwh,std_kwh,z,anomaly."""
+    meter_id,day,total_kwh,mean_kwh,std_kwh,z,anomaly; mean_kwh, std_kwh and z are
+    empty when the history is too short or flat.
+
+    \b
+    Example:
+      headend analytics anomaly --data ./headend-data --day 2026-01-20
+    """
     try:
         d = dt.date.fromisoformat(day)
     except ValueError:
@@ -272,7 +302,12 @@ def profile(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToO
             season: Annotated[bool, typer.Option("--season", help="Seasonal shapes (winter, spring, summer, autumn).")] = False,
             customers: Annotated[Path | None, typer.Option("--customers", help="customers.csv (meter_id,customer_class): shapes per class.")] = None) -> None:
     """Load shapes: mean kWh per local hour of day (and season), per meter or per class.
-    Columns: meter_id|customer_class,[season,]hour,mean_kwh[,meters]."""
+    Columns: meter_id|customer_class,[season,]hour,mean_kwh[,meters].
+
+    \b
+    Example:
+      headend analytics profile --data ./headend-data --tz America/Chicago --season
+    """
     from headend.analytics import shapes
 
     ld = _load(data, from_, to, version, matrix=True)
@@ -298,7 +333,12 @@ def loading(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToO
             transformers: Annotated[Path | None, typer.Option("--transformers", help="transformers.csv (transformer_id,feeder_id,substation_id,kva); a feeder's rating is the sum of its transformers'.")] = None,
             power_factor: Annotated[float, typer.Option("--power-factor", help="kW to kVA.")] = 1.0) -> None:
     """Transformer or feeder loading against rating, most loaded first. Columns:
-    asset_id,meters,peak_kw,peak_hour_end,rating_kva,peak_loading_pct,hours_over_rating."""
+    asset_id,meters,peak_kw,peak_hour_end,rating_kva,peak_loading_pct,hours_over_rating.
+
+    \b
+    Example:
+      headend analytics loading --data ./headend-data --transformers transformers.csv
+    """
     from headend.analytics import shapes
 
     if level not in ("transformer", "feeder"):
@@ -325,7 +365,12 @@ def billing(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: ToO
             demand: Annotated[bool, typer.Option("--demand", help="Write maximum demand per billing period instead of TOU energy.")] = False) -> None:
     """Billing determinants per local calendar month: energy per TOU period
     (meter_id,period,tou,kwh) or, with --demand, maximum demand
-    (meter_id,period,max_kw,max_interval_end,kwh)."""
+    (meter_id,period,max_kw,max_interval_end,kwh).
+
+    \b
+    Example:
+      headend analytics billing --data ./headend-data --tz America/Chicago --peak 16-21
+    """
     from headend.analytics import shapes
 
     try:
@@ -351,7 +396,12 @@ def forecast(data: DataOption = DEFAULT_DATA_PATH, from_: FromOpt = None, to: To
              holdout: Annotated[int, typer.Option("--holdout", help="Held-back days at the end.")] = 7,
              error: Annotated[bool, typer.Option("--error", help="Write the MAPE per feeder instead of the forecast.")] = False) -> None:
     """Day-ahead feeder load forecast on held-back days. Columns:
-    feeder_id,hour_end,actual_kw,forecast_kw; with --error feeder_id,mape_pct,hours."""
+    feeder_id,hour_end,actual_kw,forecast_kw; with --error feeder_id,mape_pct,hours.
+
+    \b
+    Example:
+      headend analytics forecast --data ./headend-data --holdout 7 --error
+    """
     from headend.analytics import shapes
     from headend.analytics.forecast import day_ahead_forecast
     from headend.analytics.matrix import temperature_vector

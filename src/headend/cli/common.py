@@ -60,18 +60,22 @@ def verb_group(help: str) -> typer.Typer:
 
 
 def is_data_dir(path: Path) -> bool:
-    """Whether ``path`` is a headend data directory (one a verb has written)."""
-    return path.is_dir() and any((path / m).exists() for m in _DATA_MARKERS)
+    """Whether ``path`` is a headend data directory: a folder that holds what a verb
+    wrote, or an empty one (nothing in it to mistake for a store)."""
+    if not path.is_dir():
+        return False
+    return any((path / m).exists() for m in _DATA_MARKERS) or next(path.iterdir(), None) is None
 
 
 def require_data_dir(path: Path) -> Path:
     """``path`` if it is a headend data directory; else exit 2 saying so.
 
     Verbs that only read (export, report, analytics, quarantine, rules status, ...)
-    call this instead of creating an empty directory and answering nothing.
+    call this instead of creating a directory (or a store's folders in some other
+    folder) and answering nothing.
     """
     if not is_data_dir(path):
-        what = ("the folder holds no headend store" if path.is_dir()
+        what = ("the folder holds other files and no headend store" if path.is_dir()
                 else "it is not a folder" if path.exists() else "it does not exist")
         fail(f"no headend data directory at {path} ({what}); give --data DIR or set "
              f"{DATA_ENV} (default {DEFAULT_DATA}); `headend ingest --data DIR FILE...` or "

@@ -4,18 +4,70 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
 
-from headend.cli.common import EXIT_STORAGE, fail
+from headend.cli.common import DATA_ENV, EXIT_STORAGE, apply_rules_lateness, fail
 
 err_console = Console(stderr=True)
+
+#: what the demo writes in its output folder; it removes nothing else
+DEMO_ENTRIES: Final = ("sim", "data", "report.md", "report.json")
+#: the file that marks an output folder as the demo's
+MARKER: Final = ".headend-demo"
+
+
+def made_by_demo(out: Path) -> bool:
+    """Whether ``out`` holds only what a demo writes (or carries its marker)."""
+    if (out / MARKER).exists():
+        return True
+    return all(p.name in DEMO_ENTRIES for p in out.iterdir())
+
+
+def prepare_output(out: Path, *, keep: bool, force: bool) -> None:
+    """Make ``out`` ready for the demo: create it, or clear what an earlier demo wrote
+    there (unless ``keep``). A non-empty folder the demo did not make is refused (exit
+    2) unless ``force``; even then only the demo's own entries are replaced."""
+    if out.exists() and not out.is_dir():
+        fail(f"-o {out}: exists and is not a folder")
+    if out.is_dir() and not force and not made_by_demo(out):
+        fail(f"-o {out}: the folder is not empty and was not made by headend demo; give "
+             "another -o, or --force to write the demo's sim/, data/ and report files "
+             "there (nothing else in it is touched)")
+    out.mkdir(parents=True, exist_ok=True)
+    if not keep:
+        for name in DEMO_ENTRIES:
+            p = out / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+    (out / MARKER).write_text("written by headend demo; it may replace sim/, data/, "
+                              "report.md and report.json here\n")
+
+
+def next_steps(data_dir: Path, day: dt.date) -> str:
+    """What to try after the demo, with the demo's store as ``--data``."""
+    d = shlex.quote(str(data_dir))
+    return "\n".join([
+        (f"the demo's store is {data_dir} (not the default ./headend-data): give --data, "
+         f"or export {DATA_ENV}={d}"),
+        "try next:",
+        f"  headend export outages --data {d}",
+        f"  headend export reads --data {d} --from {day}T06:00:00Z --to {day}T07:00:00Z",
+        f"  headend quarantine list --data {d} --counts",
+        f"  headend rules status --data {d}",
+        f"  headend analytics profile --data {d}",
+        f"  headend serve --data {d}   (needs pip install 'headend[serve]')",
+    ])
 
 
 def demo(
@@ -24,27 +76,32 @@ def demo(
     start: Annotated[str, typer.Option("--start", help="First day, YYYY-MM-DD (UTC).")] = "2026-01-05",
     seed: Annotated[int, typer.Option("--seed", help="Simulation seed.")] = 7,
     faults: Annotated[str, typer.Option("--faults", help="Fault scenarios (see `headend simulate --help`).")] = "all",
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: sim/ (uploads), data/ (the store) and the report.")] = Path("./headend-demo"),
-    keep: Annotated[bool, typer.Option("--keep", help="Keep an existing output folder instead of starting afresh.")] = False,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: sim/ (uploads), data/ (the store) and the report. A non-empty folder the demo did not make is refused unless --force.", show_default="./headend-demo")] = Path("./headend-demo"),
+    keep: Annotated[bool, typer.Option("--keep", help="Keep what an earlier demo wrote in the output folder (ingest into its store) instead of starting afresh.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Use a non-empty output folder the demo did not make: its sim/, data/, report.md and report.json are replaced, nothing else.")] = False,
 ) -> None:
     """Simulate a utility, ingest its uploads on the embedded default, write a report.
 
     Everything runs in this process with no servers. The report (report.md and
     report.json in the output folder) gives what was simulated, what was stored,
     duplicates and quarantine by reason, throughput, store size per read, and the
-    outages the rules found against the simulator's ground truth.
+    outages the rules found against the simulator's ground truth. The store is
+    <out>/data: give it as --data to the other verbs (the demo ends by saying how).
+
+    \b
+    Example:
+      headend demo --meters 2000 -o ./headend-demo
     """
     from headend.ingest.hooks import open_ingestor
     from headend.sim import Faults, build_utility
     from headend.sim.writers import simulate as run_sim
 
-    if out.exists() and not keep:
-        shutil.rmtree(out)
-    sim_dir, data_dir = out / "sim", out / "data"
     try:
         day = dt.date.fromisoformat(start)
     except ValueError:
         fail(f"--start: not a YYYY-MM-DD date: {start!r}")
+    prepare_output(out, keep=keep, force=force)
+    sim_dir, data_dir = out / "sim", out / "data"
     t0 = time.perf_counter()
     utility = build_utility(meters, seed=seed, start=day, days=days)
     with err_console.status(f"simulating {meters:,} meters for {days} day(s)"):
@@ -61,6 +118,8 @@ def demo(
         with open_ingestor(data_dir) as ing, err_console.status(
             f"ingesting {len(uploads)} upload cycles"
         ):
+            lateness = os.environ.get("HEADEND_RULES_LATENESS")  # the one setting
+            apply_rules_lateness(ing.listeners, int(lateness) if lateness else None)
             result = ing.ingest_paths(static + uploads)
             t_ingest = time.perf_counter() - t1
             t2 = time.perf_counter()
@@ -75,7 +134,9 @@ def demo(
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(_markdown(report))
     sys.stdout.write(_markdown(report))
-    err_console.print(f"report: {out / 'report.md'}  store: {data_dir}")
+    err_console.print(f"report: {out / 'report.md'}  store: {data_dir}", markup=False,
+                      highlight=False)
+    err_console.print(next_steps(data_dir, day), markup=False, highlight=False, soft_wrap=True)
 
 
 def _report(summary: dict[str, Any], ingest: dict[str, Any], stats: Any, quarantine: dict[str, int],

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from headend.cli.common import DEFAULT_DATA_PATH, DataOption, fail, parse_time
+from headend.cli.common import DEFAULT_DATA_PATH, DataOption, fail, parse_range, verb_group
 from headend.model import codes
 
-export_app = typer.Typer(help="Export stored data as canonical CSV on stdout.", no_args_is_help=True)
+export_app = verb_group("Export stored data as canonical CSV (outages and alarms: JSON lines) on stdout.")
 
 #: meters per scan when exporting everything: bounds memory for any store size
 CHUNK_METERS = 20_000
@@ -52,17 +52,23 @@ def export_reads(
     data: DataOption = DEFAULT_DATA_PATH,
     meter: Annotated[list[str] | None, typer.Option("--meter", help="Only this meter (repeatable).")] = None,
     from_: Annotated[str | None, typer.Option("--from", help="Interval ends from this time (ISO 8601, inclusive; UTC if no offset).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Interval ends before this time (exclusive).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Interval ends before this time (ISO 8601, exclusive; after --from).")] = None,
     reading_type: Annotated[list[str] | None, typer.Option("--reading-type", help="Only this reading type (repeatable).")] = None,
     no_estimated: Annotated[bool, typer.Option("--no-estimated", help="Leave out estimated values (quality category 8).")] = False,
     version: Annotated[str, typer.Option("--version", help="current (after VEE and edits) or original (as received).")] = "current",
 ) -> None:
-    """Canonical interval-read CSV: meter_id,reading_type,interval_end,value,quality."""
+    """Canonical interval-read CSV: meter_id,reading_type,interval_end,value,quality.
+
+    Sorted by meter_id, reading type and interval end; times in ISO 8601 UTC.
+
+    \b
+    Example:
+      headend export reads --data ./headend-data --meter M-1 --from 2026-01-05 --to 2026-01-06
+    """
     from headend.store import DataDir
     from headend.wire.csvfmt import write_reads_csv
 
-    start = parse_time(from_, option="--from")
-    end = parse_time(to, option="--to")
+    start, end = parse_range(from_, to)
     if version not in ("current", "original"):
         fail(f"--version must be current or original, not {version!r}")
     rts = None
@@ -122,10 +128,15 @@ def _vee_overlay(dd: object):  # type: ignore[no-untyped-def]
 def export_events(
     data: DataOption = DEFAULT_DATA_PATH,
     meter: Annotated[list[str] | None, typer.Option("--meter", help="Only this meter (repeatable).")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Events from this time (inclusive).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Events before this time (exclusive).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Events from this time (ISO 8601, inclusive; UTC if no offset).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Events before this time (exclusive; after --from).")] = None,
 ) -> None:
-    """Canonical event CSV: meter_id,event_time,event_code."""
+    """Canonical event CSV: meter_id,event_time,event_code.
+
+    \b
+    Example:
+      headend export events --data ./headend-data --from 2026-01-05T06:00:00Z
+    """
     _export_simple("events", data, meter, from_, to)
 
 
@@ -133,17 +144,27 @@ def export_events(
 def export_registers(
     data: DataOption = DEFAULT_DATA_PATH,
     meter: Annotated[list[str] | None, typer.Option("--meter", help="Only this meter (repeatable).")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="Reads from this time (inclusive).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Reads before this time (exclusive).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Reads from this time (ISO 8601, inclusive; UTC if no offset).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Reads before this time (exclusive; after --from).")] = None,
 ) -> None:
-    """Canonical register-read CSV: meter_id,register,read_time,value."""
+    """Canonical register-read CSV: meter_id,register,read_time,value.
+
+    \b
+    Example:
+      headend export registers --data ./headend-data --meter M-1
+    """
     _export_simple("registers", data, meter, from_, to)
 
 
 @export_app.command("meters")
 def export_meters(data: DataOption = DEFAULT_DATA_PATH) -> None:
     """The meter registry as canonical meters CSV, then interval_minutes (declared or
-    learned; empty while unknown) and interval_source (declared|learned|empty)."""
+    learned; empty while unknown) and interval_source (declared|learned|empty).
+
+    \b
+    Example:
+      headend export meters --data ./headend-data > meters.csv
+    """
     from headend.store import DataDir
     from headend.store.intervals import SOURCE_NAMES
     from headend.wire.csvfmt import write_meters_csv
@@ -163,8 +184,7 @@ def _export_simple(kind: Literal["events", "registers"], data: Path, meter: list
     from headend.store import DataDir
     from headend.wire import csvfmt
 
-    start = parse_time(from_, option="--from")
-    end = parse_time(to, option="--to")
+    start, end = parse_range(from_, to)
     time_col = "event_time" if kind == "events" else "read_time"
     second = "event_code" if kind == "events" else "register"
     writer = csvfmt.write_events_csv if kind == "events" else csvfmt.write_registers_csv

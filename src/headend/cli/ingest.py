@@ -90,8 +90,9 @@ def _nothing_accepted_message(result: IngestResult) -> str:
     msg = (f"no row accepted: {result.quarantined:,} quarantined "
            f"({', '.join(f'{r} {n:,}' for r, n in sorted(result.by_reason.items()))})")
     if waiting:
-        msg += ("; rows of meters or collectors not yet known wait in the quarantine and "
-                "are released when these are loaded (ingest the meters or collectors CSV)")
+        msg += (f"; {waiting:,} of them are of meters or collectors not yet known: they wait "
+                "in the quarantine and are released when these are loaded (ingest the "
+                "meters or collectors CSV)")
     return msg + "; see `headend quarantine list`"
 
 

@@ -13,7 +13,8 @@ from headend.cli.common import (
     EXIT_STORAGE,
     DataOption,
     fail,
-    parse_time,
+    parse_range,
+    require_extra,
 )
 from headend.errors import ConfigError, StorageError
 
@@ -24,18 +25,23 @@ def report(
     out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (created).")],
     data: DataOption = DEFAULT_DATA_PATH,
     from_: Annotated[str | None, typer.Option("--from", help="Report from this time (ISO 8601, inclusive).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Report to this time (exclusive).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Report to this time (exclusive; after --from).")] = None,
     tz: Annotated[str, typer.Option("--tz", envvar="HEADEND_TZ", help="Utility time zone.")] = "UTC",
     transformers: Annotated[Path | None, typer.Option("--transformers", help="transformers.csv with kva ratings.")] = None,
     tables: Annotated[str, typer.Option("--tables", help="Table files: csv, parquet or csv,parquet.")] = "csv",
 ) -> None:
     """Write index.html with feeder load curves, most loaded transformers, VEE statistics,
     data completeness per collector and technology, and outages with customer-minutes
-    lost; every table also as CSV and/or Parquet (--tables)."""
+    lost; every table also as CSV and/or Parquet (--tables).
+
+    \b
+    Example:
+      headend report --data ./headend-data -o report/ --tz America/Chicago
+    """
     from headend.report import build_report
 
-    start = parse_time(from_, option="--from")
-    end = parse_time(to, option="--to")
+    start, end = parse_range(from_, to)
+    require_extra("report", "headend report")
     ratings: dict[str, float] = {}
     if transformers is not None:
         import pyarrow.csv as pacsv

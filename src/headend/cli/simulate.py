@@ -41,7 +41,12 @@ def simulate(
 
     Writes meters.csv, collectors.csv, weather.csv, customers.csv, transformer_ratings.csv,
     ground_truth.parquet and utility.json, plus uploads/cycle-<YYYYMMDDTHHMM>.hef
-    (binary frames) and/or reads.csv, registers.csv, events.csv.
+    (binary frames) and/or reads.csv, registers.csv, events.csv. Ingest them with
+    `headend ingest --data DIR OUT`.
+
+    \b
+    Example:
+      headend simulate --meters 1000 --days 2 --faults outage,tamper -o ./headend-sim
     """
     from headend.sim import Faults, build_utility
     from headend.sim.writers import simulate as run

@@ -17,6 +17,7 @@ from headend.cli.common import (
     EXIT_STORAGE,
     DataOption,
     fail,
+    parse_range,
     parse_time,
 )
 from headend.errors import ConfigError, StorageError, ValidationError
@@ -27,7 +28,7 @@ err_console = Console(stderr=True)
 def vee(
     data: DataOption = DEFAULT_DATA_PATH,
     from_: Annotated[str | None, typer.Option("--from", help="Only intervals ending from this time (ISO 8601, inclusive; UTC if no offset).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Only intervals ending before this time (exclusive).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Only intervals ending before this time (exclusive; after --from).")] = None,
     tz: Annotated[str, typer.Option("--tz", envvar="HEADEND_TZ", help="Utility time zone (IANA) for local days: like days, daily totals.")] = "UTC",
     holiday: Annotated[list[str] | None, typer.Option("--holiday", help="Local date (YYYY-MM-DD) treated like a weekend day for like days (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -37,11 +38,14 @@ def vee(
     Every expected interval between a meter's first and last read gets a value:
     reads carry 3.0.1 (validated) or 3.6.x (suspect), missing intervals are estimated
     (3.8.x). Originals are kept; see `headend export reads --version original`.
+
+    \b
+    Example:
+      headend vee --data ./headend-data --tz America/Chicago --holiday 2026-01-19
     """
     from headend.vee import VeeConfig, run_vee
 
-    start = parse_time(from_, option="--from")
-    end = parse_time(to, option="--to")
+    start, end = parse_range(from_, to)
     try:
         days = tuple(dt.date.fromisoformat(h) for h in holiday or ())
     except ValueError:
@@ -76,7 +80,12 @@ def edit(
     author: Annotated[str | None, typer.Option("--author", help="Who edits (default: the login name).")] = None,
     data: DataOption = DEFAULT_DATA_PATH,
 ) -> None:
-    """Record a manual edit of one interval value (quality 3.7.0); the original is kept."""
+    """Record a manual edit of one interval value (quality 3.7.0); the original is kept.
+
+    \b
+    Example:
+      headend edit --data ./headend-data --meter M-1 --reading-type kwh_del --interval-end 2026-01-05T10:15:00Z --value 0.42 --reason "meter test"
+    """
     import pyarrow as pa
 
     from headend.model import codes

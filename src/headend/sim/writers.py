@@ -223,8 +223,10 @@ class FrameWriter:
         return [_seconds(t.column(n)) if pa.types.is_timestamp(t.schema.field(n).type)
                 else t.column(n).to_numpy() for n in names]
 
-    def write(self, up: Upload) -> Path:
-        """Write ``up`` to its cycle file; returns the path."""
+    def write(self, up: Upload) -> Path | None:
+        """Write ``up`` to its cycle file; returns the path, or None when no collector
+        has anything to send in this cycle (small utilities with delayed uploads): a
+        collector with nothing to send uploads nothing, not an empty file."""
         tag0 = up.cycle * 4
         # per table: group rows by (tag, collector). The normal rows come first and are
         # already collector-sorted (engine layout): one pass finds their runs; only the
@@ -257,6 +259,8 @@ class FrameWriter:
                     g[k] = tuple(c[a:b] for c in rest)
         # normal frames first (by collector), then the others by tag descending
         frames = sorted(groups, key=lambda tc: (tc[0] != tag0, -tc[0], tc[1]))
+        if not frames:
+            return None
         path = self.dir / cycle_file_name(up.cycle_time)
         d, t0 = self.u.interval_s, self.u.start_s
         with open(path, "wb") as f:
@@ -297,6 +301,7 @@ def write_static(utility: Utility, plan: FaultPlan, out_dir: str | Path) -> list
             "feeder_id": m.column("feeder_id"),
             "substation_id": m.column("substation_id"),
             "interval_minutes": pa.array(m.column("interval_s").to_numpy() // 60),
+            "critical_care": pa.array(np.zeros(m.num_rows, np.bool_)),
         }),
         "collectors": (CSV_HEADERS["collectors"], {
             "collector_id": u.collectors.column("collector_id"),

@@ -8,7 +8,7 @@ from typing import Final
 from headend.errors import DecodeError
 from headend.model import reasons, schema
 
-__all__ = ["KINDS", "detect_kind", "parse_header"]
+__all__ = ["KINDS", "detect_kind", "header_problem", "parse_header"]
 
 #: canonical CSV kinds, in :data:`headend.model.schema.CSV_HEADERS` order
 KINDS: Final = tuple(schema.CSV_HEADERS)
@@ -41,8 +41,66 @@ def parse_header(header_line: str | bytes, *, source: str = "") -> tuple[str, li
     for kind, required in schema.CSV_HEADERS.items():
         if tuple(names[: len(required)]) == required:
             return kind, names
+    raise DecodeError(header_problem(text), reason=reasons.BAD_CSV, source=source)
+
+
+#: separators people use instead of the canonical comma, by name
+_OTHER_SEPARATORS: Final = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def header_problem(text: str) -> str:
+    """Why ``text`` is not a canonical CSV header, in words: the separator found when it
+    is not the comma, and the closest kind's missing, extra or misplaced columns.
+
+    Examples
+    --------
+    >>> header_problem("meter_id;event_time;event_code")
+    "CSV header 'meter_id;event_time;event_code' is separated by semicolons (';'), not commas: with commas it is an events header"
+    >>> header_problem("meter_id,event_time")
+    "CSV header 'meter_id,event_time' is not canonical: closest kind events, missing column event_code"
+    """
     shown = text if len(text) <= 200 else text[:200] + "..."
-    raise DecodeError(f"unknown CSV header {shown!r}", reason=reasons.BAD_CSV, source=source)
+    if not text:
+        return "empty file: neither a CSV header line nor a binary frame (magic HEFR)"
+    head = f"CSV header {shown!r}"
+    seps = [sep for sep in _OTHER_SEPARATORS if text.count(sep) > text.count(",")]
+    if seps:
+        sep = max(seps, key=text.count)
+        names = [n.strip().strip('"') for n in text.split(sep)]
+        kind = next((k for k, req in schema.CSV_HEADERS.items()
+                     if tuple(names[: len(req)]) == req), None)
+        msg = (f"{head} is separated by {_OTHER_SEPARATORS[sep]}s ({sep!r}), not commas")
+        return msg + (f": with commas it is a{'n' if kind[0] in 'aeiou' else ''} {kind} header"
+                      if kind else f"; {_closest(names)}")
+    try:
+        names = [n.strip() for n in next(csv.reader([text]))]
+    except csv.Error:
+        names = text.split(",")
+    return f"{head} is not canonical: {_closest(names)}"
+
+
+def _closest(names: list[str]) -> str:
+    """The kind sharing most required columns with ``names``, and what differs."""
+    def shared(kind: str) -> int:
+        return len(set(schema.CSV_HEADERS[kind]) & set(names))
+
+    kind = max(KINDS, key=shared)  # first of the best, in KINDS order
+    required = schema.CSV_HEADERS[kind]
+    if shared(kind) == 0:
+        return ("no column of a canonical kind (e.g. reads: " + ",".join(
+            schema.CSV_HEADERS["reads"]) + "; see docs/formats.md)")
+    missing = [c for c in required if c not in names]
+    known = set(required) | set(schema.CSV_OPTIONAL.get(kind, ()))
+    extra = [n for n in names if n not in known]
+    parts = [f"closest kind {kind}"]
+    if missing:
+        parts.append(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    if extra:
+        parts.append(f"extra column{'s' if len(extra) > 1 else ''} {', '.join(extra)}")
+    if not missing:
+        parts.append("the required columns must come first, in this order: "
+                     + ",".join(required))
+    return ", ".join(parts)
 
 
 def detect_kind(header_line: str | bytes) -> str:
