@@ -43,3 +43,26 @@ def test_subscribers_add_list_configs(tmp_path: Path) -> None:
     r = runner.invoke(app, ["subscribers", "remove", "oms", "--data", data])
     assert r.exit_code == 0
     assert runner.invoke(app, ["subscribers", "list", "--data", data]).output == ""
+
+
+def test_serve_names_the_bus_it_opened(tmp_path: Path) -> None:
+    """The startup line names the bus in use: the embedded default is the log on disk
+    in <data>/bus, not ``memory://``; NATS URLs lose their credentials."""
+    from headend.serve.config import load_config
+
+    from ._serve_proc import ServeProc
+
+    data = tmp_path / "data"
+    data.mkdir()
+    srv = ServeProc(data)
+    try:
+        line = next(x for x in srv.output().splitlines() if "headend serving on" in x)
+    finally:
+        srv.stop()
+    assert line.endswith(f"(bus file://{(data / 'bus').resolve()})"), line
+    assert (data / "bus" / "bus.sqlite3").exists()
+    mem = load_config(env={}, data=data, embedded_bus="memory")
+    assert mem.bus_label == "memory://"
+    nats = load_config(env={}, data=data, bus="nats://u:secret@h1:4222,nats://h2:4222")
+    assert nats.bus_label == "nats://h1:4222,nats://h2:4222"
+    assert "secret" not in nats.bus_label and nats.bus_url.startswith("nats://u:secret@")

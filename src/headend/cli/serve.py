@@ -123,7 +123,7 @@ def serve(
         service.start()
     except HeadendError as exc:
         fail(str(exc))
-    typer.echo(f"headend serving on http://{cfg.http} (bus {cfg.bus.split('@')[-1]})", err=True)
+    typer.echo(f"headend serving on http://{cfg.http} (bus {cfg.bus_label})", err=True)
     # uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down, with the
     # handler that was installed before it; with the default handler that kills the
     # process before service.close() (rules checkpoint, deliveries, locks) can run, so

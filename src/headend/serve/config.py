@@ -50,8 +50,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from headend.errors import ConfigError
 
-__all__ = ["ENV", "LIVE_RULES_LATENESS_S", "RULES_LATENESS_ENV", "OmsEndpointConfig",
-           "ServeConfig", "load_config", "rules_lateness", "with_store_layout"]
+__all__ = ["EMBEDDED_BUS_DIR", "ENV", "LIVE_RULES_LATENESS_S", "RULES_LATENESS_ENV",
+           "OmsEndpointConfig", "ServeConfig", "load_config", "rules_lateness",
+           "with_store_layout"]
+
+#: the embedded bus's directory in the data directory (``embedded_bus: disk``)
+EMBEDDED_BUS_DIR: Final = "bus"
 
 #: the one rules-lateness setting of serve, ingest and rules-worker (docs/rules.md)
 RULES_LATENESS_ENV: Final = "HEADEND_RULES_LATENESS"
@@ -193,6 +197,23 @@ class ServeConfig(BaseModel):
     @property
     def embedded(self) -> bool:
         return self.bus.startswith("memory://")
+
+    @property
+    def bus_url(self) -> str:
+        """The bus this process opens: NATS as configured, or the embedded bus, on disk
+        in ``<data>/bus`` (``file://...``, the default) or in memory (``memory://``)."""
+        if self.embedded and self.embedded_bus == "disk":
+            return f"file://{Path(self.data).resolve() / EMBEDDED_BUS_DIR}"
+        return self.bus
+
+    @property
+    def bus_label(self) -> str:
+        """:attr:`bus_url` without credentials (for logs and the startup line)."""
+        url = self.bus_url
+        if url.startswith("nats://"):
+            return ",".join("nats://" + u.split("://", 1)[-1].rsplit("@", 1)[-1]
+                            for u in url.split(","))
+        return url
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Wiring of one serve or worker process: bus, store, uplink, workers, deliveries.
 
-Embedded (``bus = memory://``): everything in one process, no server. With NATS: any
-number of serve processes (uplinks: HTTP, MQTT) and worker processes share the bus;
-see docs/scaling.md.
+Embedded (``bus = memory://``, the default): everything in one process, no server; the
+bus is durable on disk in ``<data>/bus`` (``embedded_bus: disk``; ``ServeConfig.bus_url``)
+or, for tests, in memory. With NATS: any number of serve processes (uplinks: HTTP,
+MQTT) and worker processes share the bus; see docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from headend.bus import Bus, open_bus
 from headend.errors import ConfigError
 from headend.ingest.pipeline import Ingestor, IngestResult, Listener
-from headend.serve.config import ServeConfig, with_store_layout
+from headend.serve.config import EMBEDDED_BUS_DIR, ServeConfig, with_store_layout
 from headend.serve.metrics import Metrics
 from headend.serve.oms import BusAlertSink, OmsDelivery, OmsEndpoint
 from headend.serve.router import Router
@@ -30,9 +31,6 @@ from headend.store import DataDir, QuarantineStore, StoreConfig
 
 __all__ = ["EMBEDDED_BUS_DIR", "IngestHost", "Service", "open_service_bus"]
 
-#: the embedded bus's directory in the data directory (``embedded_bus: disk``)
-EMBEDDED_BUS_DIR = "bus"
-
 log = logging.getLogger(__name__)
 
 
@@ -43,9 +41,7 @@ def open_service_bus(cfg: ServeConfig) -> Bus:
     ``outbound_max_bytes`` (set when the stream is created; docs/streams.md)."""
     if not cfg.embedded:
         return open_bus(cfg.bus, user=cfg.nats_user, password=cfg.nats_password)
-    url = cfg.bus if cfg.embedded_bus == "memory" else \
-        f"file://{Path(cfg.data).resolve() / EMBEDDED_BUS_DIR}"
-    bus = open_bus(url)
+    bus = open_bus(cfg.bus_url)
     try:
         bus.ensure_stream(dataclasses.replace(out_stream_spec(max_age_s=cfg.outbound_max_age_s),
                                               max_bytes=cfg.outbound_max_bytes))
