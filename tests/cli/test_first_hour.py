@@ -32,6 +32,13 @@ def test_simulate_smallest_documented_size_with_every_fault(tmp_path: Path,
     assert json.loads(res.stdout)["rows"]["reads"] > 0
     kinds = set(pq.read_table(tmp_path / "ground_truth.parquet").column("kind").to_pylist())
     assert "reverse_energy" in kinds
+    for name in ("reads.csv", "registers.csv", "events.csv"):  # were NUL bytes in places
+        assert b"\x00" not in (tmp_path / name).read_bytes(), name
+    res = runner.invoke(app, ["ingest", "--data", str(tmp_path / "data"), "--no-vee", "--json",
+                              str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["accepted"] > 0 and "bad_csv" not in summary["by_reason"], summary
 
 
 # --------------------------------------------------------------------- 1. the demo

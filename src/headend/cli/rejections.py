@@ -22,10 +22,12 @@ import pyarrow.compute as pc
 from headend.model import schema
 from headend.wire.csvfmt.rejects import rejects_to_csv_bytes
 
-__all__ = ["Rejection", "find_line", "top_rejections"]
+__all__ = ["Rejection", "find_line", "printable", "top_rejections"]
 
 #: reasons shown in an ingest summary, most frequent first
 TOP: Final = 3
+#: longest example row shown [characters]
+EXAMPLE_CHARS: Final = 160
 _COUNT_CHUNK: Final = 1 << 24  # bytes counted for newlines at a time
 
 
@@ -81,9 +83,16 @@ def top_rejections(rows: pa.Table, by_reason: Mapping[str, int], files: Sequence
             continue
         text = rejects_to_csv_bytes(ex, kind).split(b"\n")[1]
         line = find_line(by_source[source], text) if source in by_source else None
-        out.append(Rejection(reason, n, source, line,
-                             text.decode("utf-8", "backslashreplace"), detail))
+        out.append(Rejection(reason, n, source, line, printable(text), detail))
     return out
+
+
+def printable(row: bytes, limit: int = EXAMPLE_CHARS) -> str:
+    """``row`` for a terminal: bytes that are not UTF-8 and characters that do not
+    print as escapes, at most ``limit`` characters (then ``...``)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1]
+                   for c in row.decode("utf-8", "backslashreplace"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def find_line(path: Path, row: bytes) -> int | None:

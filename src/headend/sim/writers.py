@@ -148,7 +148,9 @@ class CsvWriter:
         self.rows = {k: 0 for k in self.files}
 
     def write(self, up: Upload) -> None:
-        r, g, e = up.reads, up.registers, up.events
+        # one chunk per column: Arrow's CSV writer wrote NUL bytes for a table whose
+        # columns were chunked differently (events with empty chunks, faults "all")
+        r, g, e = (t.combine_chunks() for t in (up.reads, up.registers, up.events))
         if r.num_rows:
             _write(self.files["reads"], {
                 "meter_id": pc.take(self.ids, r.column("meter_idx")),
