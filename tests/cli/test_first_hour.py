@@ -199,3 +199,18 @@ def test_from_not_before_to_exits_2(verb: tuple[str, ...], start: str, end: str,
 def test_time_range_verbs_found() -> None:
     assert {("export", "reads"), ("export", "events"), ("export", "registers"), ("vee",),
             ("report",), ("analytics", "billing")} <= set(_verbs_with_range())
+
+
+def test_an_empty_answer_says_so_on_stderr(store: Path) -> None:
+    """Valid empty output stays on stdout (a header, or nothing); stderr says nothing
+    matched, so an empty answer is never silent."""
+    res = runner.invoke(app, ["export", "reads", "--data", str(store), "--from", "2027-01-01"])
+    assert res.exit_code == 0
+    assert res.stdout == "meter_id,reading_type,interval_end,value,quality\n"
+    assert res.stderr == f"no reads in {store} match the options given\n"
+    res = runner.invoke(app, ["export", "events", "--data", str(store)])
+    assert res.exit_code == 0 and res.stderr.startswith("no events in")
+    res = runner.invoke(app, ["export", "alarms", "--data", str(store)])
+    assert res.exit_code == 0 and res.stdout == "" and res.stderr.startswith("no alarms")
+    res = runner.invoke(app, ["export", "reads", "--data", str(store)])
+    assert res.exit_code == 0 and res.stderr == "" and len(res.stdout.splitlines()) == 6

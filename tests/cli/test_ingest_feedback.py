@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from headend.cli import _register, app
-from headend.cli.rejections import find_line
+from headend.cli.rejections import find_line, printable
 
 from .test_cli_contracts import METERS
 
@@ -135,3 +135,10 @@ def test_find_line(tmp_path: Path, body: bytes, row: bytes, line: int | None) ->
     p.write_bytes(body)
     assert find_line(p, row) == line
     assert find_line(tmp_path / "gone.csv", row) is None
+
+
+def test_example_rows_print_safely() -> None:
+    assert printable(b"M-1,kwh_del,\x00\xff,1,") == "M-1,kwh_del,\\x00\\xff,1,"
+    assert printable("Zähler-7,ok".encode()) == "Zähler-7,ok"
+    long = printable(b"x" * 500)
+    assert len(long) == 160 and long.endswith("...")

@@ -43,6 +43,23 @@ def _meter_order(dd: object, meter_ids: list[str] | None) -> np.ndarray:
     return np.asarray(sorted_t.column("meter_idx").to_numpy())
 
 
+class _Counted:
+    """Record batches passed through, counting rows, so that an export that matched
+    nothing says so on stderr (stdout keeps the header alone: a valid, empty CSV)."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches, self.rows = batches, 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for b in self._batches:
+            self.rows += b.num_rows
+            yield b
+
+    def note_if_empty(self, what: str, data: Path) -> None:
+        if self.rows == 0:
+            sys.stderr.write(f"no {what} in {data} match the options given\n")
+
+
 def _chunks(idx: np.ndarray) -> list[np.ndarray]:
     return [idx[i : i + CHUNK_METERS] for i in range(0, len(idx), CHUNK_METERS)]
 
@@ -94,8 +111,10 @@ def export_reads(
                     raw = raw.filter(pc.invert(est))
                 yield from _with_meter_ids(dd, raw).to_batches()
 
-        write_reads_csv(batches(), sys.stdout.buffer)
+        rows = _Counted(batches())
+        write_reads_csv(rows, sys.stdout.buffer)
     sys.stdout.buffer.flush()
+    rows.note_if_empty("reads", data)
 
 
 def _with_meter_ids(dd: object, raw: pa.Table) -> pa.Table:
@@ -201,8 +220,10 @@ def _export_simple(kind: Literal["events", "registers"], data: Path, meter: list
                 ids = dd.registry.ids(raw.column("meter_idx").to_numpy())
                 yield from raw.append_column("meter_id", ids).sort_by(keys).to_batches()
 
-        writer(batches(), sys.stdout.buffer)
+        rows = _Counted(batches())
+        writer(rows, sys.stdout.buffer)
     sys.stdout.buffer.flush()
+    rows.note_if_empty(kind, data)
 
 
 def register(app: typer.Typer) -> None:

@@ -117,6 +117,9 @@ def _records(data: Path, kind: str) -> list[dict[str, object]]:
 
 
 def _write(records: list[object], fmt: str, kind: str) -> None:
+    if not records:  # stdout stays empty (valid JSON lines, or an empty CIM message)
+        sys.stderr.write(f"no {kind} recorded (`headend rules status` shows what the rules "
+                         "have seen)\n")
     if fmt == "jsonl":
         for r in records:
             sys.stdout.write(json.dumps(r.export(), sort_keys=False) + "\n")  # type: ignore[attr-defined]
