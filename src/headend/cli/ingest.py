@@ -97,7 +97,7 @@ def _nothing_accepted_message(result: IngestResult) -> str:
 
 
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files, or directories (their .csv and .hef files), in any order.", metavar="FILE...", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(help="Canonical CSV files, binary frame files, or directories (their .csv and .hef files), in any order.", metavar="FILE", show_default=False)],
     data: NewDataOption = DEFAULT_DATA_PATH,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     no_rules: Annotated[bool, typer.Option("--no-rules", help="Do not run the real-time rules on what is ingested.")] = False,
