@@ -194,3 +194,44 @@ class HookReceiver:
             srv.shutdown()  # type: ignore[attr-defined]
             srv.server_close()  # type: ignore[attr-defined]
             self._server = None
+
+
+def pull_durable(nats_url: str, durable: str, stream: str = "HEADEND_OUT") -> list[bytes]:
+    """Every message a JetStream durable consumer holds now (each acknowledged), as a
+    third-party subscriber pulls them."""
+    import asyncio
+
+    import nats
+
+    async def go() -> list[bytes]:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        sub = await js.pull_subscribe_bind(durable, stream=stream)
+        out: list[bytes] = []
+        while True:
+            try:
+                msgs = await sub.fetch(512, timeout=2)
+            except nats.errors.TimeoutError:
+                break
+            for m in msgs:
+                out.append(m.data)
+                await m.ack()
+        await nc.close()
+        return out
+
+    return asyncio.run(go())
+
+
+def add_subscriber(data: Path, webhook: str | None = None, name: str = "tp",
+                   scope: str = "family=reads") -> str:
+    """Register a third-party subscriber with ``headend subscribers add`` (with a
+    webhook if given); returns its JetStream durable consumer name."""
+    import json
+    import subprocess
+
+    args = ["subscribers", "add", name, "--data", str(data), "--scope", scope]
+    if webhook is not None:
+        args += ["--webhook", webhook]
+    added = subprocess.run(headend_cmd(*args), check=False, capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    return str(json.loads(added.stdout)["durable"])

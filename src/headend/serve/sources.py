@@ -34,8 +34,12 @@ over all of them (``tests/serve/test_uplink_port.py``).
 **Test hook.** ``HEADEND_TEST_CRASH=<channel>:<point>:<n>`` (``point`` is
 ``before_store`` or ``after_store``) makes the process kill itself with SIGKILL when the
 ``n``-th upload of that channel (``http``, ``mqtt``, ``file``) has been received and is
-not stored yet, or is stored and not acknowledged yet. It exists for the crash tests
-(``tests/serve/test_uplink_crash.py``) and must never be set in production.
+not stored yet, or is stored and not acknowledged yet.
+``HEADEND_TEST_CRASH=publish:before_publish:<n>`` kills it when the ``n``-th stored
+batch with new rows is durable in the store and not yet published for third parties
+(:class:`~headend.serve.streams.StreamPublisher`). It exists for the crash tests
+(``tests/serve/test_uplink_crash.py``, ``tests/faults/``) and must never be set in
+production.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ __all__ = [
     "Receipt",
     "UplinkSource",
     "Upload",
+    "crash_now",
+    "crash_plan",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,13 +147,21 @@ Store = Callable[[Upload], Counts]
 QuarantineAppend = Callable[[pa.Table], object]
 
 
-def _crash_plan(channel: str) -> tuple[str, int] | None:
+def crash_plan(channel: str, points: tuple[str, ...] = ("before_store", "after_store")
+               ) -> tuple[str, int] | None:
+    """``(point, n)`` of the crash test hook (module docstring) if it names ``channel``
+    and one of ``points``."""
     raw = os.environ.get(CRASH_ENV, "")
     parts = raw.split(":")
-    if len(parts) != 3 or parts[0] != channel or parts[1] not in ("before_store",
-                                                                   "after_store"):
+    if len(parts) != 3 or parts[0] != channel or parts[1] not in points:
         return None
     return parts[1], int(parts[2])
+
+
+def crash_now() -> None:
+    """Kill this process with SIGKILL (the crash test hook)."""
+    log.critical("%s=%s: killing this process", CRASH_ENV, os.environ.get(CRASH_ENV, ""))
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Intake:
@@ -171,14 +185,13 @@ class Intake:
         self.store = store
         self.quarantine = quarantine
         self.on_upload = on_upload
-        self._crash = _crash_plan(channel)
+        self._crash = crash_plan(channel)
         self._taken = 0
         self._lock = threading.Lock()
 
     def _maybe_crash(self, point: str, n: int) -> None:
         if self._crash == (point, n):
-            log.critical("%s=%s: killing this process", CRASH_ENV, os.environ[CRASH_ENV])
-            os.kill(os.getpid(), signal.SIGKILL)
+            crash_now()
 
     def take(self, upload: Upload) -> Outcome:
         """Store or quarantine one upload; returns once the outcome is durable."""

@@ -41,6 +41,7 @@ from headend.model.codes import (
     event_code_str,
 )
 from headend.serve.jsonlines import iso_text, meter_heads, read_lines, register_lines
+from headend.serve.sources import crash_now, crash_plan
 from headend.serve.subjects import OUT_SUBJECTS, PREFIX, event_token, token
 
 __all__ = ["OUT_STREAM", "StreamPublisher", "Topology", "encode_groups", "out_stream_spec"]
@@ -302,6 +303,9 @@ class StreamPublisher:
         self._on_published = on_published
         self._fine = fine
         bus.ensure_stream(out_stream_spec(replicas, max_msgs=max_msgs))
+        # crash test hook: killed after the n-th stored batch, before its publish
+        self._crash = crash_plan("publish", ("before_publish",))
+        self._batches = 0
 
     def topology(self, need: int = 0) -> Topology:
         """The topology of the current registry (rebuilt when the registry changed)."""
@@ -332,6 +336,9 @@ class StreamPublisher:
                     self._on_published(family, len(part), table.num_rows)
         if msgs:
             built = time.monotonic()
+            self._batches += 1
+            if self._crash == ("before_publish", self._batches):
+                crash_now()
             self.bus.publish_many(msgs)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("published %d messages; built %.4f s, published %.4f s", len(msgs),
