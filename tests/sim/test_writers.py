@@ -66,7 +66,7 @@ def test_csv_headers_exact(out):
     assert _header(out / "meters.csv") == ",".join(CSV_HEADERS["meters"] + CSV_OPTIONAL["meters"])
     assert _header(out / "meters.csv") == ("meter_id,commodity,technology,two_way,collector_id,"
                                            "transformer_id,feeder_id,substation_id,"
-                                           "interval_minutes")
+                                           "interval_minutes,critical_care")
     assert _header(out / "weather.csv") == "time,temperature_c"
     assert _header(out / "customers.csv") == "meter_id,customer_class"
     from headend.rules.grid import RATINGS_FILE, RATINGS_HEADER, load_ratings
@@ -75,7 +75,7 @@ def test_csv_headers_exact(out):
     ratings = load_ratings(out / RATINGS_FILE)
     assert len(ratings) == round(2300 / 8) and ratings["T0000001"] in (10, 15, 25, 37.5, 50, 75, 100)
     assert (out / "meters.csv").read_text().splitlines()[1] == \
-        "100000000,electric,rf,true,7000000,T0000001,F00001,S001,15"
+        "100000000,electric,rf,true,7000000,T0000001,F00001,S001,15,false"
 
 
 def _strings(p: Path) -> pa.Table:

@@ -53,7 +53,7 @@ def test_assignment_in_topology_order_and_stable(tmp_path: Path) -> None:
                            interval_s=300))
     assert idx2.tolist() == [5, 2, 4, 5]
     t = r.table()
-    assert t.schema.equals(S.METERS)
+    assert t.schema.equals(S.REGISTRY)
     assert t.column("meter_id").to_pylist() == ["1001", "1002", "m1", "m9", "1003", "x5"]
     assert t.column("serial").to_pylist() == [1001, 1002, 0, 0, 1003, 0]
     assert t.column("feeder_id").to_pylist() == ["F1", "F1", "F1", "F2", "F3", "F3"]

@@ -231,9 +231,10 @@ def test_ingest_without_interval_minutes_estimates_true_holes_only(tmp_path: Pat
     out = subprocess.run([sys.executable, "-m", "headend", "export", "meters", "--data",
                           str(data)], capture_output=True, check=True).stdout.decode()
     lines = out.strip().splitlines()
-    assert lines[0].endswith(",interval_minutes,interval_source")
-    assert [ln.split(",")[-2:] for ln in lines[1:]] == [
-        ["5", "learned"], ["60", "learned"], ["15", "learned"]]
+    assert lines[0].endswith(",interval_minutes,critical_care,interval_source,switch_state")
+    assert [ln.split(",")[-4:] for ln in lines[1:]] == [
+        ["5", "false", "learned", "unknown"], ["60", "false", "learned", "unknown"],
+        ["15", "false", "learned", "unknown"]]
 
 
 def test_ingest_with_vee_off_still_learns(tmp_path: Path):

@@ -317,14 +317,14 @@ def test_meters_without_interval_minutes_leave_it_undeclared() -> None:
     assert d.meters.to_pylist() == [
         {"meter_id": "M1", "commodity": 0, "technology": 0, "two_way": True,
          "collector_id": "C1", "transformer_id": "T1", "feeder_id": "F1",
-         "substation_id": "S1", "interval_s": 0},
+         "substation_id": "S1", "interval_s": 0, "critical_care": None},
         {"meter_id": "M2", "commodity": 1, "technology": 1, "two_way": False,
          "collector_id": None, "transformer_id": None, "feeder_id": None,
-         "substation_id": None, "interval_s": 0},
+         "substation_id": None, "interval_s": 0, "critical_care": None},
     ]
     assert [f.type for f in d.meters.schema] == [
         pa.string(), pa.uint8(), pa.uint8(), pa.bool_(), pa.string(), pa.string(),
-        pa.string(), pa.string(), pa.int32()]
+        pa.string(), pa.string(), pa.int32(), pa.bool_()]
 
 
 def test_bad_meters() -> None:
@@ -348,13 +348,13 @@ def test_bad_meters() -> None:
         return row("bad_meter", detail, kind="meters", meter_id=meter, payload=line)
 
     assert rejected(units) == [
-        bad("empty meter_id", "", b',electric,rf,true,"C,1",T1,F1,S1,5'),
+        bad("empty meter_id", "", b',electric,rf,true,"C,1",T1,F1,S1,5,'),
         bad("commodity not electric|water|gas: 'steam'", "M2",
-            b"M2,steam,rf,true,C1,T1,F1,S1,"),
-        bad("technology not rf|gprs|plc: 'wifi'", "M3", b"M3,electric,wifi,true,C1,T1,F1,S1,"),
-        bad("two_way not true|false: 'yes'", "M4", b"M4,electric,rf,yes,C1,T1,F1,S1,"),
+            b"M2,steam,rf,true,C1,T1,F1,S1,,"),
+        bad("technology not rf|gprs|plc: 'wifi'", "M3", b"M3,electric,wifi,true,C1,T1,F1,S1,,"),
+        bad("two_way not true|false: 'yes'", "M4", b"M4,electric,rf,yes,C1,T1,F1,S1,,"),
         bad("interval_minutes not a divisor of 1440: '7'", "M5",
-            b"M5,electric,rf,true,C1,T1,F1,S1,7"),
+            b"M5,electric,rf,true,C1,T1,F1,S1,7,"),
     ]
 
 

@@ -132,6 +132,7 @@ def test_meters_round_trip(data: st.DataObject) -> None:
         **{k: pa.array(col(optional_text), pa.string())
            for k in ("collector_id", "transformer_id", "feeder_id", "substation_id")},
         "interval_s": pa.array([m * 60 for m in col(st.sampled_from(minutes))], pa.int32()),
+        "critical_care": pa.array(col(st.none() | st.booleans()), pa.bool_()),
     })
     out = io.BytesIO()
     write_meters_csv(table, out)

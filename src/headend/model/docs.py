@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from headend.model import codes, reasons
+from headend.model import codes, commands, reasons
 
 
 def _section(title: str, intro: Sequence[str], header: Sequence[str],
@@ -26,7 +26,8 @@ def render() -> str:
     out = [
         "# Codes",
         "",
-        "Generated from `src/headend/model/codes.py` and `model/reasons.py` by",
+        "Generated from `src/headend/model/codes.py`, `model/commands.py` and",
+        "`model/reasons.py` by",
         "`python -m headend.model.docs > docs/codes.md`; do not edit by hand.",
     ]
     out += _section(
@@ -66,6 +67,45 @@ def render() -> str:
     )
     out += _section("Quarantine reasons", [], ["reason", "meaning"],
                     ([f"`{n}`", m] for n, m in reasons.REASONS.items()))
+    out += _section(
+        "Command kinds and control codes",
+        ["IEC 61968-9 EndDeviceControlType `type.domain.subdomain.eventOrAction`; the type",
+         "field is the meter's: " + ", ".join(
+             f"{t} {codes.COMMODITIES[c]}" for c, t in commands.DEVICE_TYPE.items()) + ".",
+         "Read and ping are composed from the Annex E enumerations (no named control was",
+         "found for them); see docs/commands.md."],
+        ["code", "kind", "control code (electric)", "fits", "default expiry [s]", "meaning"],
+        ([k.code, f"`{k.name}`",
+          f"`{commands.control_code(k.name, k.commodities[0])}`",
+          ", ".join(codes.COMMODITIES[c] for c in k.commodities), k.expires_s, k.description]
+         for k in commands.COMMAND_KINDS),
+    )
+    out += _section(
+        "Command states", ["Moves allowed: " + "; ".join(
+            f"`{s}` -> " + ", ".join(f"`{t}`" for t in sorted(nxt))
+            for s, nxt in commands.TRANSITIONS.items() if nxt) + ". A command is created",
+            "`queued` or `rejected`; `completed`, `failed`, `expired` and `rejected` are final."],
+        ["state", "meaning"], ([f"`{s}`", m] for s, m in commands.COMMAND_STATES.items()))
+    out += _section(
+        "Command reasons",
+        ["A `rejected`, `failed` or `expired` command carries one of these reasons. A",
+         "rejection's reasons are checked in this order; the first that applies is given."],
+        ["reason", "state", "meaning"],
+        [*([f"`{n}`", "rejected", m] for n, m in commands.REJECTIONS.items()),
+         *([f"`{n}`", "failed", m] for n, m in commands.FAILURES.items()),
+         *([f"`{n}`", "expired", m] for n, m in commands.EXPIRY.items())],
+    )
+    out += _section(
+        "Command response statuses",
+        ["The `status` column of a `command_responses` CSV (docs/commands.md) and the",
+         "state it reports; a failure is reported by its reason."],
+        ["status", "state"],
+        ([f"`{s}`", f"`{st}`"] for s, st in commands.RESPONSE_STATUSES.items()),
+    )
+    out += _section(
+        "Switch states", ["A meter's service switch as the registry keeps it (`switch_state`",
+                          "in `headend export meters`)."],
+        ["code", "switch_state"], enumerate(f"`{s}`" for s in commands.SWITCH_STATES))
     return "\n".join(out) + "\n"
 
 

@@ -28,6 +28,8 @@ REASONS: Final[dict[str, str]] = {
                      "last (a poison message); the error in detail, the message in payload",
     "rules_unknown_meter": "a stored row reached a rules worker whose registry did not know "
                            "its meter within the wait; not fed to the rules",
+    "bad_command_response": "command response row invalid: empty command_id or meter_id, "
+                            "or a status headend does not know",
 }
 
 UNKNOWN_METER: Final = "unknown_meter"
@@ -46,6 +48,7 @@ BAD_CSV: Final = "bad_csv"
 BAD_METER: Final = "bad_meter"
 INGEST_FAILED: Final = "ingest_failed"
 RULES_UNKNOWN_METER: Final = "rules_unknown_meter"
+BAD_COMMAND_RESPONSE: Final = "bad_command_response"
 
 #: reasons whose records can succeed later without a change to the data itself
 RETRYABLE: Final = frozenset({UNKNOWN_METER, UNKNOWN_COLLECTOR})

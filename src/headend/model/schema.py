@@ -41,6 +41,18 @@ METERS: Final = pa.schema(
     ]
 )
 
+#: What the registry keeps of each meter (``<root>/meters.parquet``): :data:`METERS`, then
+#: ``critical_care`` (a disconnect needs ``--force`` and a reason; from the meters CSV,
+#: default false) and ``switch_state`` (the service switch,
+#: :data:`headend.model.commands.SWITCH_STATES` index: 0 unknown, 1 connected,
+#: 2 disconnected; set by commands, never by the meters CSV).
+REGISTRY: Final = pa.schema(
+    list(METERS) + [
+        pa.field("critical_care", pa.bool_(), nullable=False),
+        pa.field("switch_state", pa.uint8(), nullable=False),
+    ]
+)
+
 #: Interval lengths learned from the reads (``<root>/intervals.parquet``), a small
 #: history per (meter, reading type): ``interval_s`` holds from ``effective_from`` on
 #: (the first entry of a key also covers earlier reads). A declared interval
@@ -68,7 +80,7 @@ CSV_HEADERS: Final[dict[str, tuple[str, ...]]] = {
 }
 #: Optional extra columns a canonical CSV may carry after its required ones.
 CSV_OPTIONAL: Final[dict[str, tuple[str, ...]]] = {
-    "meters": ("interval_minutes",),
+    "meters": ("interval_minutes", "critical_care"),
     "weather": ("zone",),
 }
 

@@ -303,6 +303,7 @@ def write_static(utility: Utility, plan: FaultPlan, out_dir: str | Path) -> list
             "feeder_id": m.column("feeder_id"),
             "substation_id": m.column("substation_id"),
             "interval_minutes": pa.array(m.column("interval_s").to_numpy() // 60),
+            "critical_care": pa.array(np.zeros(m.num_rows, np.bool_)),
         }),
         "collectors": (CSV_HEADERS["collectors"], {
             "collector_id": u.collectors.column("collector_id"),

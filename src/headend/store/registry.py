@@ -71,6 +71,16 @@ def serial_of(meter_id: pa.Array) -> npt.NDArray[np.uint64]:
     return out
 
 
+def _with_defaults(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``t`` with the columns of ``schema`` it lacks added as zeros (false), in schema
+    order: a file written before a column existed (``critical_care``, ``switch_state``)
+    reads as if every row had the default."""
+    missing = [f for f in schema if f.name not in t.schema.names]
+    for f in missing:
+        t = t.append_column(f.name, pa.array(np.zeros(t.num_rows, np.uint8)).cast(f.type))
+    return t.select(schema.names) if missing else t
+
+
 class _Watched:
     """A Parquet file re-read when it changed.
 
@@ -115,7 +125,7 @@ class _Watched:
                 try:
                     pf = pq.ParquetFile(self.path)
                     gen = self._generation(pf.metadata)
-                    t = pf.read().cast(self.schema)
+                    t = _with_defaults(pf.read(), self.schema).cast(self.schema)
                 except (OSError, pa.ArrowInvalid) as exc:
                     raise StorageError(f"cannot read {self.path}: {exc}") from exc
             self._on_load(t)
@@ -146,10 +156,10 @@ class MeterRegistry:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         _fs.remove_temp_files(self.root, only_dead=True)
-        self._table = S.METERS.empty_table()
+        self._table = S.REGISTRY.empty_table()
         self._serial_map = U64Map(np.empty(0, np.uint64), np.empty(0, np.int32))
         self._id_is_serial = np.empty(0, np.bool_)
-        self._file = _Watched(self.root / "meters.parquet", S.METERS, self._load)
+        self._file = _Watched(self.root / "meters.parquet", S.REGISTRY, self._load)
         self._learned = S.INTERVALS.empty_table()
         self._ivl_file = _Watched(self.root / "intervals.parquet", S.INTERVALS,
                                   self._load_intervals)
@@ -177,7 +187,7 @@ class MeterRegistry:
         return len(self._t())
 
     def table(self) -> pa.Table:
-        """The registry (``model.schema.METERS``), ordered by ``meter_idx``, with
+        """The registry (``model.schema.REGISTRY``), ordered by ``meter_idx``, with
         ``interval_s`` the interval in effect now: declared, else learned (the shortest
         over the meter's reading types), else 0 (unknown)."""
         t = self._t()
@@ -310,7 +320,7 @@ class MeterRegistry:
 
     def attribute(self, column: str, meter_idx: npt.NDArray[np.int32]) -> pa.Array:
         """Any registry column for each meter (e.g. ``feeder_id``)."""
-        if column not in S.METERS.names:
+        if column not in S.REGISTRY.names:
             raise ValidationError(f"no registry column {column!r}")
         return self._take(column, meter_idx)
 
@@ -355,13 +365,19 @@ class MeterRegistry:
         ----------
         meters : pa.Table
             Columns ``meter_id, commodity, technology, two_way, collector_id,
-            transformer_id, feeder_id, substation_id, interval_s`` (parsed). When a
-            meter id repeats, its last row wins.
+            transformer_id, feeder_id, substation_id, interval_s`` (parsed), and
+            optionally ``critical_care`` (bool; null or absent: a known meter keeps its
+            flag, a new one gets false). When a meter id repeats, its last row wins.
+            A meter's ``switch_state`` is kept (new meters: 0, unknown).
         """
         try:
             inp = meters.select([f.name for f in _INPUT]).cast(pa.schema(_INPUT))
+            care_in = (meters.column("critical_care").cast(pa.bool_())
+                       if "critical_care" in meters.schema.names
+                       else pa.nulls(meters.num_rows, pa.bool_()))
         except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValidationError(f"meters table does not fit: {exc}") from exc
+        inp = inp.append_column("critical_care", care_in)
         with _fs.locked(self.root / "locks" / "meters.lock", what="meter registry"):
             self._file.refresh(force=True)
             old = self._table
@@ -397,12 +413,25 @@ class MeterRegistry:
                 ivl[kept] = before[kept]
                 t = t.set_column(t.schema.get_field_index("interval_s"), "interval_s",
                                  pa.array(ivl, pa.int32()))
+            # critical_care not given (null) keeps the flag before (false if new);
+            # switch_state is never loaded, always kept
+            care_all = pa.concat_arrays([old.column("critical_care").combine_chunks(),
+                                         u.column("critical_care").combine_chunks()])
+            care_t = care_all.take(pa.array(src))
+            care = np.zeros(len(t), np.bool_)
+            care[:n_old] = old.column("critical_care").to_numpy()
+            given = care_t.is_valid().to_numpy(zero_copy_only=False)
+            care[given] = care_t.filter(care_t.is_valid()).to_numpy(zero_copy_only=False)
+            switch = np.zeros(len(t), np.uint8)
+            switch[:n_old] = old.column("switch_state").to_numpy()
             ser = serial_of(t.column("meter_id").combine_chunks())
             cols = {f.name: t.column(f.name) for f in _INPUT}
             cols["meter_idx"] = pa.chunked_array(
                 [pa.array(np.arange(len(t), dtype=np.int32))])
             cols["serial"] = pa.chunked_array([pa.array(ser, pa.uint64())])
-            out = pa.table([cols[f.name] for f in S.METERS], schema=S.METERS)
+            cols["critical_care"] = pa.chunked_array([pa.array(care)])
+            cols["switch_state"] = pa.chunked_array([pa.array(switch)])
+            out = pa.table([cols[f.name] for f in S.REGISTRY], schema=S.REGISTRY)
             self._file.save(out)
         # answer for every input row (repeated ids share their index)
         return self.idx_for_id(meters.column("meter_id"))

@@ -272,6 +272,14 @@ def _meters(rows: _Rows) -> Decoded:
         rows.reject(given & ~good, reasons.BAD_METER,
                     ("interval_minutes not a divisor of 1440:", "interval_minutes"))
         minutes = np.where(given, m, minutes)
+    # critical_care: true|false; empty or absent: not given (null), the registry keeps
+    # the meter's flag (false for a new meter)
+    care = np.full(rows.n, -1, np.int64)
+    if "critical_care" in c:
+        given = ~rows.empty_text("critical_care")
+        care = np.where(given, _index_in(c["critical_care"], _BOOLS), -1)
+        rows.reject(given & (care < 0), reasons.BAD_METER,
+                    ("critical_care not true|false:", "critical_care"))
     keep = rows.ok
     fk = pa.array(keep)
     table = pa.table({
@@ -282,6 +290,7 @@ def _meters(rows: _Rows) -> Decoded:
         **{k: _null_if_empty(c[k].filter(fk))
            for k in ("collector_id", "transformer_id", "feeder_id", "substation_id")},
         "interval_s": pa.array((minutes[keep] * 60).astype(np.int32)),
+        "critical_care": pa.array(care[keep] == 1, mask=care[keep] < 0),
     })
     return Decoded(rows.source, meters=table, rejects=rows.rejects)
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headend.model import codes, schema
+from headend.model.commands import SWITCH_STATES
 from headend.wire.csvfmt import _text as tx
 from headend.wire.csvfmt._format import (
     REG_DECIMALS,
@@ -169,18 +170,29 @@ def write_events_csv(
 _BOOL_TEXT: Final = pa.array(["false", "true"], pa.string())
 
 
+def _care_text(b: pa.RecordBatch) -> pa.Array:
+    """``critical_care`` as true|false; empty where null or where the column is absent."""
+    if "critical_care" not in b.schema.names:
+        return pa.array([""] * b.num_rows, pa.string())
+    col = b.column("critical_care")
+    text = pc.if_else(col, pa.scalar("true"), pa.scalar("false"))
+    return pc.fill_null(text, "")
+
+
 def write_meters_csv(
     table: Tabular, sink: BinaryIO, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
 ) -> int:
-    """Write the meter registry as canonical CSV, ``interval_minutes`` included.
+    """Write the meter registry as canonical CSV, ``interval_minutes`` and
+    ``critical_care`` included.
 
     ``table`` has the columns of :data:`headend.model.schema.METERS` (``meter_idx`` and
     ``serial`` are not written) or of a decoded meters CSV: ``meter_id``,
     ``commodity`` and ``technology`` (``uint8`` codes), ``two_way`` (bool),
     ``collector_id``, ``transformer_id``, ``feeder_id``, ``substation_id`` (string,
-    nullable) and ``interval_s`` [s] (0: unknown, written empty); an
-    ``interval_source`` column (text) is written after ``interval_minutes``. Returns
-    rows written.
+    nullable) and ``interval_s`` [s] (0: unknown, written empty); ``critical_care``
+    (bool; null or absent: written empty). An ``interval_source`` column (text) and a
+    ``switch_state`` column (``uint8``, :data:`headend.model.commands.SWITCH_STATES`)
+    are written after them, in that order, when present. Returns rows written.
 
     Raises
     ------
@@ -203,10 +215,13 @@ def write_meters_csv(
             # 0: not declared and not learned yet -> empty
             pc.if_else(pa.array(interval_s > 0), pc.cast(pa.array(interval_s // 60), pa.string()),
                        pa.scalar("", pa.string())),
-            *(_text(b, k) for k in extra),
+            _care_text(b),
+            *(_text(b, k) for k in extra if k != "switch_state"),
+            *([format_names(_np(b, "switch_state"), SWITCH_STATES)]
+              if "switch_state" in extra else []),
         ]
 
     names = table.schema.names if isinstance(table, (pa.Table, pa.RecordBatch)) else ()
-    extra = tuple(k for k in ("interval_source",) if k in names)
+    extra = tuple(k for k in ("interval_source", "switch_state") if k in names)
     header = schema.CSV_HEADERS["meters"] + schema.CSV_OPTIONAL["meters"] + extra
     return _write(table, sink, header, fmt, chunk_rows)

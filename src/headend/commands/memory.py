@@ -1,0 +1,86 @@
+"""In-memory command store: the reference adapter of :class:`~headend.commands.base.
+CommandStore`, for tests and examples (nothing survives the object)."""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Sequence
+
+from headend.commands.base import UnknownCommand
+from headend.commands.lifecycle import (
+    Command,
+    HistoryEntry,
+    advance,
+    check_reason,
+    history_entry,
+)
+from headend.errors import StorageError
+
+__all__ = ["MemoryCommandStore"]
+
+
+class MemoryCommandStore:
+    """Commands in dicts, guarded by one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._commands: dict[str, Command] = {}  # insertion order = creation order
+        self._history: dict[str, list[HistoryEntry]] = {}
+        self._closed = False
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StorageError("command store is closed")
+
+    def put(self, commands: Sequence[Command]) -> list[Command]:
+        for cmd in commands:
+            check_reason(cmd.state, cmd.reason)
+        out = []
+        with self._lock:
+            self._check()
+            for cmd in commands:
+                have = self._commands.get(cmd.command_id)
+                if have is None:
+                    self._commands[cmd.command_id] = have = cmd
+                    self._history[cmd.command_id] = [history_entry(cmd, 0, cmd.actor, cmd.detail)]
+                out.append(have)
+        return out
+
+    def get(self, command_id: str) -> Command | None:
+        with self._lock:
+            self._check()
+            return self._commands.get(command_id)
+
+    def transition(self, command_id: str, to_state: str, *, actor: str, at_ms: int,
+                   reason: str | None = None, detail: str | None = None) -> Command:
+        with self._lock:
+            self._check()
+            cmd = self._commands.get(command_id)
+            if cmd is None:
+                raise UnknownCommand(command_id)
+            new = advance(cmd, to_state, at_ms=at_ms, reason=reason, detail=detail)
+            hist = self._history[command_id]
+            hist.append(history_entry(new, len(hist), actor, detail))
+            self._commands[command_id] = new
+            return new
+
+    def list(self, *, state: str | None = None, meter_id: str | None = None,
+             since_ms: int | None = None, limit: int | None = None) -> list[Command]:
+        with self._lock:
+            self._check()
+            out = [c for c in self._commands.values()
+                   if (state is None or c.state == state)
+                   and (meter_id is None or c.meter_id == meter_id)
+                   and (since_ms is None or c.updated_ms >= since_ms)]
+        return out if limit is None else out[:limit]
+
+    def history(self, command_id: str | None = None) -> builtins.list[HistoryEntry]:
+        with self._lock:
+            self._check()
+            if command_id is not None:
+                return list(self._history.get(command_id, ()))
+            return [h for hs in self._history.values() for h in hs]
+
+    def close(self) -> None:
+        self._closed = True
