@@ -204,6 +204,47 @@ def test_webhook_down_then_up_signed_and_scoped(data_dir: Path, fleet: Fleet) ->
         hook.stop()
 
 
+def test_webhook_down_while_serve_restarts_gets_everything_afterwards(
+        data_dir: Path, fleet: Fleet) -> None:
+    """The embedded bus keeps the webhook's backlog and position on disk: what was
+    published while its receiver was down, before and after a restart of serve (the
+    message in hand at the restart included), is delivered once the receiver is up."""
+    hook = HookReceiver()  # down until the end
+    first = _service(data_dir)
+    try:
+        first.subscribers.add("f1", {"feeder": "F1"}, webhook=hook.url, max_attempts=50)
+        first.sync_subscribers()
+        _load(first, fleet)
+        _upload(first, fleet.frames(range(2)))
+        time.sleep(0.5)  # attempts fail; the first message waits for its next retry
+        assert hook.received == []
+    finally:
+        first.close()  # stopped mid-retry: the message is not acknowledged
+    assert (data_dir / "bus" / "bus.sqlite3").exists()
+    second = _service(data_dir)  # the restart, receiver still down
+    try:
+        _upload(second, fleet.frames(range(2, 4)))
+        time.sleep(0.3)
+        assert hook.received == []
+        hook.start()
+        want = {(m, end) for m in fleet.meter_ids if fleet.feeder[m] == "F1"
+                for end in ("2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z",
+                            "2026-01-01T00:45:00Z", "2026-01-01T01:00:00Z")}
+        t0 = time.monotonic()
+        got: set[tuple[str, str]] = set()
+        while got != want and time.monotonic() - t0 < 30:
+            time.sleep(0.1)
+            got = {(str(r["meter"]), str(r["end"])) for r in _rows([b for _, b in hook.received])}
+        assert got == want  # 50 F1 meters x 4 intervals, from before and after the restart
+        assert dead_letters(data_dir, "f1") == []
+        dropped = second.bus.dropped()
+        assert any(s == "HEADEND_OUT" and d.startswith("wh_f1_") for s, d in dropped)
+        assert set(dropped.values()) == {0}  # nothing dropped by the limits
+    finally:
+        second.close()
+        hook.stop()
+
+
 def test_transformer_grouping_and_config_sources(tmp_path: Path, fleet: Fleet) -> None:
     import pyarrow as pa
 
