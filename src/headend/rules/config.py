@@ -85,6 +85,10 @@ class OutageConfig(_Cfg):
     feeder_ratio: float = Field(0.6, gt=0, le=1)
     substation_ratio: float = Field(0.6, gt=0, le=1)
     min_meters: int = Field(1, ge=1)  # 1: a one-meter transformer is a transformer outage
+    feeder_min_gasp_share: float = Field(0.05, ge=0, le=1)  # a feeder or substation is
+    #   located from the gasps of at least this share of its meters (and of two meters)
+    #   in its window: one or two meters' gasps, their clocks however wrong, locate no
+    #   more than their transformers
     restore_ratio: float = Field(0.5, gt=0, le=1)  # device restored when this share is back
     momentary_s: int = Field(300, gt=0)  # IEEE 1366: momentary <= 5 min
     use_pings: bool = True

@@ -69,7 +69,7 @@ __all__ = ["EvidencePinger", "OutageRule", "Pinger"]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 _STATE = ("last_up", "gap_from", "gap_to", "last_gasp", "last_restore", "pf_at", "up_after",
-          "last_report", "restore_before")
+          "last_report", "restore_before", "explained_to")
 INPUTS = ("events:3.26.0.85", "events:3.26.0.216", "reads:interval_end",
           "reads:quality:1.2.32", "topology")
 
@@ -101,10 +101,18 @@ class OutageRule:
             z.copy(), z.copy(), z.copy(), z.copy())
         self.last_report = z.copy()  # any read or event, flagged or not
         self.restore_before = z.copy()  # the last restoration before the last gasp
+        # end of the interval in which the meter's last located outage was restored: its
+        # flagged reads and reporting gap up to then are that outage's evidence
+        self.explained_to = z.copy()
         self.member = np.full(n, -1, np.int32)
         self.p_meter = np.zeros(0, np.int32)
         self.p_time = np.zeros(0, np.int64)
         self.p_pseudo = np.zeros(0, np.bool_)  # pending gasp inferred from silence
+        # restorations with no gasp since the meter's last sign of power (its gasp lost):
+        # meter, that sign of power, the restoration [s]; judged confirm_s later
+        self.q_meter = np.zeros(0, np.int32)
+        self.q_from = np.zeros(0, np.int64)
+        self.q_time = np.zeros(0, np.int64)
         self.open: dict[int, _Open] = {}
         self.next_slot = 0
         self.recent = np.zeros(0, np.int64)  # starts of recent outages (storm mode)
@@ -113,6 +121,7 @@ class OutageRule:
         self._touched: set[int] = set()
         self._wm = 0
         self._scanned = 0  # watermark of the last silence scan
+        self._fps: tuple[int, I64] = (-1, np.zeros(0, np.int64))
 
     # ------------------------------------------------------------------ state
 
@@ -128,7 +137,8 @@ class OutageRule:
         s: dict[str, Any] = {f: getattr(self, f) for f in _STATE}
         o = list(self.open.items())
         s.update(member=self.member, p_meter=self.p_meter, p_time=self.p_time,
-                 p_pseudo=self.p_pseudo,
+                 p_pseudo=self.p_pseudo, q_meter=self.q_meter, q_from=self.q_from,
+                 q_time=self.q_time,
                  recent=self.recent, scalars=np.array([self.next_slot, self.storm_until, self._scanned]),
                  o_slot=np.array([k for k, _ in o], np.int64),
                  o_num=np.array([[x.level, x.dev, x.start, -1 if x.end is None else x.end,
@@ -145,6 +155,9 @@ class OutageRule:
         self.member = np.array(s["member"], np.int32)
         self.p_meter, self.p_time = np.array(s["p_meter"]), np.array(s["p_time"])
         self.p_pseudo = np.array(s["p_pseudo"], np.bool_)
+        self.q_meter = np.array(s.get("q_meter", np.zeros(0)), np.int32)
+        self.q_from = np.array(s.get("q_from", np.zeros(0)), np.int64)
+        self.q_time = np.array(s.get("q_time", np.zeros(0)), np.int64)
         self.recent = np.array(s["recent"])
         self.next_slot, self.storm_until, self._scanned = (int(x) for x in s["scalars"])
         parts = np.split(np.array(s["o_members"], np.int32), np.cumsum(s["o_len"])[:-1])
@@ -180,8 +193,11 @@ class OutageRule:
             # flagged read covers part of an outage and may be closed while still out)
             um = np.concatenate([c.r_meter[~pf], c.e_meter[~gasp]])
             ut = np.concatenate([c.r_time[~pf], c.e_time[~gasp]])
+            is_rest: npt.NDArray[np.bool_] | None = np.concatenate(
+                [np.zeros(len(um) - int((~gasp).sum()), np.bool_), rest[~gasp]])
         else:  # reads alone (most ticks): no events to merge in
             um, ut = (c.r_meter[~pf], c.r_time[~pf]) if any_pf else (c.r_meter, c.r_time)
+            is_rest = None
         if len(ut) == 0:
             return
         o = sort_by_key_time(um, ut)
@@ -199,6 +215,13 @@ class OutageRule:
             gl = g[np.r_[um[g][1:] != um[g][:-1], True]]  # last gap of each meter
             self.gap_from[um[gl]] = prev[gl]
             self.gap_to[um[gl]] = ut[gl]
+        if is_rest is not None:  # a restoration with no gasp since the last sign of power
+            kr = is_rest[o]
+            ro = np.flatnonzero(kr & (prev > 0) & (self.last_gasp[um] <= prev))
+            if len(ro):
+                self.q_meter = np.concatenate([self.q_meter, um[ro].astype(np.int32)])
+                self.q_from = np.concatenate([self.q_from, prev[ro]])
+                self.q_time = np.concatenate([self.q_time, ut[ro]])
         self.last_up[um[last]] = np.maximum(self.last_up[um[last]], ut[last])
         # first sign of power of members still out, after their outage start
         mem = self.member[um]
@@ -224,23 +247,31 @@ class OutageRule:
         self.restore_before[m[last_g]] = prev[last_g]
 
     def _out_at(self, m: I32, a: I64, hi: int, wm: int, topo: Topology, ping: Any
-                ) -> npt.NDArray[np.bool_]:
+                ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """Which meters ``m`` were out at incident start ``a`` (per meter; the incident's
-        last gasp at ``hi``) [bool]."""
+        last gasp at ``hi``), and which of those were out already, in an outage located
+        before [bool, bool]."""
         s = self.cfg.slack_s
         iv = topo.interval_s[m].astype(np.int64)
         lu = self.last_up[m]
         gasped = (self.last_gasp[m] >= a - s) & (self.last_gasp[m] <= hi + s)
-        pf = self.pf_at[m] >= a
+        # evidence an earlier outage explains (flagged reads up to the interval of its
+        # restoration, the reporting gap across it) is not evidence of a new one
+        ua = np.where(self.member[m] >= 0, self.up_after[m], 0)
+        expl = np.maximum(self.explained_to[m], np.where(ua > 0, -(-ua // iv) * iv, 0))
+        pf = (self.pf_at[m] >= a) & (self.pf_at[m] > expl)
         silent_now = (lu <= a + s) & (wm - lu > iv + s)
-        gap = (self.gap_from[m] <= a + s) & (self.gap_to[m] > a + s)
+        gap = (self.gap_from[m] <= a + s) & (self.gap_to[m] > a + s) & (a > expl + s)
         still = (self.member[m] >= 0) & (self.up_after[m] == 0)
         out = gasped | pf | silent_now | gap | still
         undecided = ~out & (lu <= a + s) & topo.two_way[m]
         if ping is not None and self.cfg.use_pings and undecided.any():
             u = np.flatnonzero(undecided)
             out[u] = ping.ping(m[u], wm) == 0
-        return out  # type: ignore[no-any-return]
+        # out already: in an outage that began before ``a`` (not one located just now
+        # above a device that failed first)
+        before = still & (self._slot_starts()[np.maximum(self.member[m], 0)] < a)
+        return out, before
 
     def _restored_at(self, m: I32, a: I64, topo: Topology) -> I64:
         """First sign of power after ``a`` per meter from the state (0: none yet)."""
@@ -308,13 +339,29 @@ class OutageRule:
             if not ok.any():
                 continue
             devs, a_d, coherent = densest_window(dev_g[ok], t_g[ok], self.cfg.simultaneity_s)
+            # a feeder or substation fails for many meters at once: it needs the gasps of
+            # feeder_min_gasp_share of its meters (two at least) in its window; one
+            # meter's gasp, its clock however wrong, locates no more than its transformer
+            gasps_in = np.rint(coherent * np.bincount(
+                np.searchsorted(devs, dev_g[ok]), minlength=len(devs))).astype(np.int64)
+            enough = (gasps_in >= np.maximum(2, self.cfg.feeder_min_gasp_share * topo.size(
+                level)[devs])) if level > TRANSFORMER else True
             mm, pos = topo.meters_of(level, devs.astype(np.int32))
-            out = self._out_at(mm, a_d[pos], int(t_g.max()), wm, topo, ping)
+            out, before = self._out_at(mm, a_d[pos], int(t_g.max()), wm, topo, ping)
             cnt = np.bincount(pos, weights=out, minlength=len(devs))
             size = topo.size(level)[devs]
-            whole = self._each_feeder_out(mm, pos, out, len(devs), topo) if (
+            # the device's own failure: of its meters not in an outage already, the share
+            # out now (meters dark under other outages do not make a device fail; else one
+            # gasp amid a storm would take the substation down)
+            fresh = np.bincount(pos, weights=out & ~before, minlength=len(devs))
+            lit = np.bincount(pos, weights=~before, minlength=len(devs))
+            # a substation with one feeder fails as that feeder (AMI cannot tell them apart;
+            # the feeder's breaker is the one that operates)
+            whole = (self._each_feeder_out(mm, pos, out, len(devs), topo)
+                     & (self._feeders_per_substation(topo)[devs] >= 2)) if (
                 level == SUBSTATION) else True
             hit = np.flatnonzero((cnt >= ratios[level] * size) & (size >= self.cfg.min_meters)
+                                 & (fresh >= ratios[level] * lit) & (fresh >= 1) & enough
                                  & (coherent >= self.cfg.coherence) & whole)
             if len(hit) == 0:
                 continue
@@ -340,6 +387,16 @@ class OutageRule:
         firsts = np.r_[True, mr[1:] != mr[:-1]] if len(mr) else np.zeros(0, np.bool_)
         for m, t in zip(mr[firsts].tolist(), tr[firsts].tolist(), strict=True):
             self._new(METER, m, t, np.array([m], np.int32), None, topo)
+
+    def _feeders_per_substation(self, topo: Topology) -> I64:
+        """Feeders with meters per substation (cached per topology)."""
+        if self._fps[0] != id(topo):
+            sub, fdr = topo.device[SUBSTATION], topo.device[FEEDER]
+            ok = (sub >= 0) & (fdr >= 0)
+            pairs = np.unique((sub[ok].astype(np.int64) << 32) | fdr[ok])
+            self._fps = (id(topo), np.bincount((pairs >> 32).astype(np.int64),
+                                               minlength=topo.n_devices(SUBSTATION)))
+        return self._fps[1]
 
     def _each_feeder_out(self, mm: I32, pos: I32, out: npt.NDArray[np.bool_], n_dev: int,
                          topo: Topology) -> npt.NDArray[np.bool_]:
@@ -459,6 +516,7 @@ class OutageRule:
                                      lonely[sel])
                     keep[sel] = False
             self.p_meter, self.p_time, self.p_pseudo = pm[keep], pt[keep], pp[keep]
+        self._restoration_only(wm, topo)
         out = Output()
         # restorations and nested outages
         for slot, o in list(self.open.items()):
@@ -485,6 +543,39 @@ class OutageRule:
             self.storm_until = wm + cfg.storm_window_s
         self._closed.clear()
         return out
+
+    def _restoration_only(self, wm: int, topo: Topology) -> None:
+        """Restorations whose gasp was lost, ``confirm_s`` after them: a meter no located
+        outage explains (not a member of one, its evidence not explained up to then) had
+        a meter-level outage from its last sign of power before the restoration (the
+        start is known to within that span) to the restoration."""
+        if len(self.q_time) == 0:
+            return
+        # gasps not located yet may explain it: wait for incidents up to the restoration
+        first_pending = int(self.p_time.min()) if len(self.p_time) else np.iinfo(np.int64).max
+        ready = (self.q_time + self.cfg.confirm_s <= wm) & (self.q_time < first_pending)
+        if not ready.any():
+            return
+        m, f, t = self.q_meter[ready], self.q_from[ready], self.q_time[ready]
+        self.q_meter, self.q_from, self.q_time = (self.q_meter[~ready], self.q_from[~ready],
+                                                  self.q_time[~ready])
+        # an outage located since the meter's last sign of power is the one it came back
+        # from (late, or its clock off): no outage of its own
+        alone = np.flatnonzero((self.member[m] < 0) & (self.explained_to[m] <= f))
+        # an outage of its transformer or a device above over that span explains it (the
+        # meter's read before the failure made it look up at the device's start)
+        s = self.cfg.slack_s
+        for o in self.open.values():
+            if o.level == METER or len(alone) == 0:
+                continue
+            hit = (topo.device[o.level][m[alone]] == o.dev) & (o.start <= t[alone] + s) & (
+                (o.end is None) | (np.int64(o.end if o.end is not None else 0) >= f[alone] - s))
+            alone = alone[~hit]
+        for mi, fi, ti in zip(m[alone].tolist(), f[alone].tolist(), t[alone].tolist(),
+                              strict=True):
+            if self.member[mi] < 0:  # two restorations of one meter: the first one
+                self._new(METER, mi, fi, np.array([mi], np.int32), None, topo)
+                self.up_after[mi] = ti  # back at this restoration (the state moved on)
 
     def _finish(self, slot: int, o: _Open, wm: int, topo: Topology, ping: Any) -> None:
         """Release a restored outage's members; those still out become nested outages."""
@@ -519,6 +610,9 @@ class OutageRule:
                 self.member[left[hit]] = s2
                 left = left[~hit]
         rel = o.members[self.member[o.members] == slot]
+        ua, iv_rel = self.up_after[rel], topo.interval_s[rel].astype(np.int64)
+        self.explained_to[rel] = np.maximum(self.explained_to[rel],
+                                            np.where(ua > 0, -(-ua // iv_rel) * iv_rel, 0))
         self.member[rel] = -1
         del self.open[slot]
         self._closed[slot] = o
