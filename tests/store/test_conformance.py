@@ -53,6 +53,18 @@ def test_new_rows_in_key_order(store: Any) -> None:
     assert store.append_reads(reads([7], [0], [T0 + 900], [1])).order.tolist() == []
 
 
+def test_rows_handed_over_are_the_stored_rows_in_key_order(store: Any) -> None:
+    """``AppendResult.table``, where an adapter gives it, is ``input.take(order)``."""
+    store.append_reads(reads([4], [0], [T0 + 900], [9]))
+    batch = reads([6, 4, 2, 4], [0, 0, 0, 2], [T0 + 900] * 4, [1, 2, 3, 4])  # one day
+    r = store.append_reads(batch)
+    assert r.order.tolist() == [2, 3, 0]  # meter 4's kwh_del was stored already
+    if type(store).__name__ == "ParquetStore":  # it gathers them to write one segment
+        assert r.table is not None
+    if r.table is not None:
+        assert r.table.equals(batch.take(r.order))
+
+
 def test_dedup_across_batches_compaction_and_reopen(store: Any) -> None:
     assert store.append_reads(reads([1, 2], [0, 0], [T0 + 900, T0 + 900], [1, 2])).new.tolist() \
         == [True, True]

@@ -484,10 +484,11 @@ class Ingestor:
         result.by_kind["reads"] += len(ok)
         if not ok.any():
             return None
+        keep: Any = slice(None) if ok.all() else ok  # all valid (the usual case): no copies
         return pa.table(
-            [pa.array(idx[ok]), pa.array(d.reading_type[ok]),
-             pa.array(d.interval_end[ok]).cast(schema.TS),
-             pa.array(d.value[ok].astype(np.int32)), pa.array(d.quality[ok])],
+            [pa.array(idx[keep]), pa.array(d.reading_type[keep]),
+             pa.array(d.interval_end[keep]).cast(schema.TS),
+             pa.array(d.value[keep].astype(np.int32, copy=False)), pa.array(d.quality[keep])],
             schema=schema.READS,
         )
 
@@ -540,7 +541,8 @@ class Ingestor:
             if r.accepted:  # listeners get the new rows in key order (the store's sort)
                 o = r.order
                 in_order = len(o) == len(table) and bool(np.all(o[1:] > o[:-1]))
-                new[name] = table if in_order else table.take(pa.array(o))
+                new[name] = table if in_order else (
+                    r.table if r.table is not None else table.take(pa.array(o)))
         new_reads, new_regs, new_evs = new["reads"], new["registers"], new["events"]
         result.seconds_by_stage["store"] += time.perf_counter() - started
         for t, col in ((new_reads, "interval_end"), (new_evs, "event_time")):

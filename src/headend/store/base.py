@@ -35,10 +35,13 @@ class AppendResult:
     """What an append did. ``new`` marks which input rows were stored (True) and which
     were duplicates (False), in input order. ``order`` lists the input positions of the
     stored rows in key order (meter, type, time for reads; every adapter fills it), so
-    that listeners get the new rows sorted without sorting them again."""
+    that listeners get the new rows sorted without sorting them again. ``table``, when
+    not ``None``, is those rows already gathered in that order (an adapter that had to
+    gather them to write them hands them over: ``table.take(order)`` of the input)."""
 
     new: npt.NDArray[np.bool_]
     order: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    table: pa.Table | None = None
 
     @property
     def accepted(self) -> int:

@@ -387,8 +387,7 @@ class ParquetStore(QueryMixin):
         try:
             futs = [self._pool.submit(_write_segment, path, table, [j.rows for j in run])
                     for (path, _), run in zip(paths, runs, strict=True)]
-            for fu in futs:
-                fu.result()
+            written = [fu.result() for fu in futs]
             dirs = sorted({j.dir for j in jobs})
             for fu in [self._pool.submit(_fs.fsync_dir, d) for d in dirs]:
                 fu.result()
@@ -418,7 +417,9 @@ class ParquetStore(QueryMixin):
                     self._enqueue((kind.name, j.dir, j.year, j.mmdd))
                 else:
                     self._compact_dir(kind, j.dir, j.year, days_only=True)
-        return AppendResult(new_mask, rows[new_mask[rows]])
+        # one partition: the segment's rows are the stored rows in key order already
+        return AppendResult(new_mask, rows[new_mask[rows]],
+                            written[0] if len(jobs) == 1 else None)
 
     # ------------------------------------------------------------------ background
 
@@ -596,9 +597,9 @@ class _Part(NamedTuple):
     token: object
 
 
-def _write_segment(path: Path, table: pa.Table, days: list[npt.NDArray[np.int64]]) -> None:
+def _write_segment(path: Path, table: pa.Table, days: list[npt.NDArray[np.int64]]) -> pa.Table:
     """Publish the rows ``days`` of ``table`` as a segment (no directory fsync): one
-    record batch per day when there are several days."""
+    record batch per day when there are several days. Returns the rows written."""
     t = table.take(np.concatenate(days) if len(days) > 1 else days[0])
 
     def write(tmp: Path) -> None:
@@ -613,6 +614,7 @@ def _write_segment(path: Path, table: pa.Table, days: list[npt.NDArray[np.int64]
                 off += len(r)
 
     _fs.publish_path(path, write, sync_dir=False)
+    return t
 
 
 def _empty_keys(kind: Kind) -> Keys:
