@@ -74,8 +74,7 @@ class ReverseEnergyRule:
 
     def _generation(self, topo: Topology) -> npt.NDArray[np.bool_]:
         if self._gen[0] != id(topo):
-            want = set(self.cfg.generation_meters)
-            self._gen = (id(topo), np.array([x in want for x in topo.meter_id], np.bool_))
+            self._gen = (id(topo), topo.meter_id.isin(self.cfg.generation_meters))
         return self._gen[1]
 
     def process(self, c: Chunk, ctx: Context) -> Output:
