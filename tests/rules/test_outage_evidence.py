@@ -125,16 +125,3 @@ def test_a_substation_with_one_feeder_fails_as_its_feeder() -> None:
         # either fault looks the same to AMI: reported as the feeder
         assert _run(g, [Fault(level, dev, a, b)]) == [("feeder", "S0F0", a, b, None)]
 
-
-def test_topology_ids_are_compact_and_read_as_str() -> None:
-    from headend.rules.topology import Ids, Topology
-
-    g = grid_meters(*GRID)
-    topo = Topology.from_meters(g)
-    assert isinstance(topo.meter_id, Ids) and len(topo.meter_id) == 40
-    assert topo.meter_id[5] == str(g.column("meter_id")[5].as_py())
-    assert topo.names[1][1] == "S0F0T1" and list(topo.names[3]) == ["S0"]
-    assert topo.meter_id.isin(["S0F0T1M1", "nope"]).tolist() == [i == 5 for i in range(40)]
-    # a meter_idx never registered reads as ""
-    sparse = Topology.from_meters(g.filter(pa.array(np.arange(40) != 3)))
-    assert sparse.meter_id[3] == "" and sparse.meter_id[4] == "S0F0T1M0"
