@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 from headend.bus import open_bus
-from headend.serve.service import EMBEDDED_BUS_DIR
+from headend.serve.config import EMBEDDED_BUS_DIR
 from headend.serve.streams import OUT_STREAM
 from tests.serve._fleet import (
     Fleet,
@@ -186,22 +186,32 @@ def run(bus: str, tmp_path: Path, *, meters: int, uploads: int, intervals: int, 
         seed: int, catch_up_s: float) -> Outcome:
     """The scenario (module docstring) on ``bus`` (``embedded`` or ``nats``); returns its
     figures for the caller to check."""
+    nats_srv = NatsServer(tmp_path / "js") if bus == "nats" else None
+    try:
+        return _run(nats_srv, tmp_path, meters=meters, uploads=uploads, intervals=intervals,
+                    kills=kills, seed=seed, catch_up_s=catch_up_s)
+    finally:
+        if nats_srv is not None:
+            nats_srv.close()
+
+
+def _run(nats_srv: NatsServer | None, tmp_path: Path, *, meters: int, uploads: int,
+         intervals: int, kills: int, seed: int, catch_up_s: float) -> Outcome:
     fleet = Fleet.make(meters)
     total = meters * uploads * intervals
     out = Outcome(total)
     data = tmp_path / "data"
-    nats_srv = NatsServer(tmp_path / "js") if bus == "nats" else None
-    receiver = HookReceiver() if bus == "embedded" else None
-    if receiver is not None:
-        receiver.start()
-    durable = add_subscriber(data, receiver.url if receiver is not None else None)
+    receiver = HookReceiver() if nats_srv is None else None
     serve = Serve(data, tmp_path / "serve.log", nats_srv.url if nats_srv else None)
     rng = np.random.default_rng(seed)
     hit = set(rng.choice(uploads, kills, replace=False).tolist())
     out.kills = sorted(hit)
     progress = (tmp_path / "progress.log").open("w")
-    t0 = time.monotonic()
     try:
+        if receiver is not None:
+            receiver.start()
+        durable = add_subscriber(data, receiver.url if receiver is not None else None)
+        t0 = time.monotonic()
         serve.start()
         post_until_acknowledged(serve.url, fleet.collectors_csv(), "text/csv")
         post_until_acknowledged(serve.url, fleet.meters_csv(), "text/csv")
@@ -231,24 +241,20 @@ def run(bus: str, tmp_path: Path, *, meters: int, uploads: int, intervals: int, 
         serve.stop()
         if receiver is not None:
             receiver.stop()
-    try:
-        exported = subprocess.run(headend_cmd("export", "reads", "--data", str(data)),
-                                  check=True, capture_output=True, text=True,
-                                  timeout=600).stdout.splitlines()
-        out.stored = len(exported) - 1
-        out.stored_distinct = len({tuple(line.split(",")[:3]) for line in exported[1:]})
-        bus_url = nats_srv.url if nats_srv is not None else \
-            f"file://{(data / EMBEDDED_BUS_DIR).resolve()}"
-        out.published_distinct = len(row_keys(out_stream_payloads(bus_url))[1])
-        if receiver is not None:
-            payloads = [b for _, b in receiver.received]
-        else:
-            assert nats_srv is not None
-            payloads = pull_durable(nats_srv.url, durable)
-        out.posts = len(payloads)
-        out.subscriber_rows, keys = row_keys(payloads)
-        out.subscriber_distinct = len(keys)
-    finally:
-        if nats_srv is not None:
-            nats_srv.close()
+    exported = subprocess.run(headend_cmd("export", "reads", "--data", str(data)),
+                              check=True, capture_output=True, text=True,
+                              timeout=600).stdout.splitlines()
+    out.stored = len(exported) - 1
+    out.stored_distinct = len({tuple(line.split(",")[:3]) for line in exported[1:]})
+    bus_url = nats_srv.url if nats_srv is not None else \
+        f"file://{(data / EMBEDDED_BUS_DIR).resolve()}"
+    out.published_distinct = len(row_keys(out_stream_payloads(bus_url))[1])
+    if receiver is not None:
+        payloads = [b for _, b in receiver.received]
+    else:
+        assert nats_srv is not None
+        payloads = pull_durable(nats_srv.url, durable)
+    out.posts = len(payloads)
+    out.subscriber_rows, keys = row_keys(payloads)
+    out.subscriber_distinct = len(keys)
     return out

@@ -1,209 +1,70 @@
 """kill -9 of ``serve`` at 20 random points of a stream of 1M reads (a long run).
 
-Not collected by the CI suite (its name is not ``test_*.py``): it takes 5-10 minutes
-per bus. Run it by path::
+Not collected by the CI suite (its name is not ``test_*.py``; ``test_kill9.py`` runs the
+same scenario with 50,000 reads): it takes 5-10 minutes per bus. Run it by path::
 
-    python -m pytest -q tests/faults/kill9_run.py
+    python -m pytest -q -s tests/faults/kill9_run.py
 
-Status (2026-12-04): on the embedded bus the store check passes (1,000,000 reads, none
-lost or doubled after 20 kills); the webhook subscriber had 619,995 of the 1,000,000
-rows 180 s after the stream ended, so the subscriber check FAILS (slow delivery or rows
-never published: not yet told apart). Issue 10 stays open on it.
+The scenario is in ``_kill9.py``: 2,000 meters, 100 uploads of 10,000 reads (binary
+frames, 5 intervals of every meter), posted by a collector-like client that retries
+until it gets ``200``; 20 uploads drawn at random are hit by a SIGKILL of ``serve`` a
+random 0-300 ms after the post, then ``serve`` is restarted and the upload posted
+again. On the embedded default (durable bus in ``<data>/bus``) the subscriber is a
+webhook; on NATS JetStream (a private nats-server) a durable consumer.
 
-The embedded default (durable bus in the data directory) and NATS JetStream (a private
-nats-server). A collector-like client posts 100 uploads of 10,000 reads (binary frames
-of 2,000 meters) and retries each until it is acknowledged (``200``), as collectors
-do. Twenty uploads, drawn at random, are hit: the client posts, ``serve`` is killed
-with SIGKILL a random 0-300 ms later (between receipt and store, or after), restarted,
-and the client posts the upload again.
+Checked: the store holds each read exactly once; the outbound stream ``HEADEND_OUT``
+holds every read; the subscriber got every row at least once (it deduplicates on
+meter, type and interval end, as docs/streams.md tells subscribers to do).
 
-Checked: the store holds each read exactly once, and a durable third-party subscriber
-(a webhook on the embedded bus, a JetStream durable consumer on NATS) has every row:
-none missing (at least once: duplicates are allowed and removed on (meter, time), as
-docs/streams.md tells subscribers to do).
+Results (2026-12-05, seed 20261204, this 2-core machine shared with other work):
+
+* embedded: store 1,000,000 reads, none lost or doubled; ``HEADEND_OUT`` 1,000,000
+  distinct reads; webhook 1,030,080 rows in 206,016 POSTs, all 1,000,000 distinct
+  (30,080 rows published twice: uploads stored before a kill and published again from
+  their redelivered ingest message); stream 111 s, webhook done 405 s after it. PASS.
+* NATS: store 1,000,000; ``HEADEND_OUT`` 1,000,000 distinct; durable consumer
+  1,004,880 rows in 200,976 messages, all 1,000,000 distinct; stream 115 s. PASS.
+
+The earlier failure (2026-12-04: the webhook had 619,995 of the 1,000,000 rows after
+180 s) was slow delivery, not loss: every read was in ``HEADEND_OUT`` (a diagnosis run
+of this scenario, seed 7, found 1,000,000 of 1,000,000 there, and the webhook got all of them
+261 s after a 96-s stream). The webhook posts one message at a time and ``serve``
+spends 94 % of that thread waiting for the receiver (Python's ``http.server``, a
+connection per request, about 600 POSTs a second), slower than the stream is
+ingested; the old check also parsed every received row again every second, in the
+process that runs the receiver, and gave up after 180 s. The check now parses what
+is new only and waits up to 900 s. The NATS figure of that day (807,675 rows
+missing) was not reproduced with this code (0 missing); the gap between the store and
+the publish that a kill could hit is covered on both buses by the redelivery of the
+unacknowledged ingest message, tested on its own in
+``tests/serve/test_publish_crash.py``.
 """
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import numpy as np
 import pytest
 
-from tests.serve._fleet import Fleet, HookReceiver, NatsServer, free_port, headend_cmd
+from tests.faults._kill9 import run
 
-METERS = 2_000
-UPLOADS = 100
-INTERVALS_PER_UPLOAD = 5
-KILLS = 20
-TOTAL = METERS * UPLOADS * INTERVALS_PER_UPLOAD  # 1,000,000 reads
-
-
-class Serve:
-    """``headend serve`` as a subprocess that can be killed and restarted."""
-
-    def __init__(self, data: Path, log: Path, nats: str | None) -> None:
-        self.data, self.log, self.nats = data, log, nats
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = ["serve", "--data", str(self.data), "--http", f"127.0.0.1:{self.port}"]
-        if self.nats:
-            args += ["--nats", self.nats]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(headend_cmd(*args), stdout=out, stderr=out)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            time.sleep(0.1)
-        raise AssertionError("serve did not come up: " + self.log.read_text()[-3000:])
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                raise
-
-
-def _post_until_acknowledged(url: str, body: bytes, ct: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.post(url + "/v1/uploads", content=body, headers={"content-type": ct},
-                           timeout=60)
-            if r.status_code == 200:
-                return
-            assert r.status_code == 503, r.text  # only "not stored in time" is retried
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("upload never acknowledged")
-
-
-def _rows(payloads: Iterator[bytes]) -> tuple[int, set[tuple[str, str]]]:
-    n = 0
-    keys: set[tuple[str, str]] = set()
-    for body in payloads:
-        for line in body.splitlines():
-            if line.strip():
-                row = json.loads(line)
-                keys.add((row["meter"], row["end"]))
-                n += 1
-    return n, keys
-
-
-def _pull_durable(nats_url: str, durable: str) -> list[bytes]:
-    import asyncio
-
-    import nats
-
-    async def go() -> list[bytes]:
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        sub = await js.pull_subscribe_bind(durable, stream="HEADEND_OUT")
-        out: list[bytes] = []
-        while True:
-            try:
-                msgs = await sub.fetch(512, timeout=2)
-            except nats.errors.TimeoutError:
-                break
-            for m in msgs:
-                out.append(m.data)
-                await m.ack()
-        await nc.close()
-        return out
-
-    return asyncio.run(go())
+pytestmark = pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning")
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("bus", ["embedded", pytest.param("nats", marks=pytest.mark.service("nats"))])
 def test_kill9_at_20_points_loses_nothing_doubles_nothing(bus: str, tmp_path: Path) -> None:
-    fleet = Fleet.make(METERS)
-    data = tmp_path / "data"
-    nats_srv = NatsServer(tmp_path / "js") if bus == "nats" else None
-    receiver = HookReceiver() if bus == "embedded" else None
-    sub_args = ["subscribers", "add", "tp", "--data", str(data), "--scope", "family=reads"]
-    if receiver is not None:
-        receiver.start()
-        sub_args += ["--webhook", receiver.url]
-    added = subprocess.run(headend_cmd(*sub_args), check=True, capture_output=True, text=True)
-    durable = json.loads(added.stdout)["durable"]
-    serve = Serve(data, tmp_path / "serve.log", nats_srv.url if nats_srv else None)
-    rng = np.random.default_rng(20261204)
-    hit = set(rng.choice(UPLOADS, KILLS, replace=False).tolist())
-    progress = (tmp_path / "progress.log").open("w")
-    t0 = time.monotonic()
-    try:
-        serve.start()
-        _post_until_acknowledged(serve.url, fleet.collectors_csv(), "text/csv")
-        _post_until_acknowledged(serve.url, fleet.meters_csv(), "text/csv")
-        for k in range(UPLOADS):
-            body = b"".join(fleet.frames(range(k * INTERVALS_PER_UPLOAD,
-                                               (k + 1) * INTERVALS_PER_UPLOAD)))
-            ct = "application/octet-stream"
-            if k in hit:
-                t = threading.Thread(target=_post_once, args=(serve.url, body, ct))
-                t.start()
-                time.sleep(float(rng.uniform(0.0, 0.3)))
-                serve.kill9()
-                t.join(60)
-                serve.start()
-            _post_until_acknowledged(serve.url, body, ct)
-            progress.write(f"{time.monotonic() - t0:.1f} upload {k} {'killed' if k in hit else ''}\n")
-            progress.flush()
-        if receiver is not None:  # the webhook catches up
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                if len(_rows(iter(b for _, b in list(receiver.received)))[1]) >= TOTAL:
-                    break
-                time.sleep(1)
-    finally:
-        progress.close()
-        serve.stop()
-        if receiver is not None:
-            receiver.stop()
-    exported = subprocess.run(headend_cmd("export", "reads", "--data", str(data)), check=True,
-                              capture_output=True, text=True, timeout=300).stdout.splitlines()
-    keys = {tuple(line.split(",")[:3]) for line in exported[1:]}
-    assert len(exported) - 1 == TOTAL, "reads lost or doubled in the store"
-    assert len(keys) == TOTAL
-    if receiver is not None:
-        payloads = [b for _, b in receiver.received]
-    else:
-        assert nats_srv is not None
-        payloads = _pull_durable(nats_srv.url, durable)
-        nats_srv.close()
-    n_rows, sub_keys = _rows(iter(payloads))
-    assert len(sub_keys) == TOTAL, f"{TOTAL - len(sub_keys)} rows missing for the subscriber"
-    assert n_rows >= TOTAL
-
-
-def _post_once(url: str, body: bytes, ct: str) -> None:
-    try:
-        httpx.post(url + "/v1/uploads", content=body, headers={"content-type": ct}, timeout=60)
-    except httpx.TransportError:
-        pass
+    # the webhook delivers one message per POST (one per meter and type: 202,000 for
+    # 1M reads here) at about 600 a second on this machine, slower than the stream is
+    # ingested, so it gets time to catch up from its durable backlog
+    out = run(bus, tmp_path, meters=2_000, uploads=100, intervals=5, kills=20,
+              seed=20261204, catch_up_s=900)
+    print(out.report())
+    assert out.total == 1_000_000
+    assert out.stored == out.total, f"reads lost or doubled in the store: {out.report()}"
+    assert out.stored_distinct == out.total, out.report()
+    assert out.published_distinct == out.total, f"rows never published: {out.report()}"
+    assert out.subscriber_distinct == out.total, \
+        f"{out.total - out.subscriber_distinct} rows missing for the subscriber: {out.report()}"
+    assert out.subscriber_rows >= out.total
