@@ -174,6 +174,17 @@ class Outcome:
     catch_up_s: float = 0.0
     kills: list[int] = field(default_factory=list)
 
+    def check(self) -> None:
+        """Assert the guarantees: the store exact, every read published, every row at
+        the subscriber (at least once)."""
+        assert self.stored == self.total, f"reads lost or doubled in the store: {self.report()}"
+        assert self.stored_distinct == self.total, self.report()
+        assert self.published_distinct == self.total, f"rows never published: {self.report()}"
+        assert self.subscriber_distinct == self.total, \
+            f"{self.total - self.subscriber_distinct} rows missing for the subscriber: " \
+            f"{self.report()}"
+        assert self.subscriber_rows >= self.total, self.report()
+
     def report(self) -> str:
         return (f"{self.total:,} reads, {len(self.kills)} kills: store {self.stored:,} rows "
                 f"({self.stored_distinct:,} distinct), outbound stream "
