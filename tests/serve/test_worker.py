@@ -11,6 +11,7 @@ from typing import Any
 
 from headend.bus.memory import MemoryBus
 from headend.errors import StorageError
+from headend.ingest.result import IngestResult
 from headend.model.reasons import INGEST_FAILED
 from headend.serve.leases import PartitionLeases
 from headend.serve.subjects import ingest_subject
@@ -39,7 +40,7 @@ def test_rounds_are_bounded_in_bytes_and_everything_is_acknowledged() -> None:
 
     def ingest(data: bytes, source: str, content_type: str | None) -> Any:
         batches.append(data)
-        return {"accepted": len(data)}
+        return IngestResult(accepted=len(data))
 
     w = IngestWorker(bus, ingest, config=WorkerConfig(partitions=2, batch_bytes=3000,
                                                       idle_fetch_s=0.01))
@@ -97,7 +98,7 @@ def test_a_redelivered_message_is_ingested_as_a_redelivery() -> None:
         if fail[0]:
             fail[0] = False
             raise OSError("died after the append")
-        return {"accepted": 1}
+        return IngestResult(accepted=1)
 
     w = IngestWorker(bus, ingest, config=WorkerConfig(partitions=1, idle_fetch_s=0.01,
                                                       ack_wait_s=5.0))
@@ -130,7 +131,7 @@ def test_a_poison_message_is_quarantined_after_max_deliveries_and_the_rest_moves
         if b"POISON" in data:
             raise ValueError("index 7 is out of bounds for axis 0 with size 7")
         stored.extend(data[i:i + 4] for i in range(0, len(data), 4))
-        return {"accepted": len(data) // 4, "duplicate": 0, "quarantined": 0}
+        return IngestResult(accepted=len(data) // 4)
 
     quarantine = QuarantineStore(data_dir)
     w = IngestWorker(bus, ingest, quarantine=quarantine,
@@ -173,7 +174,7 @@ def test_an_environment_failure_is_never_quarantined() -> None:
                redelivery: bool = False) -> Any:
         if fail[0]:
             raise StorageError("bucket 3 is locked by another process")
-        return {"accepted": 1}
+        return IngestResult(accepted=1)
 
     quarantine: list[Any] = []
     w = IngestWorker(bus, ingest, quarantine=SimpleNamespace(append=quarantine.append),
@@ -202,7 +203,7 @@ def test_a_long_batch_keeps_its_messages_by_in_progress_heartbeats() -> None:
                     redelivery: bool = False) -> Any:
         started.set()
         time.sleep(4 * ack_wait)
-        return {"accepted": 1}
+        return IngestResult(accepted=1)
 
     w = IngestWorker(bus, slow_ingest, config=WorkerConfig(partitions=1, idle_fetch_s=0.01,
                                                            ack_wait_s=ack_wait))

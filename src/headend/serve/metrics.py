@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from headend.ingest.result import IngestResult
 
 __all__ = ["Metrics"]
 
@@ -82,13 +83,13 @@ class Metrics:
         self._dropped = _Dropped()
         r.register(self._dropped)
 
-    def on_ingest(self, res: Any, messages: int = 1, redelivered: int = 0) -> None:
-        """Count an ingest result (``IngestResult`` or its dict)."""
-        d = res.to_dict() if hasattr(res, "to_dict") else res
-        for k in ("accepted", "duplicate", "quarantined"):
-            if d.get(k):
-                self.rows.labels(k).inc(d[k])
-        for reason, n in d.get("by_reason", {}).items():
+    def on_ingest(self, res: IngestResult, messages: int = 1, redelivered: int = 0) -> None:
+        """Count an ingest result."""
+        for k, n in (("accepted", res.accepted), ("duplicate", res.duplicate),
+                     ("quarantined", res.quarantined)):
+            if n:
+                self.rows.labels(k).inc(n)
+        for reason, n in res.by_reason.items():
             self.quarantine.labels(reason).inc(n)
         if redelivered:
             self.redeliveries.inc(redelivered)

@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from typing import Any, Final
 
 from headend.bus import Bus, Consumer, Message, StreamSpec, ack_all, fetch_each, fetch_first
 from headend.errors import PublishError, ServiceUnavailable, StorageError
+from headend.ingest.result import IngestResult
 from headend.model.reasons import INGEST_FAILED
 from headend.serve.leases import InProgress, LeaseKeeper, PartitionLeases, work_until
 from headend.serve.subjects import INGEST_PREFIX, RESULT_PREFIX, ingest_subject
@@ -169,14 +171,14 @@ class IngestWorker:
     def __init__(
         self,
         bus: Bus,
-        ingest: Callable[..., Any],
+        ingest: Callable[..., IngestResult],
         *,
         refresh: Callable[[], None] = lambda: None,
         on_release: Callable[[], None] = lambda: None,
         config: WorkerConfig = WorkerConfig(),
         worker_id: str | None = None,
         lock: AbstractContextManager[Any] | None = None,
-        on_result: Callable[[Any, int, int], None] | None = None,
+        on_result: Callable[[IngestResult, int, int], None] | None = None,
         quarantine: Any = None,
     ) -> None:
         self.bus = bus
@@ -419,7 +421,7 @@ class IngestWorker:
         except Exception as exc:  # noqa: BLE001 - judged by _failed
             return self._failed(m, exc)
         try:
-            self._answer(m, res.to_dict() if hasattr(res, "to_dict") else res)
+            self._answer(m, res)
         except Exception as exc:  # noqa: BLE001 - the answer is owed: redelivered
             log.warning("could not publish the result of an upload (%s)", exc)
             self._beat.forget([m])
@@ -429,12 +431,12 @@ class IngestWorker:
         self._report(res, 1, 1 if again else 0)
         return 1
 
-    def _answer(self, m: Message, result: Any) -> None:
+    def _answer(self, m: Message, result: IngestResult) -> None:
         """Publish the counts of an upload part whose uploader waits for them. Result
         first, then ack: a lost ack costs a redelivery (counted as duplicates, the
         waiter already has its answer), never a lost answer."""
         if H_REPLY in m.headers:
-            self.bus.publish(m.headers[H_REPLY], json.dumps(result).encode(),
+            self.bus.publish(m.headers[H_REPLY], json.dumps(result.to_dict()).encode(),
                              {H_UPLOAD: m.headers.get(H_UPLOAD, "")})
 
     def _failed(self, m: Message, exc: BaseException) -> int:
@@ -459,8 +461,7 @@ class IngestWorker:
                             received_at=int(m.stored_at) if m.stored_at else None)
         try:
             self.quarantine.append(rows)
-            result = {"accepted": 0, "duplicate": 0, "quarantined": 1,
-                      "by_reason": {INGEST_FAILED: 1}}
+            result = IngestResult(quarantined=1, by_reason=Counter({INGEST_FAILED: 1}))
             self._answer(m, result)
         except Exception as qexc:  # noqa: BLE001 - not quarantined: not acknowledged
             log.error("could not quarantine poison message %s #%d (%s)", m.subject, m.seq, qexc)
@@ -472,13 +473,13 @@ class IngestWorker:
         return 1
 
     def _ingest(self, data: bytes, source: str, content_type: str | None,
-                redelivery: bool = False) -> Any:
+                redelivery: bool = False) -> IngestResult:
         with self._lock:
             if redelivery:  # ingest callables take it as a keyword when it matters
                 return self.ingest(data, source, content_type, redelivery=True)
             return self.ingest(data, source, content_type)
 
-    def _report(self, res: Any, n: int, redelivered: int) -> None:
+    def _report(self, res: IngestResult, n: int, redelivered: int) -> None:
         if self._on_result is not None:
             self._on_result(res, n, redelivered)
 
