@@ -82,3 +82,47 @@ def test_kill_after_store_before_publish_loses_no_row(bus: str, tmp_path: Path,
             receiver.stop()
         if nats_srv is not None:
             nats_srv.close()
+
+
+def test_kill_after_releasing_quarantined_reads_before_publish_loses_no_row(
+        data_dir: Path, fleet: Fleet) -> None:
+    """Reads of meters not yet known wait in the quarantine; loading the meters releases
+    them into the store. A kill between that store and the publish, then the resend of
+    the meters file, must still publish them: the second release finds them stored
+    (duplicates) and publishes them again, since the first one may not have."""
+    receiver = HookReceiver()
+    receiver.start()
+    add_subscriber(data_dir, receiver.url)
+    body = b"".join(fleet.frames(range(3)))  # 600 reads
+    try:
+        srv = ServeProc(data_dir, env={"HEADEND_TEST_CRASH": "publish:before_publish:1"})
+        try:
+            r = srv.post(fleet.collectors_csv(), "text/csv")
+            assert r.status_code == 200, r.text
+            r = srv.post(body, "application/octet-stream")  # meters unknown: quarantined
+            assert r.status_code == 200, r.text
+            assert r.json()["quarantined"] > 0 and r.json()["accepted"] == 0
+            with pytest.raises(httpx.TransportError):  # releases them, killed unpublished
+                srv.post(fleet.meters_csv(), "text/csv")
+            assert srv.wait_killed() == -9, srv.output()
+        finally:
+            srv.stop()
+        assert stored_reads(data_dir) == (600, 600)
+        assert receiver.received == []
+        with in_process(data_dir) as svc:  # the restart; the client resends the meters
+            http = HttpServer(svc)
+            try:
+                r = httpx.post(http.url + "/v1/uploads", content=fleet.meters_csv(),
+                               timeout=60, headers={"Content-Type": "text/csv"})
+                assert r.status_code == 200, r.text
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and \
+                        len(_row_keys([b for _, b in receiver.received])) < 600:
+                    time.sleep(0.1)
+            finally:
+                http.close()
+        assert len(_row_keys([b for _, b in receiver.received])) == 600, \
+            "released reads stored but never published"
+        assert stored_reads(data_dir) == (600, 600)
+    finally:
+        receiver.stop()

@@ -286,8 +286,17 @@ class Ingestor:
         Rows that now pass are stored and removed from the quarantine; rows that fail
         again are quarantined anew (with their current reason) and the old entries
         removed, so nothing is lost if the process dies midway (at worst an entry is
-        listed twice; the store's dedup keeps the data single).
+        listed twice; the store's dedup keeps the data single). An entry may have been
+        stored by a process that died before its listeners took the rows, so listeners
+        with ``republish_on_redelivery`` get every released row, stored now or before.
         """
+        again, self._redelivery = self._redelivery, True
+        try:
+            return self._release_quarantine(which)
+        finally:
+            self._redelivery = again
+
+    def _release_quarantine(self, which: Iterable[str] | None) -> IngestResult:
         result = IngestResult()
         wanted = None if which is None else set(which)
         table = self.data.quarantine.list()
