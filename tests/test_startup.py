@@ -28,10 +28,16 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def csv(tmp_path: Path) -> Path:
-    p = tmp_path / "reads.csv"
-    p.write_text("meter_id,reading_type,interval_end,value,quality\n"
-                 "M1,kwh_del,2026-01-01T00:15:00Z,0.25,\n")
-    return p
+    """A folder with a meters CSV and a reads CSV of that meter (an ingest that accepts
+    no row exits 3, docs/cli.md)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "meters.csv").write_text(
+        "meter_id,commodity,technology,two_way,collector_id,transformer_id,feeder_id,"
+        "substation_id\nM1,electric,rf,true,1,T1,F1,S1\n")
+    (d / "reads.csv").write_text("meter_id,reading_type,interval_end,value,quality\n"
+                                 "M1,kwh_del,2026-01-01T00:15:00Z,0.25,\n")
+    return d
 
 
 def test_ingest_never_imports_pandas(tmp_path: Path, csv: Path) -> None:
