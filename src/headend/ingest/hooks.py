@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from headend.ingest.pipeline import IngestConfig, Ingestor, Listener
+from headend.ingest.pipeline import IngestConfig, Ingestor, Listener, SideCsv
 from headend.store import DataDir
 
 
@@ -61,4 +61,14 @@ def open_ingestor(
         listeners.append(LISTENERS[name](data))
     listeners.extend(extra)
     # stage names in seconds_by_stage; the extras are named by their outbox name
-    return Ingestor(data, listeners=listeners, config=config, stages=names)
+    return Ingestor(data, listeners=listeners, config=config, stages=names,
+                    side_csv=side_csv(root))
+
+
+def side_csv(root: Path | str) -> dict[tuple[str, ...], SideCsv]:
+    """The CSV kinds an ingestor hands to a handler instead of the store: the
+    commands' ``command_responses`` (applied to ``<root>/commands/``)."""
+    from headend.commands.apply import responses_handler
+    from headend.model.commands import COMMAND_RESPONSE_HEADER
+
+    return {COMMAND_RESPONSE_HEADER: responses_handler(root)}

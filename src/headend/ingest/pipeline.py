@@ -26,7 +26,7 @@ import logging
 import mmap
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self
@@ -53,6 +53,10 @@ __all__ = ["STAGES", "IngestConfig", "IngestResult", "Ingestor", "Listener", "St
 
 log = logging.getLogger(__name__)
 
+#: a CSV kind handled outside the store (:attr:`Ingestor.side_csv`): ``(data, source)
+#: -> (accepted, duplicate, quarantine rows)``
+SideCsv = Callable[[bytes, str], tuple[int, int, pa.Table]]
+
 
 # order in which file kinds are ingested when several are given at once
 _KIND_ORDER = {"collectors": 0, "meters": 1, "transformers": 2, "customers": 2, "weather": 2,
@@ -78,8 +82,12 @@ class Ingestor:
         config: IngestConfig | None = None,
         clock: Callable[[], int] = _now,
         stages: Sequence[str] = (),
+        side_csv: Mapping[tuple[str, ...], SideCsv] | None = None,
     ) -> None:
         self.data = data
+        #: CSV kinds taken by a handler instead of the store (issue 12: the commands'
+        #: ``command_responses``): header columns -> handler, see :meth:`_side_csv`
+        self.side_csv = dict(side_csv or {})
         self.listeners = list(listeners)
         #: stage name of each listener in ``seconds_by_stage`` (default: its outbox name)
         self.stages = [stages[i] if i < len(stages) else _listener_name(li)
@@ -407,6 +415,8 @@ class Ingestor:
         own = committer is None
         commit = Committer(self) if committer is None else committer
         try:
+            if self._side_csv(data, source, result):  # issue 12: command responses
+                return result
             for decoded in timed(decode_csv(data, source=source), result, "decode"):
                 result.add(self.ingest_decoded(decoded, release=release, committer=commit))
         except DecodeError as err:
@@ -419,6 +429,30 @@ class Ingestor:
             if own:
                 result.add(commit.close())
         return result
+
+    def _side_csv(self, data: bytes | Path, source: str, result: IngestResult) -> bool:
+        """Hand a CSV whose header starts with a :attr:`side_csv` key to its handler:
+        ``(data, source) -> (accepted, duplicate, quarantine rows)``, counted in
+        ``result``. False (nothing done) for any other input."""
+        if not self.side_csv:
+            return False
+        if isinstance(data, Path):
+            with data.open("rb") as fh:
+                head = fh.read(4096)
+        else:
+            head = data[:4096]
+        line = head.split(b"\n", 1)[0].removeprefix(b"\xef\xbb\xbf").rstrip(b"\r")
+        cols = tuple(c.strip() for c in line.decode("utf-8", "replace").split(","))
+        for header, handler in self.side_csv.items():
+            if cols[:len(header)] == header:
+                raw = data.read_bytes() if isinstance(data, Path) else data
+                accepted, duplicate, rejects = handler(raw, source)
+                result.accepted += accepted
+                result.duplicate += duplicate
+                result.by_kind["command_responses"] += accepted + duplicate + rejects.num_rows
+                self._quarantine(rejects, result)
+                return True
+        return False
 
     def _ingest_frames(self, data: bytes | memoryview, source: str, *, release: bool = True
                        ) -> IngestResult:

@@ -30,6 +30,10 @@ REASONS: Final[dict[str, str]] = {
                            "its meter within the wait; not fed to the rules",
     "bad_command_response": "command response row invalid: empty command_id or meter_id, "
                             "or a status headend does not know",
+    "unknown_command": "command response for a command id the command store does not know",
+    "command_response_conflict": "command response the command's state does not allow "
+                                 "(completed after expired, an answer to a rejected "
+                                 "command): not applied",
 }
 
 UNKNOWN_METER: Final = "unknown_meter"
@@ -49,6 +53,8 @@ BAD_METER: Final = "bad_meter"
 INGEST_FAILED: Final = "ingest_failed"
 RULES_UNKNOWN_METER: Final = "rules_unknown_meter"
 BAD_COMMAND_RESPONSE: Final = "bad_command_response"
+UNKNOWN_COMMAND: Final = "unknown_command"
+COMMAND_RESPONSE_CONFLICT: Final = "command_response_conflict"
 
 #: reasons whose records can succeed later without a change to the data itself
 RETRYABLE: Final = frozenset({UNKNOWN_METER, UNKNOWN_COLLECTOR})

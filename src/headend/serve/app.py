@@ -18,6 +18,8 @@ Routes stay thin: parse, call the service, serialise.
     ``id`` = stream sequence, ``event`` = subject, ``data`` = the JSON lines. A client
     that reconnects with ``Last-Event-ID`` resumes right after it; without it, the
     stream starts with new messages (``?from_seq=N`` to replay from N).
+``POST /v1/commands``, ``GET /v1/commands/{id}``, ``GET /v1/collectors/{id}/commands``
+    Commands to meters and the collectors' long poll (:mod:`headend.serve.commands`).
 ``GET /metrics``
     Prometheus text format.
 ``GET /healthz``
@@ -37,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from headend.bus import Message, subject_matches
 from headend.errors import HeadendError
+from headend.serve.commands import CommandsRoutes
 from headend.serve.service import Service
 from headend.serve.sources import Intake, Upload
 from headend.serve.streams import OUT_STREAM
@@ -123,6 +126,8 @@ def create_app(service: Service) -> FastAPI:
             "http", lambda rows: service.host.data.quarantine.append(rows), wait=True,
             on_upload=service.metrics.uploads.labels("http").inc))
     app.include_router(uploads.router)
+    app.include_router(CommandsRoutes(
+        service.commands, poll_max_wait_s=service.cfg.commands.poll_max_wait_s).router)
 
     @app.get("/v1/stream")
     async def stream(request: Request) -> StreamingResponse:

@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from headend.errors import ConfigError
 
 __all__ = ["EMBEDDED_BUS_DIR", "ENV", "LIVE_RULES_LATENESS_S", "RULES_LATENESS_ENV",
-           "OmsEndpointConfig", "ServeConfig", "load_config", "rules_lateness",
+           "CommandsConfig", "OmsEndpointConfig", "ServeConfig", "load_config", "rules_lateness",
            "with_store_layout"]
 
 #: the embedded bus's directory in the data directory (``embedded_bus: disk``)
@@ -92,6 +92,29 @@ class OmsEndpointConfig(BaseModel):
     families: tuple[Literal["outages", "alarms"], ...] = ("outages", "alarms")
     secret: str | None = None
     max_attempts: int = Field(8, ge=1)
+
+
+class CommandsConfig(BaseModel):
+    """The command downlink (``commands:`` in the config file; docs/commands.md,
+    "Scheduling"): the per-collector limits of
+    :class:`~headend.commands.scheduler.SchedulerConfig`, and the long poll."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_in_flight: int = Field(default=16, ge=1)
+    rate_per_s: float = Field(default=10.0, gt=0)
+    burst: int = Field(default=16, ge=1)
+    resend_after_s: float = Field(default=120.0, gt=0)
+    backoff_max_s: float = Field(default=1800.0, gt=0)
+    max_sends: int = Field(default=3, ge=1)
+    handover_retry_s: float = Field(default=1.0, gt=0)
+    max_handover_failures: int = Field(default=5, ge=1)
+    #: longest ``wait`` of ``GET /v1/collectors/<id>/commands`` [s]
+    poll_max_wait_s: float = Field(default=60.0, gt=0)
+    #: a collector that polled within this long [s] gets its commands by poll only
+    poller_ttl_s: float = Field(default=300.0, gt=0)
+    #: period of the downlink thread (expiry, resends, MQTT hand-over) [s]
+    tick_s: float = Field(default=0.25, gt=0)
 
 
 def rules_lateness(ruleset: Any, given: int | None, *, default: int) -> int:
@@ -155,6 +178,7 @@ class ServeConfig(BaseModel):
     #: interval arrive during the next one; None: see :func:`rules_lateness`
     rules_lateness_s: int | None = Field(None, ge=0)
     oms: tuple[OmsEndpointConfig, ...] = ()
+    commands: CommandsConfig = CommandsConfig()
     #: where the embedded bus (``bus: memory://``) keeps its streams, durable consumer
     #: positions and leases: ``disk``, in ``<data>/bus`` (what is published for third
     #: parties, webhooks and OMS endpoints survives a restart; docs/streams.md), or

@@ -12,12 +12,17 @@ import dataclasses
 import gc
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from headend.bus import Bus, open_bus
+from headend.commands import open_command_store
+from headend.commands.scheduler import SchedulerConfig
 from headend.errors import ConfigError
-from headend.ingest.pipeline import Ingestor, IngestResult, Listener
+from headend.ingest.pipeline import Ingestor, IngestResult, Listener, SideCsv
+from headend.model.commands import COMMAND_RESPONSE_HEADER
+from headend.serve.commands import CommandService, mqtt_downlink
 from headend.serve.config import EMBEDDED_BUS_DIR, ServeConfig, with_store_layout
 from headend.serve.metrics import Metrics
 from headend.serve.oms import BusAlertSink, OmsDelivery, OmsEndpoint
@@ -32,6 +37,15 @@ from headend.store import DataDir, QuarantineStore, StoreConfig
 __all__ = ["EMBEDDED_BUS_DIR", "IngestHost", "Service", "open_service_bus"]
 
 log = logging.getLogger(__name__)
+
+
+def _command_service(cfg: ServeConfig, bus: Bus, registry: Any) -> CommandService:
+    """The commands of a process: store ``<data>/commands/``, scheduler from ``cfg``."""
+    c = cfg.commands
+    sched = SchedulerConfig(**c.model_dump(exclude={"poll_max_wait_s", "poller_ttl_s",
+                                                    "tick_s"}))
+    return CommandService(open_command_store(cfg.data), registry, bus, cfg=sched,
+                          poller_ttl_s=c.poller_ttl_s, tick_s=c.tick_s)
 
 
 def open_service_bus(cfg: ServeConfig) -> Bus:
@@ -55,16 +69,18 @@ class IngestHost:
     """An :class:`Ingestor` behind a lock that can be reopened (to give the store's
     bucket locks back when partitions move to another worker)."""
 
-    def __init__(self, root: Path, store_config: StoreConfig, listeners: list[Listener]) -> None:
+    def __init__(self, root: Path, store_config: StoreConfig, listeners: list[Listener],
+                 side_csv: Mapping[tuple[str, ...], SideCsv] | None = None) -> None:
         self.root = Path(root)
         self.store_config = store_config
         self.listeners = listeners
+        self.side_csv = side_csv
         self.lock = threading.RLock()
         self.ingestor = self._open()
 
     def _open(self) -> Ingestor:
         return Ingestor(DataDir.open(self.root, config=self.store_config),
-                        listeners=self.listeners)
+                        listeners=self.listeners, side_csv=self.side_csv)
 
     @property
     def data(self) -> DataDir:
@@ -121,7 +137,9 @@ class Service:
         self.rules: Any = None
         if cfg.run_rules:
             listeners.append(self._rule_engine(cfg))
-        self.host = IngestHost(cfg.data, store_config, listeners)
+        self.commands = _command_service(cfg, self.bus, self._registry)
+        self.host = IngestHost(cfg.data, store_config, listeners,
+                               {COMMAND_RESPONSE_HEADER: self.commands.take_responses})
         self.oms: list[OmsDelivery] = []
         self.uplink: Uplink | None = None
         if uplink:
@@ -165,6 +183,9 @@ class Service:
         return self.rules  # type: ignore[no-any-return]
 
     # registry views for the router (the registry reloads itself when files change)
+    def _registry(self) -> Any:
+        return self.host.data.registry
+
     def _meters(self) -> Any:
         return self.host.data.registry.table()
 
@@ -217,6 +238,8 @@ class Service:
                                 root=self.cfg.mqtt_uplink_root)
             self.mqtt = MqttBridge(self.cfg.mqtt, self.bus, uplink=source, intake=intake,
                                    out=self.cfg.mqtt_out)
+            self.commands.mqtt_send = mqtt_downlink(self.mqtt.client)
+        self.commands.start(downlink=self.uplink is not None)
 
     def sync_subscribers(self) -> None:
         """Start webhook deliveries of new subscribers and create the scoped durable
@@ -250,6 +273,7 @@ class Service:
         c.close()
 
     def close(self) -> None:
+        self.commands.stop()  # the downlink uses the MQTT client
         # MQTT first: an upload in hand waits for the workers, which are still running
         if self.mqtt is not None:
             self.mqtt.close()
@@ -269,4 +293,5 @@ class Service:
         if self.uplink is not None:
             self.uplink.close()
         self.host.close()
+        self.commands.close()
         self.bus.close()

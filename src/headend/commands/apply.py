@@ -1,0 +1,145 @@
+"""Apply collectors' ``command_responses`` to the command store.
+
+:func:`apply_responses` takes the good rows of :func:`~headend.commands.responses.
+decode_command_responses` in upload order and moves each command to the state its
+status reports (``delivered``, ``completed``, ``failed`` with the status as reason).
+What it cannot apply goes to the quarantine, never dropped:
+
+==============================  =========================================================
+response                        outcome
+==============================  =========================================================
+the state the command is in     ``duplicate`` (a collector that answers twice): nothing
+                                changes
+``delivered`` after completed   ``duplicate`` (the later answer came first)
+or failed
+to a ``queued`` command         the command is marked ``sent`` first (it was handed over
+                                and the head end stopped before it recorded that)
+unknown ``command_id``          quarantined, ``unknown_command``
+``meter_id`` of another meter   quarantined, ``bad_command_response``
+a move the lifecycle refuses    quarantined, ``command_response_conflict`` (completed
+                                after expired, a response to a rejected command, ...)
+==============================  =========================================================
+
+:func:`responses_handler` wraps it as the ingest pipeline's hook for this CSV kind
+(``headend ingest`` files); ``headend serve`` applies them through its command
+service, which also publishes the new states.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from headend.commands.base import CommandStore
+from headend.commands.lifecycle import Command, RepeatedTransition, TransitionError, iso_ms
+from headend.commands.responses import KIND, decode_command_responses
+from headend.model import commands as C
+from headend.model import reasons, schema
+from headend.wire.csvfmt.rejects import make_rejects
+
+__all__ = ["ACTOR", "Applied", "apply_responses", "responses_handler"]
+
+#: the actor of state changes a collector reported, in the audit log
+ACTOR = "collector"
+
+
+@dataclass(slots=True)
+class Applied:
+    """What :func:`apply_responses` did: the commands after each change, in order (a
+    command may appear more than once), the responses that changed nothing, and the
+    quarantine rows."""
+
+    changed: list[Command] = field(default_factory=list)
+    duplicate: int = 0
+    rejects: list[pa.Table] = field(default_factory=list)
+
+    @property
+    def quarantine(self) -> pa.Table:
+        return pa.concat_tables(self.rejects) if self.rejects \
+            else schema.QUARANTINE.empty_table()
+
+
+def apply_responses(store: CommandStore, responses: pa.Table, *, source: str, now_ms: int,
+                    received_at: int | None = None) -> Applied:
+    """Apply decoded responses (:data:`~headend.commands.responses.RESPONSES`) in order.
+
+    Each change is one store transition by actor :data:`ACTOR` at ``now_ms`` [ms]; its
+    audit detail says the collector's status, time and text. See the module docstring
+    for what is a duplicate and what is quarantined (kind ``command_responses``, the
+    row as a CSV line in ``payload``).
+    """
+    out = Applied()
+    cols = {n: responses.column(n).to_pylist() for n in ("command_id", "meter_id", "status",
+                                                       "state", "reason", "detail")}
+    times = responses.column("time").cast(pa.int64()).to_pylist()
+
+    def reject(i: int, reason: str, why: str) -> None:
+        line = ",".join([cols["command_id"][i], cols["meter_id"][i], cols["status"][i],
+                         iso_ms(times[i]), cols["detail"][i] or ""])
+        out.rejects.append(make_rejects(
+            source, KIND, reason, why, payload=[line.encode()], meter_id=[cols["meter_id"][i]],
+            type=[cols["status"][i]], time=[iso_ms(times[i])], received_at=received_at))
+
+    for i in range(responses.num_rows):
+        cid, state = cols["command_id"][i], cols["state"][i]
+        cmd = store.get(cid)
+        if cmd is None:
+            reject(i, reasons.UNKNOWN_COMMAND, f"no command {cid!r}")
+            continue
+        if cmd.meter_id != cols["meter_id"][i]:
+            reject(i, reasons.BAD_COMMAND_RESPONSE,
+                   f"meter_id {cols['meter_id'][i]!r} is not the meter of {cid} "
+                   f"({cmd.meter_id!r})")
+            continue
+        if cmd.state == state or (state == "delivered" and cmd.state in ("completed",
+                                                                          "failed")):
+            out.duplicate += 1
+            continue
+        text = cols["detail"][i]
+        audit = f"{cols['status'][i]} at {iso_ms(times[i])}" + (f": {text}" if text else "")
+        try:
+            if cmd.state == "queued":
+                cmd = store.transition(cid, "sent", actor=ACTOR, at_ms=now_ms,
+                                       detail="answered before it was recorded as sent")
+                out.changed.append(cmd)
+            cmd = store.transition(cid, state, actor=ACTOR, at_ms=now_ms,
+                                   reason=cols["reason"][i], detail=audit)
+        except RepeatedTransition:
+            out.duplicate += 1
+            continue
+        except TransitionError as exc:
+            reject(i, reasons.COMMAND_RESPONSE_CONFLICT,
+                   f"{cid} is {exc.state}: a {cols['status'][i]} response cannot apply")
+            continue
+        out.changed.append(cmd)
+    return out
+
+
+def responses_handler(root: Path | str, *, clock: Callable[[], float] = time.time
+                      ) -> Callable[[bytes, str], tuple[int, int, pa.Table]]:
+    """The ingest pipeline's hook for ``command_responses`` (``headend ingest``): decode,
+    apply to the command store of the data directory ``root`` (opened for the call);
+    answers (responses that changed a command, duplicates, quarantine rows)."""
+
+    def handle(data: bytes, source: str) -> tuple[int, int, pa.Table]:
+        from headend.commands.sqlite import SqliteCommandStore, command_store_path
+
+        now_ms = int(clock() * 1000)
+        good, rej = decode_command_responses(data, source=source, received_at=now_ms // 1000)
+        store = SqliteCommandStore(command_store_path(root))
+        try:
+            applied = apply_responses(store, good, source=source, now_ms=now_ms,
+                                      received_at=now_ms // 1000)
+        finally:
+            store.close()
+        n_changed = good.num_rows - applied.duplicate - len(applied.rejects)
+        return n_changed, applied.duplicate, pa.concat_tables([rej, applied.quarantine])
+
+    return handle
+
+
+assert set(C.RESPONSE_STATUSES.values()) <= set(C.COMMAND_STATES)

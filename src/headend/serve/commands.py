@@ -1,0 +1,480 @@
+"""Commands in ``headend serve``: the HTTP routes, the downlink to collectors, the
+responses coming back, and the states published on the bus (docs/commands.md).
+
+Routes (thin: parse, call :class:`CommandService`, serialise):
+
+``POST /v1/commands``
+    JSON ``{"kind", "meter_ids", "reason"?, "command_id"?, "expires_in_s"?, "confirm"?,
+    "force"?}``; ``202 {"commands": [<command>...]}``, one per distinct meter, queued or
+    rejected with its reason (:meth:`headend.commands.Command.to_json`). ``400
+    {"error"}`` for a request that is not one (unknown kind, no meter, ``force``
+    without ``reason``); ``409 {"error"}`` when a ``command_id`` is already a command of
+    another kind or meter.
+``GET /v1/commands/{command_id}``
+    ``200 <command>``, ``404 {"error"}``.
+``GET /v1/collectors/{collector_id}/commands?wait=SECONDS``
+    The long poll of a collector: ``200`` with the downlink JSON lines
+    (``application/x-ndjson``) as soon as the scheduler lets some go, or ``204`` when
+    none did within ``wait`` (0 to ``poll_max_wait_s``; default 0: answer at once).
+
+The downlink: :class:`CommandService` runs one thread that, every ``tick_s``, expires
+commands past their expiry, queues again those sent and not answered in time
+(:func:`~headend.commands.scheduler.resend_due`) and, when serve runs with MQTT,
+publishes the commands :func:`~headend.commands.scheduler.plan` lets go to each collector
+on ``headend/downlink/<collector_id>`` (QoS 1, one message per collector and tick,
+JSON lines). A command becomes ``sent`` once the broker acknowledged it (PUBACK) or a
+poll returned it. A collector that polled in the last ``poller_ttl_s`` gets its
+commands only from its polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticError
+from starlette.concurrency import run_in_threadpool
+
+from headend.bus import Bus
+from headend.commands import (
+    Command,
+    CommandRequest,
+    CommandStore,
+    TransitionError,
+    admit,
+    downlink_lines,
+    meter_facts,
+)
+from headend.commands.apply import apply_responses
+from headend.commands.responses import decode_command_responses
+from headend.commands.scheduler import (
+    IN_FLIGHT_STATES,
+    Bucket,
+    Candidate,
+    SchedulerConfig,
+    expiring,
+    handover_backoff_ms,
+    plan,
+    resend_due,
+)
+from headend.errors import HeadendError, ServiceUnavailable, ValidationError
+from headend.model import commands as C
+from headend.model.codes import COMMODITIES
+from headend.serve.streams import JSONL
+from headend.serve.subjects import token
+
+__all__ = ["ACTOR", "CommandService", "CommandsRoutes", "command_subject", "mqtt_downlink"]
+
+log = logging.getLogger(__name__)
+
+#: actor of the head end's own state changes (sent, expired, resent) in the audit log
+ACTOR: Final = "headend"
+#: how long a hand-over over MQTT waits for the broker's PUBACK [s]
+PUBACK_TIMEOUT_S: Final = 10.0
+
+
+def _ms(clock: Callable[[], float]) -> int:
+    return int(clock() * 1000)
+
+
+def _line(c: Command) -> bytes:
+    return (json.dumps(c.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def command_subject(c: Command, place: tuple[str, str, str, str]) -> str:
+    """``headend.commands.<state>.<commodity>.<substation>.<feeder>.<transformer>.
+    <meter>.<kind>`` (tokens of :mod:`headend.serve.subjects`); ``place`` is the
+    meter's commodity name and its substation, feeder and transformer ids (tokens
+    already)."""
+    com, sub, fdr, tx = place
+    return f"headend.commands.{c.state}.{com}.{sub}.{fdr}.{tx}.{token(c.meter_id)}.{c.kind}"
+
+
+def mqtt_downlink(client: Any, *, timeout_s: float = PUBACK_TIMEOUT_S
+                  ) -> Callable[[str, bytes], None]:
+    """Hand-over over MQTT with a connected paho ``client``: publish on
+    ``headend/downlink/<collector_id>`` with QoS 1 and return once the broker
+    acknowledged it; raise :class:`ServiceUnavailable` otherwise."""
+    from headend.serve.mqtt import DOWNLINK_TOPIC
+
+    def send(collector_id: str, payload: bytes) -> None:
+        info = client.publish(DOWNLINK_TOPIC.format(collector_id=collector_id), payload,
+                              qos=1)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            raise ServiceUnavailable(f"MQTT downlink to {collector_id}: {exc}") from exc
+        if not info.is_published():
+            raise ServiceUnavailable(f"MQTT downlink to {collector_id}: no PUBACK within "
+                                     f"{timeout_s} s")
+
+    return send
+
+
+@dataclass(slots=True)
+class _Sends:
+    """What the service remembers of a command between ticks (lost at a restart)."""
+
+    sends: int = 0  # hand-overs so far
+    last_ms: int = 0  # last hand-over [ms]
+    failures: int = 0  # failed hand-overs in a row
+    not_before_ms: int = 0
+
+
+class CommandService:
+    """Commands of one serve process: admission, downlink, responses, bus states.
+
+    Parameters
+    ----------
+    store : CommandStore
+        The durable store (``<data>/commands/``); closed by :meth:`close`.
+    registry : callable
+        Returns the current :class:`~headend.store.registry.MeterRegistry`.
+    bus : Bus or None
+        Where command states are published (``headend.commands.<state>...``).
+    cfg : SchedulerConfig
+    poller_ttl_s : float
+        A collector that polled within this long [s] gets its commands by poll only.
+    tick_s : float
+        Period of the downlink thread [s].
+    clock : callable
+        Seconds since the epoch (tests).
+    """
+
+    def __init__(self, store: CommandStore, registry: Callable[[], Any], bus: Bus | None, *,
+                 cfg: SchedulerConfig | None = None, poller_ttl_s: float = 300.0,
+                 tick_s: float = 0.25, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.registry = registry
+        self.bus = bus
+        self.cfg = cfg or SchedulerConfig()
+        self.poller_ttl_s = poller_ttl_s
+        self.tick_s = tick_s
+        self.clock = clock
+        #: hand-over over MQTT ``(collector_id, payload)``; None: collectors poll
+        self.mqtt_send: Callable[[str, bytes], None] | None = None
+        self._lock = threading.RLock()
+        self._buckets: dict[str, Bucket] = {}
+        self._sends: dict[str, _Sends] = {}
+        self._pollers: dict[str, float] = {}  # collector -> monotonic time of last poll
+        self._handing: set[str] = set()  # ids being published (outside the lock)
+        self._published: set[str] = set()  # queued ids whose state went on the bus
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- admission
+
+    def submit(self, request: CommandRequest) -> list[Command]:
+        """Admit and store the request's commands (idempotent on their ids); publish
+        the new ones' states. Raises :class:`ValidationError` when an id is already a
+        command of another kind or meter."""
+        now = _ms(self.clock)
+        made = admit(request, meter_facts(self.registry(), request.meter_ids), now_ms=now)
+        stored = self.store.put(made)
+        for m, s in zip(made, stored, strict=True):
+            if (m.kind, m.meter_id) != (s.kind, s.meter_id):
+                raise ValidationError(f"command id {s.command_id} is already a {s.kind} of "
+                                      f"meter {s.meter_id} (asked: {m.kind} of {m.meter_id})")
+        self._publish([s for m, s in zip(made, stored, strict=True) if s == m])
+        return stored
+
+    def get(self, command_id: str) -> Command | None:
+        return self.store.get(command_id)
+
+    # ----------------------------------------------------------------- responses
+
+    def take_responses(self, data: bytes, source: str) -> tuple[int, int, pa.Table]:
+        """The ingest hook of ``command_responses`` (``Ingestor.side_csv``): decode,
+        apply, publish the new states; (changed, duplicates, quarantine rows)."""
+        now = _ms(self.clock)
+        good, rej = decode_command_responses(data, source=source, received_at=now // 1000)
+        with self._lock:
+            applied = apply_responses(self.store, good, source=source, now_ms=now,
+                                      received_at=now // 1000)
+        self._publish(applied.changed)
+        changed = good.num_rows - applied.duplicate - len(applied.rejects)
+        return changed, applied.duplicate, pa.concat_tables([rej, applied.quarantine])
+
+    # ----------------------------------------------------------------- downlink
+
+    def _active(self) -> list[Command]:
+        return [c for s in ("queued", "sent", "delivered") for c in self.store.list(state=s)]
+
+    def _move(self, ids: Sequence[str], to_state: str, now: int, detail: str | None = None
+              ) -> list[Command]:
+        out = []
+        for cid in ids:
+            try:
+                out.append(self.store.transition(cid, to_state, actor=ACTOR, at_ms=now,
+                                                 detail=detail))
+            except TransitionError as exc:  # changed meanwhile (a response, the CLI)
+                log.info("command %s not moved to %s: %s", cid, to_state, exc)
+        return out
+
+    def _plan(self, active: list[Command], now: int, collectors: frozenset[str] | None,
+              skip: frozenset[str]) -> dict[str, list[Command]]:
+        """Under the lock: what may be handed over now, per collector."""
+        by_id = {c.command_id: c for c in active}
+        in_flight: dict[str, int] = {}
+        queued = []
+        for c in active:
+            if c.collector_id is None or c.collector_id in skip:
+                continue
+            if c.state in IN_FLIGHT_STATES:
+                in_flight[c.collector_id] = in_flight.get(c.collector_id, 0) + 1
+            elif c.command_id not in self._handing and c.control_code is not None:
+                s = self._sends.get(c.command_id)
+                queued.append(Candidate.of(c, s.not_before_ms if s else 0))
+        p = plan(queued, in_flight, self._buckets, now, self.cfg, collectors=collectors)
+        self._buckets.update(p.buckets)
+        return {coll: [by_id[i] for i in ids] for coll, ids in p.send.items()}
+
+    def _sent(self, cmds: Sequence[Command], now: int) -> list[Command]:
+        moved = self._move([c.command_id for c in cmds], "sent", now)
+        for c in moved:
+            s = self._sends.setdefault(c.command_id, _Sends())
+            s.sends, s.last_ms, s.failures, s.not_before_ms = s.sends + 1, now, 0, 0
+        return moved
+
+    def tick(self) -> None:
+        """One round of the downlink thread (module docstring)."""
+        now = _ms(self.clock)
+        changed: list[Command] = []
+        with self._lock:
+            active = self._active()
+            changed += self._move(expiring(active, now), "expired", now)
+            sent = [(c, self._sends.get(c.command_id, _Sends(1, c.updated_ms)))
+                    for c in active if c.state == "sent"]
+            again = resend_due([(c, s.sends, s.last_ms) for c, s in sent], now, self.cfg)
+            changed += self._move(again, "queued", now, "no answer: sent again")
+            ended = {c.command_id for c in changed if c.state == "expired"}
+            fresh = [c for c in active if c.state == "queued" and c.command_id not in
+                     self._published and c.command_id not in ended]
+            changed += fresh  # made by another process (headend command send)
+            self._published.update(c.command_id for c in fresh)
+            todo: dict[str, list[Command]] = {}
+            if self.mqtt_send is not None:
+                active = self._active() if changed else active
+                todo = self._plan(active, now, None, self._polling())
+                self._handing.update(c.command_id for cs in todo.values() for c in cs)
+        self._publish(changed)
+        for coll, cmds in todo.items():  # outside the lock: the broker may be slow
+            self._hand_over_mqtt(coll, cmds)
+
+    def _hand_over_mqtt(self, coll: str, cmds: list[Command]) -> None:
+        assert self.mqtt_send is not None
+        now = _ms(self.clock)
+        try:
+            self.mqtt_send(coll, downlink_lines(cmds, issued_ms=now))
+        except (HeadendError, OSError) as exc:
+            log.warning("downlink to collector %s failed: %s", coll, exc)
+            with self._lock:
+                self._handing.difference_update(c.command_id for c in cmds)
+                failed = []
+                for c in cmds:
+                    s = self._sends.setdefault(c.command_id, _Sends())
+                    s.failures += 1
+                    s.not_before_ms = now + handover_backoff_ms(s.failures, self.cfg)
+                    if s.failures >= self.cfg.max_handover_failures:
+                        failed.append(c.command_id)
+                gave_up = [self.store.transition(i, "failed", actor=ACTOR, at_ms=now,
+                                                 reason="downlink_failed", detail=str(exc))
+                           for i in failed if self._still_queued(i)]
+            self._publish(gave_up)
+            return
+        with self._lock:
+            self._handing.difference_update(c.command_id for c in cmds)
+            moved = self._sent(cmds, _ms(self.clock))
+        self._publish(moved)
+
+    def _still_queued(self, cid: str) -> bool:
+        c = self.store.get(cid)
+        return c is not None and c.state == "queued"
+
+    def _polling(self) -> frozenset[str]:
+        t = time.monotonic()
+        return frozenset(k for k, v in self._pollers.items() if t - v < self.poller_ttl_s)
+
+    def take_for_poll(self, collector_id: str) -> bytes:
+        """The downlink lines the scheduler lets go to ``collector_id`` now (marked
+        ``sent``), or ``b""``."""
+        with self._lock:
+            self._pollers[collector_id] = time.monotonic()
+            now = _ms(self.clock)
+            todo = self._plan(self._active(), now, frozenset({collector_id}), frozenset())
+            cmds = todo.get(collector_id, [])
+            if not cmds:
+                return b""
+            moved = self._sent(cmds, now)
+        self._publish(moved)
+        return downlink_lines([c for c in cmds if c.command_id in
+                               {m.command_id for m in moved}], issued_ms=now)
+
+    # ----------------------------------------------------------------- bus
+
+    def _publish(self, cmds: Sequence[Command]) -> None:
+        """Each command's state on ``headend.commands.<state>...``; failures are logged
+        (the store has the state)."""
+        if self.bus is None or not cmds:
+            return
+        for c in cmds:
+            if c.state == "queued":
+                self._published.add(c.command_id)
+            elif c.state in C.TERMINAL_STATES:
+                self._published.discard(c.command_id)
+                self._sends.pop(c.command_id, None)
+        try:
+            places = self._places([c.meter_id for c in cmds])
+            msgs: list[tuple[str, bytes, dict[str, str] | None]] = [
+                (command_subject(c, places[c.meter_id]), _line(c),
+                 {"Content-Type": JSONL}) for c in cmds]
+            self.bus.publish_many(msgs)
+        except HeadendError as exc:
+            log.warning("command states not published on the bus: %s", exc)
+
+    def _places(self, meter_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
+        reg = self.registry()
+        ids = list(dict.fromkeys(meter_ids))
+        idx = reg.idx_for_id(pa.array(ids, pa.string()))
+        known = idx >= 0
+        out = dict.fromkeys(ids, ("~", "~", "~", "~"))
+        if known.any():
+            k = idx[known]
+            com = reg.attribute("commodity", k).to_numpy(zero_copy_only=False)
+            cols = [reg.attribute(n, k).to_pylist()
+                    for n in ("substation_id", "feeder_id", "transformer_id")]
+            for j, i in enumerate(np.flatnonzero(known).tolist()):
+                out[ids[i]] = (COMMODITIES[int(com[j])], token(cols[0][j]), token(cols[1][j]),
+                               token(cols[2][j]))
+        return out
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, *, downlink: bool = True) -> None:
+        """Queue again what was sent and not answered before a restart, then run the
+        downlink thread (``downlink=False``: a worker process, responses only)."""
+        if not downlink:
+            return
+        now = _ms(self.clock)
+        with self._lock:
+            again = self._move([c.command_id for c in self.store.list(state="sent")],
+                               "queued", now, "sent before a restart, no answer: sent again")
+        self._publish(again)
+        self._thread = threading.Thread(target=self._run, name="command-downlink",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.tick()
+            except Exception:  # keep the downlink alive; logged
+                log.exception("command downlink")
+
+    def stop(self) -> None:
+        """Stop the downlink thread (responses are still applied until :meth:`close`)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def close(self) -> None:
+        self.stop()
+        self.store.close()
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class CommandPost(BaseModel):
+    """Body of ``POST /v1/commands``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    meter_ids: list[str] = Field(min_length=1)
+    reason: str | None = None
+    command_id: str | None = None
+    expires_in_s: int | None = Field(None, gt=0)
+    confirm: bool = False
+    force: bool = False
+
+
+def _error(status: int, msg: str) -> JSONResponse:
+    return JSONResponse({"error": msg}, status_code=status)
+
+
+class CommandsRoutes:
+    """The routes of the module docstring, in :attr:`router`, over a
+    :class:`CommandService` (None: 503, a process without commands)."""
+
+    def __init__(self, service: CommandService | None, *, poll_max_wait_s: float = 60.0,
+                 poll_step_s: float = 0.1) -> None:
+        self.service = service
+        self.poll_max_wait_s = poll_max_wait_s
+        self.poll_step_s = poll_step_s
+        r = self.router = APIRouter()
+        r.add_api_route("/v1/commands", self.post, methods=["POST"], status_code=202)
+        r.add_api_route("/v1/commands/{command_id}", self.get, methods=["GET"])
+        r.add_api_route("/v1/collectors/{collector_id}/commands", self.poll, methods=["GET"])
+
+    async def post(self, request: Request) -> Response:
+        svc = self.service
+        if svc is None:
+            return _error(503, "this process has no command service")
+        try:
+            body = CommandPost.model_validate_json(await request.body())
+            req = CommandRequest(body.kind, body.meter_ids, _actor(request),
+                                 reason=body.reason, command_id=body.command_id,
+                                 confirm=body.confirm, force=body.force,
+                                 expires_in_s=body.expires_in_s)
+        except (PydanticError, ValidationError) as exc:
+            return _error(400, str(exc))
+        try:
+            cmds = await run_in_threadpool(svc.submit, req)
+        except ValidationError as exc:
+            return _error(409, str(exc))
+        return JSONResponse({"commands": [c.to_json() for c in cmds]}, status_code=202)
+
+    async def get(self, command_id: str) -> Response:
+        if self.service is None:
+            return _error(503, "this process has no command service")
+        cmd = await run_in_threadpool(self.service.get, command_id)
+        if cmd is None:
+            return _error(404, f"unknown command {command_id!r}")
+        return JSONResponse(cmd.to_json())
+
+    async def poll(self, collector_id: str, request: Request) -> Response:
+        svc = self.service
+        if svc is None:
+            return _error(503, "this process has no command service")
+        raw = request.query_params.get("wait", "0")
+        try:
+            wait = float(raw)
+        except ValueError:
+            return _error(400, f"wait must be a number of seconds, not {raw!r}")
+        if not 0 <= wait <= self.poll_max_wait_s:
+            return _error(400, f"wait must be between 0 and {self.poll_max_wait_s:g} s")
+        deadline = time.monotonic() + wait
+        while True:
+            body = await run_in_threadpool(svc.take_for_poll, collector_id)
+            if body:
+                return Response(body, media_type=JSONL)
+            left = deadline - time.monotonic()
+            if left <= 0 or await request.is_disconnected():
+                return Response(status_code=204)
+            await asyncio.sleep(min(self.poll_step_s, left))
+
+
+def _actor(request: Request) -> str:
+    return f"http:{request.client.host if request.client else '?'}"
