@@ -182,3 +182,23 @@ def test_sqlite_two_handles_share_the_file(tmp_path: Path) -> None:
     assert a.get("c1").state == "sent"  # type: ignore[union-attr]
     a.close()
     b.close()
+
+
+def test_sqlite_transition_many_is_all_or_nothing(tmp_path: Path) -> None:
+    s = SqliteCommandStore(tmp_path / "commands.sqlite")
+    s.put([cmd("a"), cmd("b")])
+    got = s.transition_many([("a", "sent", "headend", T0 + 1, None, None),
+                             ("b", "sent", "headend", T0 + 1, None, None),
+                             ("a", "completed", "collector-9", T0 + 2, None, "ok")])
+    assert [(c.command_id, c.state) for c in got] == [("a", "sent"), ("b", "sent"),
+                                                      ("a", "completed")]
+    with pytest.raises(TransitionError):
+        s.transition_many([("b", "delivered", "new-actor", T0 + 3, None, None),
+                           ("a", "sent", "new-actor", T0 + 3, None, None)])
+    assert s.get("b").state == "sent"  # type: ignore[union-attr]
+    s.transition("b", "failed", actor="new-actor", at_ms=T0 + 4, reason="collector_error")
+    assert [(h.state, h.actor) for h in s.history("b")] == [
+        ("queued", "alice"), ("sent", "headend"), ("failed", "new-actor")]
+    assert [(h.state, h.actor, h.detail) for h in s.history("a")][-1] == (
+        "completed", "collector-9", "ok")
+    s.close()

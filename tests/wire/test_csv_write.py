@@ -120,8 +120,8 @@ def test_write_meters_from_the_registry_schema() -> None:
     out = io.BytesIO()
     write_meters_csv(flags, out)
     assert out.getvalue().splitlines() == [
-        b"meter_id,commodity,technology,two_way,collector_id,transformer_id,feeder_id,"
-        b"substation_id,interval_minutes,critical_care,switch_state",
+        (b"meter_id,commodity,technology,two_way,collector_id,transformer_id,feeder_id,"
+         b"substation_id,interval_minutes,critical_care,switch_state"),
         b'M1,electric,plc,true,C1,"T,1",F1,S1,15,true,disconnected',
         b"M2,gas,gprs,false,,,,,60,false,unknown"]
     bad = meters.set_column(10, "interval_s", pa.array([90, 60], pa.int32()))

@@ -57,6 +57,7 @@ _VERB_MODULES: tuple[str, ...] = (
     "export",
     "serve",
     "rules",
+    "command",
     "vee",
     "analytics",
     "report",

@@ -121,11 +121,14 @@ def meter_facts(registry: MeterRegistry, meter_ids: Sequence[str]) -> MeterFacts
 
 def command_ids(base: str | None, meter_ids: Sequence[str]) -> list[str]:
     """The id of each meter's command: ``base`` for one meter, ``base:meter_id`` for
-    several, a random 128-bit hex id per command without ``base``."""
+    several, a random 80-bit id per command without ``base`` (16 characters of base32,
+    ``[a-z2-7]``: short, so that the store stays small, and never taken for an option)."""
     if base is None:
-        import uuid
+        import base64
+        import secrets
 
-        return [uuid.uuid4().hex for _ in meter_ids]
+        return [base64.b32encode(secrets.token_bytes(10)).decode().lower()
+                for _ in meter_ids]
     if len(meter_ids) == 1:
         return [base]
     return [f"{base}:{m}" for m in meter_ids]

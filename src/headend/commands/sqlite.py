@@ -5,13 +5,18 @@ WAL journal with ``synchronous=FULL``: a call that returned is on disk, and a re
 IMMEDIATE``), so the command and its audit record change together, and several processes
 may share the file.
 
-Layout (compact, so that 1M commands fit in well under 200 MB, bench/bench_commands.py):
+Layout, compact so that 1M commands with their whole audit log fit in well under 200 MB
+(bench/bench_commands.py, docs/benchmarks.md):
 
 * ``commands``: one row per command, keyed by an integer ``n`` (creation order); kind
-  and state as their small codes, times in ms; a unique index on ``command_id`` (the
-  idempotency key), and indexes on ``meter_id`` and ``state``.
-* ``history``: one row per state change, ``(n, seq)`` as its clustered key
-  (``WITHOUT ROWID``): no second index, and a command's records are contiguous.
+  and state as their small codes, times as the creation time [ms] and offsets from it;
+  the control code as its end-device type when it is the kind's standard code; a unique
+  index on ``command_id`` (the idempotency key), an index on ``meter_id``, and a partial
+  index on ``state`` over the commands not yet final (the ones a sender looks for).
+* The audit log of a command is kept in its own row (``log``), one packed entry per
+  state change, appended in the transaction of the change: offset from the creation
+  [ms] (varint), state, reason (codes), actor (an id in the small ``actors`` table,
+  varint) and detail (varint length + UTF-8). No second table, no second key per change.
 """
 
 from __future__ import annotations
@@ -40,8 +45,14 @@ __all__ = ["SCHEMA_VERSION", "SqliteCommandStore", "command_store_path"]
 SCHEMA_VERSION: Final = 1
 _STATES: Final = tuple(C.COMMAND_STATES)
 _STATE_CODE: Final = {s: i for i, s in enumerate(_STATES)}
-_KINDS: Final = {k.code: k.name for k in C.COMMAND_KINDS}
+#: the states not yet final are the first three codes; the partial index's condition,
+#: repeated word for word in a query so that SQLite may use the index
+_OPEN_SQL: Final = "state < 3"
+assert {s for s, i in _STATE_CODE.items() if i < 3} == {"queued", "sent", "delivered"}
+_KINDS: Final = {k.code: k for k in C.COMMAND_KINDS}
 _KIND_CODE: Final = {k.name: k.code for k in C.COMMAND_KINDS}
+_REASONS: Final = (None, *C.ALL_REASONS)
+_REASON_CODE: Final = {r: i for i, r in enumerate(_REASONS)}
 #: how long a writer waits for another process's transaction [s]
 BUSY_TIMEOUT_S: Final = 30.0
 
@@ -56,25 +67,18 @@ _DDL: Final = (
         detail TEXT,
         actor TEXT NOT NULL,
         created_ms INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        expires_ms INTEGER NOT NULL,
+        updated_d INTEGER NOT NULL,
+        expires_d INTEGER NOT NULL,
         collector_id TEXT,
-        control_code TEXT)""",
+        ctl,
+        log BLOB NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS commands_id ON commands (command_id)",
     "CREATE INDEX IF NOT EXISTS commands_meter ON commands (meter_id)",
-    "CREATE INDEX IF NOT EXISTS commands_state ON commands (state)",
-    """CREATE TABLE IF NOT EXISTS history (
-        n INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        at_ms INTEGER NOT NULL,
-        state INTEGER NOT NULL,
-        reason TEXT,
-        actor TEXT NOT NULL,
-        detail TEXT,
-        PRIMARY KEY (n, seq)) WITHOUT ROWID""",
+    f"CREATE INDEX IF NOT EXISTS commands_open ON commands (state) WHERE {_OPEN_SQL}",
+    "CREATE TABLE IF NOT EXISTS actors (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
 )
 _COLS: Final = ("command_id, kind, meter_id, state, reason, detail, actor, created_ms, "
-                "updated_ms, expires_ms, collector_id, control_code")
+                "updated_d, expires_d, collector_id, ctl")
 
 
 def command_store_path(root: Path | str) -> Path:
@@ -82,15 +86,83 @@ def command_store_path(root: Path | str) -> Path:
     return Path(root) / "commands" / "commands.sqlite"
 
 
+def _ctl(kind: str, code: str | None) -> int | str | None:
+    """A control code as stored: its end-device type when it is the kind's standard
+    code with that type, else the text."""
+    if code is None:
+        return None
+    t, _, rest = code.partition(".")
+    if t.isdigit() and rest == C.KIND_BY_NAME[kind].control:
+        return int(t)
+    return code
+
+
 def _command(row: Sequence[Any]) -> Command:
-    return Command(row[0], _KINDS[row[1]], row[2], _STATES[row[3]], row[4], row[5], row[6],
-                   row[7], row[8], row[9], row[10], row[11])
+    kind = _KINDS[row[1]]
+    ctl = row[11]
+    code = f"{ctl}.{kind.control}" if isinstance(ctl, int) else ctl
+    return Command(row[0], kind.name, row[2], _STATES[row[3]], row[4], row[5], row[6],
+                   row[7], row[7] + row[8], row[7] + row[9], row[10], code)
 
 
 def _row(c: Command) -> tuple[Any, ...]:
     return (c.command_id, _KIND_CODE[c.kind], c.meter_id, _STATE_CODE[c.state], c.reason,
-            c.detail, c.actor, c.created_ms, c.updated_ms, c.expires_ms, c.collector_id,
-            c.control_code)
+            c.detail, c.actor, c.created_ms, c.updated_ms - c.created_ms,
+            c.expires_ms - c.created_ms, c.collector_id, _ctl(c.kind, c.control_code))
+
+
+def _varint(v: int, out: bytearray) -> None:
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    v = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i
+
+
+def _entry(h: HistoryEntry, created_ms: int, actor_id: int) -> bytes:
+    """One packed audit entry (see the module docstring)."""
+    out = bytearray()
+    _varint(h.at_ms - created_ms, out)
+    out.append(_STATE_CODE[h.state])
+    out.append(_REASON_CODE[h.reason])
+    _varint(actor_id, out)
+    if h.detail is None:
+        out.append(0)
+    else:
+        text = h.detail.encode()
+        _varint(len(text) + 1, out)
+        out += text
+    return bytes(out)
+
+
+def _entries(command_id: str, created_ms: int, log: bytes, actors: dict[int, str]
+             ) -> Iterator[HistoryEntry]:
+    i = seq = 0
+    while i < len(log):
+        d, i = _read_varint(log, i)
+        state, reason = log[i], log[i + 1]
+        actor, i = _read_varint(log, i + 2)
+        n, i = _read_varint(log, i)
+        detail = None
+        if n:
+            detail, i = log[i:i + n - 1].decode(), i + n - 1
+        yield HistoryEntry(command_id, seq, created_ms + d, _STATES[state], _REASONS[reason],
+                           actors[actor], detail)
+        seq += 1
 
 
 class SqliteCommandStore:
@@ -118,6 +190,7 @@ class SqliteCommandStore:
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the command store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
+        self._actors: dict[str, int] = {}
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -131,6 +204,19 @@ class SqliteCommandStore:
             raise
         db.execute("COMMIT")
 
+    def _actor_id(self, db: sqlite3.Connection, name: str) -> int:
+        """The id of ``name`` in ``actors`` (added if new; in the caller's transaction)."""
+        got = self._actors.get(name)
+        if got is None:
+            row = db.execute("SELECT id FROM actors WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = (db.execute("INSERT INTO actors (name) VALUES (?)", (name,)).lastrowid,)
+            got = self._actors[name] = int(row[0])
+        return got
+
+    def _actor_names(self) -> dict[int, str]:
+        return {int(i): n for i, n in self._db.execute("SELECT id, name FROM actors")}
+
     def put(self, commands: Sequence[Command]) -> list[Command]:
         for cmd in commands:
             check_reason(cmd.state, cmd.reason)
@@ -140,21 +226,19 @@ class SqliteCommandStore:
             with self._lock, self._tx() as db:
                 ids = list(dict.fromkeys(c.command_id for c in commands))
                 have = self._by_ids(db, ids)
-                new = {}
+                new: dict[str, Command] = {}
                 for c in commands:
                     if c.command_id not in have and c.command_id not in new:
                         new[c.command_id] = c
                 if new:
-                    db.executemany(f"INSERT INTO commands ({_COLS}) VALUES "
-                                   "(?,?,?,?,?,?,?,?,?,?,?,?)", map(_row, new.values()))
-                    n_of = self._n_of(db, list(new))
-                    db.executemany(
-                        "INSERT INTO history (n, seq, at_ms, state, reason, actor, detail) "
-                        "VALUES (?,0,?,?,?,?,?)",
-                        ((n_of[c.command_id], c.created_ms, _STATE_CODE[c.state], c.reason,
-                          c.actor, c.detail) for c in new.values()))
+                    rows = [(*_row(c), _entry(history_entry(c, 0, c.actor, c.detail),
+                                              c.created_ms, self._actor_id(db, c.actor)))
+                            for c in new.values()]
+                    db.executemany(f"INSERT INTO commands ({_COLS}, log) VALUES "
+                                   "(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                     have.update(new)
         except sqlite3.Error as exc:
+            self._actors.clear()  # ids of a rolled-back transaction are gone
             raise StorageError(f"command store {self.path}: {exc}") from exc
         return [have[c.command_id] for c in commands]
 
@@ -168,15 +252,6 @@ class SqliteCommandStore:
             out.update((r[0], _command(r)) for r in db.execute(q, chunk))
         return out
 
-    @staticmethod
-    def _n_of(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            q = f"SELECT command_id, n FROM commands WHERE command_id IN ({','.join('?' * len(chunk))})"
-            out.update(db.execute(q, chunk))
-        return out
-
     def get(self, command_id: str) -> Command | None:
         try:
             with self._lock:
@@ -188,26 +263,38 @@ class SqliteCommandStore:
 
     def transition(self, command_id: str, to_state: str, *, actor: str, at_ms: int,
                    reason: str | None = None, detail: str | None = None) -> Command:
+        return self.transition_many([(command_id, to_state, actor, at_ms, reason,
+                                      detail)])[0]
+
+    def transition_many(self, moves: Sequence[tuple[str, str, str, int, str | None,
+                                                    str | None]]) -> builtins.list[Command]:
+        """Several :meth:`transition` calls, ``(command_id, to_state, actor, at_ms,
+        reason, detail)`` each, in one transaction (one fsync): all are made, or none if
+        one raises. An adapter extra (not in the port), for a batch of answers."""
+        out = []
         try:
             with self._lock, self._tx() as db:
-                row = db.execute(f"SELECT n, {_COLS} FROM commands WHERE command_id = ?",
-                                 (command_id,)).fetchone()
-                if row is None:
-                    raise UnknownCommand(command_id)
-                n, cmd = row[0], _command(row[1:])
-                new = advance(cmd, to_state, at_ms=at_ms, reason=reason, detail=detail)
-                db.execute("UPDATE commands SET state = ?, reason = ?, detail = ?, "
-                           "updated_ms = ? WHERE n = ?",
-                           (_STATE_CODE[new.state], new.reason, new.detail, new.updated_ms, n))
-                seq = db.execute("SELECT MAX(seq) FROM history WHERE n = ?", (n,)).fetchone()[0]
-                h = history_entry(new, seq + 1, actor, detail)
-                db.execute("INSERT INTO history (n, seq, at_ms, state, reason, actor, detail) "
-                           "VALUES (?,?,?,?,?,?,?)",
-                           (n, h.seq, h.at_ms, _STATE_CODE[h.state], h.reason, h.actor,
-                            h.detail))
+                for command_id, to_state, actor, at_ms, reason, detail in moves:
+                    row = db.execute(f"SELECT n, {_COLS}, log FROM commands "
+                                     "WHERE command_id = ?", (command_id,)).fetchone()
+                    if row is None:
+                        raise UnknownCommand(command_id)
+                    n, cmd, log = row[0], _command(row[1:-1]), row[-1]
+                    new = advance(cmd, to_state, at_ms=at_ms, reason=reason, detail=detail)
+                    h = history_entry(new, 0, actor, detail)
+                    entry = _entry(h, cmd.created_ms, self._actor_id(db, actor))
+                    db.execute("UPDATE commands SET state = ?, reason = ?, detail = ?, "
+                               "updated_d = ?, log = ? WHERE n = ?",
+                               (_STATE_CODE[new.state], new.reason, new.detail,
+                                new.updated_ms - new.created_ms, log + entry, n))
+                    out.append(new)
         except sqlite3.Error as exc:
+            self._actors.clear()
             raise StorageError(f"command store {self.path}: {exc}") from exc
-        return new
+        except BaseException:
+            self._actors.clear()  # ids added by the rolled-back transaction are gone
+            raise
+        return out
 
     def list(self, *, state: str | None = None, meter_id: str | None = None,
              since_ms: int | None = None, limit: int | None = None) -> list[Command]:
@@ -216,13 +303,15 @@ class SqliteCommandStore:
         if state is not None:
             if state not in _STATE_CODE:
                 return []
+            if state not in C.TERMINAL_STATES:
+                where.append(_OPEN_SQL)
             where.append("state = ?")
             args.append(_STATE_CODE[state])
         if meter_id is not None:
             where.append("meter_id = ?")
             args.append(meter_id)
         if since_ms is not None:
-            where.append("updated_ms >= ?")
+            where.append("created_ms + updated_d >= ?")
             args.append(since_ms)
         q = f"SELECT {_COLS} FROM commands"
         if where:
@@ -238,17 +327,17 @@ class SqliteCommandStore:
             raise StorageError(f"command store {self.path}: {exc}") from exc
 
     def history(self, command_id: str | None = None) -> builtins.list[HistoryEntry]:
-        q = ("SELECT c.command_id, h.seq, h.at_ms, h.state, h.reason, h.actor, h.detail "
-             "FROM history h JOIN commands c ON c.n = h.n")
+        q = "SELECT command_id, created_ms, log FROM commands"
         args: builtins.list[str] = []
         if command_id is not None:
-            q += " WHERE c.command_id = ?"
+            q += " WHERE command_id = ?"
             args.append(command_id)
-        q += " ORDER BY h.n, h.seq"
+        q += " ORDER BY n"
         try:
             with self._lock:
-                return [HistoryEntry(r[0], r[1], r[2], _STATES[r[3]], r[4], r[5], r[6])
-                        for r in self._db.execute(q, args)]
+                actors = self._actor_names()
+                return [h for cid, t0, log in self._db.execute(q, args)
+                        for h in _entries(cid, t0, log, actors)]
         except sqlite3.Error as exc:
             raise StorageError(f"command store {self.path}: {exc}") from exc
 
