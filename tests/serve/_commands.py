@@ -110,7 +110,7 @@ def lines(r: httpx.Response) -> list[dict[str, Any]]:
 
 def bus_states(svc: Service, timeout_s: float = 1.0) -> list[tuple[str, dict[str, Any]]]:
     """Every command state on the bus so far: (subject, command JSON), in order."""
-    cons = svc.bus.consumer(OUT_STREAM, None, filter_subject="headend.commands.>",
+    cons = svc.bus.consumer(OUT_STREAM, None, filter_subject="headend.commands.*.*.*.*.*.*.*",
                             start_seq=1)
     out = []
     try:
