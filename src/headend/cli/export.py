@@ -178,7 +178,8 @@ def export_registers(
 @export_app.command("meters")
 def export_meters(data: DataOption = DEFAULT_DATA_PATH) -> None:
     """The meter registry as canonical meters CSV, then interval_minutes (declared or
-    learned; empty while unknown) and interval_source (declared|learned|empty).
+    learned; empty while unknown), critical_care (true|false), interval_source
+    (declared|learned|empty) and switch_state (connected|disconnected|unknown).
 
     \b
     Example:
