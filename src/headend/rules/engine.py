@@ -50,7 +50,7 @@ from headend.rules.base import Chunk, Context, Output, Rule
 from headend.rules.chunking import Cols, chunk_of, column, group_rows
 from headend.rules.config import RuleSet, RuleSpec, default_ruleset, load_ruleset
 from headend.rules.outage import EvidencePinger, OutageRule, Pinger
-from headend.rules.topology import Topology
+from headend.rules.topology import Topology, meters_table
 
 __all__ = ["RULES_DIR", "RULE_FACTORIES", "TICK_FREE_KINDS", "RuleEngine", "build_rule",
            "register_kind"]
@@ -215,7 +215,7 @@ class RuleEngine:
     # ------------------------------------------------------------------ core
 
     def topology(self) -> Topology:
-        src = self.registry.table() if hasattr(self.registry, "table") else self.registry
+        src = meters_table(self.registry)  # the registry's table of now (or the table)
         if src is not self._topo_src or self._topo is None:
             eng = self.config.engine
             self._topo = Topology.from_registry(src, (eng.partition, eng.partitions))

@@ -7,6 +7,7 @@ sees exactly what ingest would hand it.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,11 +189,11 @@ def observable_truth(ground_truth: Any, *, interval_s: int = 900, gasp_spread_s:
     * one that ends inside ``[a, b)`` is seen restored at ``b``.
     """
     rows: Iterable[Mapping[str, Any]] = (
-        ground_truth.to_pylist() if hasattr(ground_truth, "to_pylist") else ground_truth)
+        ground_truth.to_pylist() if isinstance(ground_truth, pa.Table) else ground_truth)
     big = 2**62
 
     def sec(x: Any) -> int:
-        return big if x is None else int(x.timestamp()) if hasattr(x, "timestamp") else int(x)
+        return big if x is None else int(x.timestamp()) if isinstance(x, dt.datetime) else int(x)
 
     out = []
     for r in rows:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, overload
+from typing import Any, Final, Literal, Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +23,18 @@ import pyarrow.compute as pc
 from headend.model import schema
 from headend.model.codes import Commodity
 
-__all__ = ["FEEDER", "LEVEL_NAMES", "METER", "SUBSTATION", "TRANSFORMER", "Ids", "Topology",
-           "meters_table", "partition_of"]
+__all__ = [
+    "FEEDER",
+    "LEVEL_NAMES",
+    "METER",
+    "SUBSTATION",
+    "TRANSFORMER",
+    "Ids",
+    "MeterSource",
+    "Topology",
+    "meters_table",
+    "partition_of",
+]
 
 METER: Final = 0
 TRANSFORMER: Final = 1
@@ -48,19 +58,20 @@ def partition_of(substation: I32, n_parts: int) -> I32:
     return out
 
 
-def meters_table(registry: Any) -> pa.Table:
-    """The METERS table of a registry (``table()``, ``meters()``, ``to_arrow()`` or a
-    ``table`` attribute), or the table itself; an empty table otherwise."""
+class MeterSource(Protocol):
+    """What the rules need of a meter registry (``headend.store.MeterRegistry`` is one):
+    its METERS table, current at each call."""
+
+    def table(self) -> pa.Table: ...
+
+
+def meters_table(registry: MeterSource | pa.Table | None) -> pa.Table:
+    """The METERS table of a registry, or the table itself (``None``: an empty one)."""
+    if registry is None:
+        return schema.METERS.empty_table()
     if isinstance(registry, pa.Table):
         return registry
-    for attr in ("table", "meters", "to_arrow", "meters_table"):
-        obj = getattr(registry, attr, None)
-        if obj is None:
-            continue
-        tbl = obj() if callable(obj) else obj
-        if isinstance(tbl, pa.Table):
-            return tbl
-    return schema.METERS.empty_table()
+    return registry.table()
 
 
 class Ids(Sequence[str]):
@@ -200,7 +211,8 @@ class Topology:
         )
 
     @classmethod
-    def from_registry(cls, registry: Any, partition: tuple[int, int] = (0, 1)) -> Topology:
+    def from_registry(cls, registry: MeterSource | pa.Table | None,
+                      partition: tuple[int, int] = (0, 1)) -> Topology:
         """Build from a meter registry (see :func:`meters_table`)."""
         return cls.from_meters(meters_table(registry), partition)
 

@@ -92,7 +92,7 @@ def _read_steps(meter: npt.NDArray[np.int32], rt: npt.NDArray[np.uint8], t: I64,
     "Known" is None when every interval is known. Reads of keys whose interval is unknown get a provisional
     step, the coarsest grid holding all their reads, only to validate them.
     """
-    if not hasattr(intervals, "segments"):  # interval of each meter, indexed by meter_idx
+    if isinstance(intervals, np.ndarray | list | tuple):  # interval per meter, by meter_idx
         step = np.asarray(intervals, np.int64)[meter]
         return step, None, None
     local = None
