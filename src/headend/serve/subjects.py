@@ -14,6 +14,7 @@ registers  raw          register name (``kwh_del_total``)
 events     device       event type name (``power_fail``) or ``c<t>-<d>-<s>-<e>``
 alarms     <rule>       alarm type
 outages    <level>      ``start`` / ``end`` (meter token ``~`` above meter level)
+commands   <state>      command kind (:func:`headend.serve.commands.command_subject`)
 =========  ===========  ==============================================================
 
 Ids become tokens by :func:`token`: ``[A-Za-z0-9_-]`` kept, every other byte of the
@@ -54,7 +55,7 @@ RESULT_PREFIX: Final = "headend-result"
 #: what the third-party stream captures: every nine-token ``headend.`` subject
 OUT_SUBJECTS: Final = ("headend.*.*.*.*.*.*.*.*",)
 MISSING: Final = "~"
-FAMILIES: Final = ("reads", "registers", "events", "alarms", "outages")
+FAMILIES: Final = ("reads", "registers", "events", "alarms", "outages", "commands")
 #: scope key -> token position in the subject (0 = "headend")
 SCOPE_KEYS: Final[dict[str, int]] = {
     "family": 1,
