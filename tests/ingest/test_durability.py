@@ -40,7 +40,8 @@ def test_crash_between_durable_write_and_ack(root: Path, files: dict[str, Path])
         """
         import os, sys
         from headend.ingest.pipeline import Ingestor
-        class Crash:
+        from headend.ingest.result import BaseListener
+        class Crash(BaseListener):
             def on_stored(self, batch): os._exit(17)
             def on_watermark(self, t): pass
         ing = Ingestor.open(sys.argv[1], listeners=[Crash()])

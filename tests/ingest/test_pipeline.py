@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from headend.ingest.pipeline import Ingestor
+from headend.ingest.result import BaseListener
 from headend.model import codes
 from headend.wire.frame import FLAG_RETRANSMISSION, encode_frame
 
@@ -220,7 +221,7 @@ def test_listeners_see_only_new_rows(root: Path, files: dict[str, Path]) -> None
     seen: list[int] = []
     marks: list[int] = []
 
-    class Spy:
+    class Spy(BaseListener):
         def on_stored(self, batch):  # type: ignore[no-untyped-def]
             seen.append(batch.reads.num_rows)
 
@@ -263,7 +264,7 @@ def test_failing_listener_gets_the_batch_later_from_the_outbox(root: Path,
                                                                files: dict[str, Path]) -> None:
     got: list[int] = []
 
-    class Flaky:
+    class Flaky(BaseListener):
         name = "flaky"
         down = True
 
@@ -296,7 +297,7 @@ def test_a_redelivered_upload_is_published_again(root: Path, files: dict[str, Pa
     not miss a row (``republish_on_redelivery``) get all of them; others get none."""
     got: dict[str, list[int]] = {"stream": [], "rules": []}
 
-    class Spy:
+    class Spy(BaseListener):
         def __init__(self, name: str, again: bool) -> None:
             self.name, self.republish_on_redelivery = name, again
 
@@ -339,7 +340,7 @@ def test_csv_blocks_are_stored_as_few_large_appends(
                          + "\n".join(lines + lines[:10]) + "\n")  # 10 duplicates
     batches: list[pa.Table] = []
 
-    class Spy:
+    class Spy(BaseListener):
         def on_stored(self, batch: StoredBatch) -> None:
             batches.append(batch.reads)
 

@@ -118,14 +118,10 @@ class Ingestor:
         return self.data.registry
 
     def close(self) -> None:
-        """Let listeners persist their state (``close`` or ``checkpoint``), then release
-        the data directory."""
+        """Let listeners persist their state (``close``), then release the data
+        directory."""
         for listener in self.listeners:
-            for name in ("close", "checkpoint"):
-                fn = getattr(listener, name, None)
-                if callable(fn):
-                    fn()
-                    break
+            listener.close()
         self.data.close()
 
     def __enter__(self) -> Self:
@@ -601,8 +597,7 @@ class Ingestor:
             again = StoredBatch(source, *(t if t is not None else e for t, e in (
                 (reads, new_reads), (regs, new_regs), (evs, new_evs))))
         for listener, stage in zip(self.listeners, self.stages, strict=True):
-            b = again if again is not None and getattr(
-                listener, "republish_on_redelivery", False) else batch
+            b = again if again is not None and listener.republish_on_redelivery else batch
             if b.reads.num_rows or b.registers.num_rows or b.events.num_rows:
                 started = time.perf_counter()
                 self._deliver(listener, b, result)
@@ -657,10 +652,9 @@ class _PendingFrames:
     release: bool = True  # loading registry rows releases what waited in quarantine
 
 
-def _listener_name(listener: object) -> str:
-    """Outbox queue name of a listener: its ``name`` attribute or its class name."""
-    name = getattr(listener, "name", None)
-    return name if isinstance(name, str) and name else type(listener).__name__
+def _listener_name(listener: Listener) -> str:
+    """Outbox queue name of a listener (its ``name``; the class name if empty)."""
+    return listener.name or type(listener).__name__
 
 
 def _sniff_kind(path: Path) -> str:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from headend.ingest.validate import DEFAULT_VALIDATION, ValidationConfig
 
-__all__ = ["STAGES", "IngestConfig", "IngestResult", "Listener", "StoredBatch"]
+__all__ = ["STAGES", "BaseListener", "IngestConfig", "IngestResult", "Listener", "StoredBatch"]
 
 
 @dataclass(slots=True)
@@ -32,11 +32,38 @@ class Listener(Protocol):
     ``on_stored`` is called after the data is durable, with new rows only, in ingest
     order, from the ingesting thread; it must not block for long. ``on_watermark`` is
     called at the end of each ingest call with the largest event time seen [Unix s].
+    ``close`` is called once when the ingestor closes (persist state, run what waits).
+    ``name`` names the listener's outbox queue (``<data>/outbox/<name>``: keep it
+    stable); with ``republish_on_redelivery`` the listener gets every valid row of an
+    upload delivered again, not only the rows stored now (see :class:`StoredBatch`).
     """
+
+    name: str
+    republish_on_redelivery: bool
 
     def on_stored(self, batch: StoredBatch) -> None: ...
 
     def on_watermark(self, event_time_s: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BaseListener:
+    """A :class:`Listener` with the defaults: named after its class, new rows only on a
+    redelivery, nothing to do at a watermark or at close. Subclass and write
+    ``on_stored``."""
+
+    name: str = ""  # the outbox queue: the class name when empty
+    republish_on_redelivery: bool = False
+
+    def on_stored(self, batch: StoredBatch) -> None:
+        raise NotImplementedError
+
+    def on_watermark(self, event_time_s: int) -> None:
+        del event_time_s
+
+    def close(self) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,11 @@ class RuleEngine:
         sharing a data directory: ``headend.serve.rules_worker``).
     """
 
+    #: ingest listener port (``headend.ingest.result.Listener``): outbox queue name,
+    #: and new rows only on a redelivered upload (the rules must not see a read twice)
+    name = "RuleEngine"
+    republish_on_redelivery = False
+
     def __init__(self, root: Path | None, registry: Any, config: RuleSet | None = None,
                  sink: AlertSink | None = None, pinger: Pinger | None = None, *,
                  state_dir: Path | None = None) -> None:
@@ -398,6 +403,10 @@ class RuleEngine:
         for kind, t in (("reads", reads), ("events", events)):
             if len(t):
                 _write_arrow(self.dir / "pending" / f"{self._seq:012d}-{kind}.arrow", t)
+
+    def close(self) -> None:
+        """The ingest listener's close: checkpoint the state (the engine stays usable)."""
+        self.checkpoint()
 
     def checkpoint(self) -> None:
         """Persist records, rule state and the remaining buffer.

@@ -279,6 +279,8 @@ class StreamPublisher:
         (:meth:`Topology.groups`). The serve process passes its subscribers' scopes.
     """
 
+    #: ingest listener port: outbox queue name; every valid row of a redelivered upload
+    name = "StreamPublisher"
     republish_on_redelivery = True
 
     def __init__(
@@ -346,6 +348,9 @@ class StreamPublisher:
 
     def on_watermark(self, event_time_s: int) -> None:
         return None
+
+    def close(self) -> None:
+        """Nothing to persist: what was handed over is on the bus."""
 
     # -------------------------------------------------------------- core
 

@@ -213,6 +213,7 @@ class IntervalLearner:
 
     #: outbox queue and stage name
     name = "intervals"
+    republish_on_redelivery = False
 
     def __init__(self, registry: Any, root: Path | str | None = None) -> None:
         self.registry = registry
@@ -235,3 +236,6 @@ class IntervalLearner:
 
     def on_watermark(self, event_time_s: int) -> None:
         del event_time_s
+
+    def close(self) -> None:
+        """Nothing to persist: what is learned is in the registry already."""

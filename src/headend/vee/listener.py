@@ -239,6 +239,10 @@ class VeeListener:
         per 400,000 meters).
     """
 
+    #: ingest listener port: outbox queue name; new rows only on a redelivery
+    name = "VeeListener"
+    republish_on_redelivery = False
+
     def __init__(self, root: Path | str, config: VeeConfig = DEFAULT_CONFIG, *,
                  delay_s: int = DELAY_S, chunk_meters: int = CHUNK_METERS,
                  data: DataDir | None = None, registry: MeterRegistry | None = None
