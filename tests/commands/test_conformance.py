@@ -184,8 +184,8 @@ def test_sqlite_two_handles_share_the_file(tmp_path: Path) -> None:
     b.close()
 
 
-def test_sqlite_transition_many_is_all_or_nothing(tmp_path: Path) -> None:
-    s = SqliteCommandStore(tmp_path / "commands.sqlite")
+def test_transition_many_is_all_or_nothing(store: CommandStore) -> None:
+    s = store
     s.put([cmd("a"), cmd("b")])
     got = s.transition_many([("a", "sent", "headend", T0 + 1, None, None),
                              ("b", "sent", "headend", T0 + 1, None, None),
@@ -201,4 +201,4 @@ def test_sqlite_transition_many_is_all_or_nothing(tmp_path: Path) -> None:
         ("queued", "alice"), ("sent", "headend"), ("failed", "new-actor")]
     assert [(h.state, h.actor, h.detail) for h in s.history("a")][-1] == (
         "completed", "collector-9", "ok")
-    s.close()
+    assert [h.seq for h in s.history("a")] == [0, 1, 2]

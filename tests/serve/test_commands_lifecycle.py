@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +141,9 @@ def test_handover_failures_end_in_downlink_failed(data_dir: Path) -> None:
 
     tries: list[float] = []
 
-    def broken(collector: str, payload: bytes) -> None:
+    def broken(batch: Mapping[str, bytes]) -> dict[str, Exception]:
         tries.append(time.monotonic())
-        raise ServiceUnavailable("no PUBACK")
+        return dict.fromkeys(batch, ServiceUnavailable("no PUBACK"))
 
     cfg = {"handover_retry_s": 0.2, "max_handover_failures": 3, "tick_s": 0.05}
     with serving(data_dir, commands=cfg) as (svc, client):

@@ -65,6 +65,14 @@ class CommandStore(Protocol):
         (:class:`~headend.commands.lifecycle.RepeatedTransition` for a repeat)."""
         ...
 
+    def transition_many(self, moves: Sequence[tuple[str, str, str, int, str | None,
+                                                    str | None]]) -> builtins.list[Command]:
+        """Several :meth:`transition` calls, ``(command_id, to_state, actor, at_ms,
+        reason, detail)`` each, at once (the SQLite adapter: one transaction, one
+        fsync): all are made, or none if one raises; answers the commands after their
+        change, in order."""
+        ...
+
     def list(self, *, state: str | None = None, meter_id: str | None = None,
              since_ms: int | None = None, limit: int | None = None) -> list[Command]:
         """Commands in creation order, filtered: in ``state``, of ``meter_id``, changed

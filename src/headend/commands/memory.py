@@ -65,6 +65,27 @@ class MemoryCommandStore:
             self._commands[command_id] = new
             return new
 
+    def transition_many(self, moves: Sequence[tuple[str, str, str, int, str | None,
+                                                    str | None]]) -> builtins.list[Command]:
+        with self._lock:
+            self._check()
+            now = dict(self._commands)  # all or nothing: apply once every move passed
+            added: dict[str, list[HistoryEntry]] = {}
+            out = []
+            for command_id, to_state, actor, at_ms, reason, detail in moves:
+                cmd = now.get(command_id)
+                if cmd is None:
+                    raise UnknownCommand(command_id)
+                new = advance(cmd, to_state, at_ms=at_ms, reason=reason, detail=detail)
+                seq = len(self._history[command_id]) + len(added.get(command_id, ()))
+                added.setdefault(command_id, []).append(history_entry(new, seq, actor, detail))
+                now[command_id] = new
+                out.append(new)
+            self._commands = now
+            for command_id, entries in added.items():
+                self._history[command_id].extend(entries)
+            return out
+
     def list(self, *, state: str | None = None, meter_id: str | None = None,
              since_ms: int | None = None, limit: int | None = None) -> list[Command]:
         with self._lock:

@@ -270,7 +270,7 @@ class SqliteCommandStore:
                                                     str | None]]) -> builtins.list[Command]:
         """Several :meth:`transition` calls, ``(command_id, to_state, actor, at_ms,
         reason, detail)`` each, in one transaction (one fsync): all are made, or none if
-        one raises. An adapter extra (not in the port), for a batch of answers."""
+        one raises."""
         out = []
         try:
             with self._lock, self._tx() as db:

@@ -34,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -52,6 +52,7 @@ from headend.commands import (
     CommandRequest,
     CommandStore,
     TransitionError,
+    UnknownCommand,
     admit,
     downlink_lines,
     meter_facts,
@@ -74,7 +75,8 @@ from headend.model.codes import COMMODITIES
 from headend.serve.streams import JSONL
 from headend.serve.subjects import token
 
-__all__ = ["ACTOR", "CommandService", "CommandsRoutes", "command_subject", "mqtt_downlink"]
+__all__ = ["ACTOR", "CommandService", "CommandsRoutes", "Handover", "command_subject",
+           "mqtt_downlink"]
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +103,33 @@ def command_subject(c: Command, place: tuple[str, str, str, str]) -> str:
     return f"headend.commands.{c.state}.{com}.{sub}.{fdr}.{tx}.{token(c.meter_id)}.{c.kind}"
 
 
-def mqtt_downlink(client: Any, *, timeout_s: float = PUBACK_TIMEOUT_S
-                  ) -> Callable[[str, bytes], None]:
-    """Hand-over over MQTT with a connected paho ``client``: publish on
-    ``headend/downlink/<collector_id>`` with QoS 1 and return once the broker
-    acknowledged it; raise :class:`ServiceUnavailable` otherwise."""
+#: hands downlink payloads over: ``{collector_id: payload}`` -> the collectors whose
+#: hand-over failed, with the error (the others are acknowledged)
+Handover = Callable[[Mapping[str, bytes]], dict[str, Exception]]
+
+
+def mqtt_downlink(client: Any, *, timeout_s: float = PUBACK_TIMEOUT_S) -> Handover:
+    """Hand-over over MQTT with a connected paho ``client``: each payload is published
+    on ``headend/downlink/<collector_id>`` with QoS 1 (all at once, pipelined), then the
+    broker's PUBACKs are awaited, ``timeout_s`` [s] in all; a collector whose message
+    got none fails with :class:`ServiceUnavailable`."""
     from headend.serve.mqtt import DOWNLINK_TOPIC
 
-    def send(collector_id: str, payload: bytes) -> None:
-        info = client.publish(DOWNLINK_TOPIC.format(collector_id=collector_id), payload,
-                              qos=1)
-        try:
-            info.wait_for_publish(timeout_s)
-        except (RuntimeError, ValueError) as exc:
-            raise ServiceUnavailable(f"MQTT downlink to {collector_id}: {exc}") from exc
-        if not info.is_published():
-            raise ServiceUnavailable(f"MQTT downlink to {collector_id}: no PUBACK within "
-                                     f"{timeout_s} s")
+    def send(batch: Mapping[str, bytes]) -> dict[str, Exception]:
+        failed: dict[str, Exception] = {}
+        infos = {coll: client.publish(DOWNLINK_TOPIC.format(collector_id=coll), payload,
+                                      qos=1) for coll, payload in batch.items()}
+        deadline = time.monotonic() + timeout_s
+        for coll, info in infos.items():
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:
+                failed[coll] = ServiceUnavailable(f"MQTT downlink to {coll}: {exc}")
+                continue
+            if not info.is_published():
+                failed[coll] = ServiceUnavailable(f"MQTT downlink to {coll}: no PUBACK "
+                                                  f"within {timeout_s} s")
+        return failed
 
     return send
 
@@ -162,8 +174,8 @@ class CommandService:
         self.poller_ttl_s = poller_ttl_s
         self.tick_s = tick_s
         self.clock = clock
-        #: hand-over over MQTT ``(collector_id, payload)``; None: collectors poll
-        self.mqtt_send: Callable[[str, bytes], None] | None = None
+        #: hand-over over MQTT (:data:`Handover`); None: collectors poll
+        self.mqtt_send: Handover | None = None
         self._lock = threading.RLock()
         self._buckets: dict[str, Bucket] = {}
         self._sends: dict[str, _Sends] = {}
@@ -213,12 +225,21 @@ class CommandService:
 
     def _move(self, ids: Sequence[str], to_state: str, now: int, detail: str | None = None
               ) -> list[Command]:
+        """Move the commands to ``to_state`` in one store transaction; if one of them
+        changed meanwhile (a response, the CLI), one by one, skipping it."""
+        if not ids:
+            return []
+        try:
+            return self.store.transition_many([(cid, to_state, ACTOR, now, None, detail)
+                                               for cid in ids])
+        except (TransitionError, UnknownCommand):
+            pass
         out = []
         for cid in ids:
             try:
                 out.append(self.store.transition(cid, to_state, actor=ACTOR, at_ms=now,
                                                  detail=detail))
-            except TransitionError as exc:  # changed meanwhile (a response, the CLI)
+            except (TransitionError, UnknownCommand) as exc:
                 log.info("command %s not moved to %s: %s", cid, to_state, exc)
         return out
 
@@ -269,34 +290,39 @@ class CommandService:
                 todo = self._plan(active, now, None, self._polling())
                 self._handing.update(c.command_id for cs in todo.values() for c in cs)
         self._publish(changed)
-        for coll, cmds in todo.items():  # outside the lock: the broker may be slow
-            self._hand_over_mqtt(coll, cmds)
+        if todo:  # outside the lock: the broker may be slow
+            self._hand_over(todo)
 
-    def _hand_over_mqtt(self, coll: str, cmds: list[Command]) -> None:
+    def _hand_over(self, todo: dict[str, list[Command]]) -> None:
+        """Publish every collector's lines, then record the acknowledged ones ``sent``
+        (one store transaction) and back off the others (``downlink_failed`` after
+        ``max_handover_failures``)."""
         assert self.mqtt_send is not None
         now = _ms(self.clock)
         try:
-            self.mqtt_send(coll, downlink_lines(cmds, issued_ms=now))
-        except (HeadendError, OSError) as exc:
-            log.warning("downlink to collector %s failed: %s", coll, exc)
-            with self._lock:
-                self._handing.difference_update(c.command_id for c in cmds)
-                failed = []
-                for c in cmds:
+            failed = self.mqtt_send({coll: downlink_lines(cmds, issued_ms=now)
+                                     for coll, cmds in todo.items()})
+        except (HeadendError, OSError) as err:
+            failed = dict.fromkeys(todo, err)
+        for coll, why in failed.items():
+            log.warning("downlink to collector %s failed: %s", coll, why)
+        with self._lock:
+            self._handing.difference_update(c.command_id for cs in todo.values() for c in cs)
+            changed = self._sent([c for coll, cs in todo.items() if coll not in failed
+                                  for c in cs], _ms(self.clock))
+            for coll, why in failed.items():
+                give_up = []
+                for c in todo[coll]:
                     s = self._sends.setdefault(c.command_id, _Sends())
                     s.failures += 1
                     s.not_before_ms = now + handover_backoff_ms(s.failures, self.cfg)
-                    if s.failures >= self.cfg.max_handover_failures:
-                        failed.append(c.command_id)
-                gave_up = [self.store.transition(i, "failed", actor=ACTOR, at_ms=now,
-                                                 reason="downlink_failed", detail=str(exc))
-                           for i in failed if self._still_queued(i)]
-            self._publish(gave_up)
-            return
-        with self._lock:
-            self._handing.difference_update(c.command_id for c in cmds)
-            moved = self._sent(cmds, _ms(self.clock))
-        self._publish(moved)
+                    if s.failures >= self.cfg.max_handover_failures \
+                            and self._still_queued(c.command_id):
+                        give_up.append(c.command_id)
+                changed += [self.store.transition(i, "failed", actor=ACTOR, at_ms=now,
+                                                  reason="downlink_failed", detail=str(why))
+                            for i in give_up]
+        self._publish(changed)
 
     def _still_queued(self, cid: str) -> bool:
         c = self.store.get(cid)
