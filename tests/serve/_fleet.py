@@ -211,7 +211,7 @@ def pull_durable(nats_url: str, durable: str, stream: str = "HEADEND_OUT") -> li
         while True:
             try:
                 msgs = await sub.fetch(512, timeout=2)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from fetch
                 break
             for m in msgs:
                 out.append(m.data)
