@@ -35,7 +35,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from headend.commands.base import CommandStore
-from headend.commands.lifecycle import Command, RepeatedTransition, TransitionError, iso_ms
+from headend.commands.lifecycle import (
+    Command,
+    RepeatedTransition,
+    TransitionError,
+    advance,
+    iso_ms,
+)
 from headend.commands.responses import KIND, decode_command_responses
 from headend.model import commands as C
 from headend.model import reasons, schema
@@ -67,11 +73,28 @@ def apply_responses(store: CommandStore, responses: pa.Table, *, source: str, no
                     received_at: int | None = None) -> Applied:
     """Apply decoded responses (:data:`~headend.commands.responses.RESPONSES`) in order.
 
-    Each change is one store transition by actor :data:`ACTOR` at ``now_ms`` [ms]; its
-    audit detail says the collector's status, time and text. See the module docstring
-    for what is a duplicate and what is quarantined (kind ``command_responses``, the
-    row as a CSV line in ``payload``).
+    Each change is a transition by actor :data:`ACTOR` at ``now_ms`` [ms], all of them in
+    one :meth:`~headend.commands.base.CommandStore.transition_many` (checked first
+    against the stored commands with :func:`~headend.commands.lifecycle.advance`; tried
+    again if another process changed one of them meanwhile). Its audit detail says the
+    collector's status, time and text. See the module docstring for what is a duplicate
+    and what is quarantined (kind ``command_responses``, the row as a CSV line in
+    ``payload``).
     """
+    for _attempt in range(_ATTEMPTS - 1):
+        try:
+            return _apply(store, responses, source, now_ms, received_at)
+        except TransitionError:  # a command changed between the check and the write
+            continue
+    return _apply(store, responses, source, now_ms, received_at)
+
+
+#: tries of :func:`apply_responses` when commands change under it
+_ATTEMPTS = 3
+
+
+def _apply(store: CommandStore, responses: pa.Table, source: str, now_ms: int,
+           received_at: int | None) -> Applied:
     out = Applied()
     cols = {n: responses.column(n).to_pylist() for n in ("command_id", "meter_id", "status",
                                                        "state", "reason", "detail")}
@@ -84,9 +107,12 @@ def apply_responses(store: CommandStore, responses: pa.Table, *, source: str, no
             source, KIND, reason, why, payload=[line.encode()], meter_id=[cols["meter_id"][i]],
             type=[cols["status"][i]], time=[iso_ms(times[i])], received_at=received_at))
 
+    view: dict[str, Command | None] = {}  # each command as the moves so far leave it
+    moves: list[tuple[str, str, str, int, str | None, str | None]] = []
     for i in range(responses.num_rows):
         cid, state = cols["command_id"][i], cols["state"][i]
-        cmd = store.get(cid)
+        cmd = view[cid] if cid in view else store.get(cid)
+        view[cid] = cmd
         if cmd is None:
             reject(i, reasons.UNKNOWN_COMMAND, f"no command {cid!r}")
             continue
@@ -101,13 +127,14 @@ def apply_responses(store: CommandStore, responses: pa.Table, *, source: str, no
             continue
         text = cols["detail"][i]
         audit = f"{cols['status'][i]} at {iso_ms(times[i])}" + (f": {text}" if text else "")
+        step: list[tuple[str, str, str, int, str | None, str | None]] = []
         try:
-            if cmd.state == "queued":
-                cmd = store.transition(cid, "sent", actor=ACTOR, at_ms=now_ms,
-                                       detail="answered before it was recorded as sent")
-                out.changed.append(cmd)
-            cmd = store.transition(cid, state, actor=ACTOR, at_ms=now_ms,
-                                   reason=cols["reason"][i], detail=audit)
+            new = cmd
+            if new.state == "queued":
+                step.append((cid, "sent", ACTOR, now_ms, None, _UNRECORDED))
+                new = advance(new, "sent", at_ms=now_ms, detail=_UNRECORDED)
+            step.append((cid, state, ACTOR, now_ms, cols["reason"][i], audit))
+            new = advance(new, state, at_ms=now_ms, reason=cols["reason"][i], detail=audit)
         except RepeatedTransition:
             out.duplicate += 1
             continue
@@ -115,8 +142,13 @@ def apply_responses(store: CommandStore, responses: pa.Table, *, source: str, no
             reject(i, reasons.COMMAND_RESPONSE_CONFLICT,
                    f"{cid} is {exc.state}: a {cols['status'][i]} response cannot apply")
             continue
-        out.changed.append(cmd)
+        moves += step
+        view[cid] = new
+    out.changed = store.transition_many(moves) if moves else []
     return out
+
+
+_UNRECORDED = "answered before it was recorded as sent"
 
 
 def responses_handler(root: Path | str, *, clock: Callable[[], float] = time.time
