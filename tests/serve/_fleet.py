@@ -196,10 +196,13 @@ class HookReceiver:
             self._server = None
 
 
-def pull_durable(nats_url: str, durable: str, stream: str = "HEADEND_OUT") -> list[bytes]:
+def pull_durable(nats_url: str, durable: str, stream: str = "HEADEND_OUT",
+                 timeout_s: float = 300.0) -> list[bytes]:
     """Every message a JetStream durable consumer holds now (each acknowledged), as a
-    third-party subscriber pulls them."""
+    third-party subscriber pulls them. A fetch that times out ends the pull only once
+    the consumer has nothing pending (a busy server may stall a fetch for seconds)."""
     import asyncio
+    import time
 
     import nats
 
@@ -208,11 +211,15 @@ def pull_durable(nats_url: str, durable: str, stream: str = "HEADEND_OUT") -> li
         js = nc.jetstream()
         sub = await js.pull_subscribe_bind(durable, stream=stream)
         out: list[bytes] = []
-        while True:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
             try:
                 msgs = await sub.fetch(512, timeout=2)
             except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from fetch
-                break
+                info = await sub.consumer_info()
+                if not info.num_pending and not info.num_ack_pending:
+                    break
+                continue
             for m in msgs:
                 out.append(m.data)
                 await m.ack()
