@@ -34,8 +34,11 @@ connection per request, about 600 POSTs a second), slower than the stream is
 ingested; the old check also parsed every received row again every second, in the
 process that runs the receiver, and gave up after 180 s. The check now parses what
 is new only and waits up to 900 s. The NATS figure of that day (807,675 rows
-missing) was not reproduced with this code (0 missing); the gap between the store and
-the publish that a kill could hit is covered on both buses by the redelivery of the
+missing) was not reproduced with this code (0 missing, and ``HEADEND_OUT`` complete).
+Its check ended the pull at the first fetch that waited 2 s, which a busy server can
+cause, so it may have been the check too (not proven); the pull now stops only when
+the durable consumer has nothing pending. The gap between the store and the publish
+that a kill could hit is covered on both buses by the redelivery of the
 unacknowledged ingest message, tested on its own in
 ``tests/serve/test_publish_crash.py``.
 """
