@@ -329,8 +329,11 @@ class CommandService:
         return c is not None and c.state == "queued"
 
     def _polling(self) -> frozenset[str]:
+        """Collectors that polled within ``poller_ttl_s`` (the others are forgotten)."""
         t = time.monotonic()
-        return frozenset(k for k, v in self._pollers.items() if t - v < self.poller_ttl_s)
+        for k in [k for k, v in self._pollers.items() if t - v >= self.poller_ttl_s]:
+            del self._pollers[k]
+        return frozenset(self._pollers)
 
     def take_for_poll(self, collector_id: str) -> bytes:
         """The downlink lines the scheduler lets go to ``collector_id`` now (marked
@@ -352,14 +355,15 @@ class CommandService:
     def _publish(self, cmds: Sequence[Command]) -> None:
         """Each command's state on ``headend.commands.<state>...``; failures are logged
         (the store has the state)."""
+        with self._lock:  # what is remembered of a command ends with it
+            for c in cmds:
+                if c.state == "queued":
+                    self._published.add(c.command_id)
+                elif c.state in C.TERMINAL_STATES:
+                    self._published.discard(c.command_id)
+                    self._sends.pop(c.command_id, None)
         if self.bus is None or not cmds:
             return
-        for c in cmds:
-            if c.state == "queued":
-                self._published.add(c.command_id)
-            elif c.state in C.TERMINAL_STATES:
-                self._published.discard(c.command_id)
-                self._sends.pop(c.command_id, None)
         try:
             places = self._places([c.meter_id for c in cmds])
             msgs: list[tuple[str, bytes, dict[str, str] | None]] = [
