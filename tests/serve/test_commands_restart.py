@@ -61,3 +61,20 @@ def test_responses_as_files(data_dir: Path, tmp_path: Path) -> None:
         assert q.column("payload")[0].as_py().startswith(b"nobody,E2,completed,")
     with serving(data_dir) as (_, client):
         assert (state(client, "d"), state(client, "p")) == ("completed", "completed")
+
+
+def test_commands_made_by_the_cli_while_serve_runs(data_dir: Path) -> None:
+    """``headend command send`` writes the same store: serve's downlink sends the command
+    and publishes its states."""
+    import subprocess
+
+    from ._fleet import headend_cmd
+
+    with serving(data_dir) as (svc, client):
+        out = subprocess.run(headend_cmd("command", "send", "ping", "--meter", "E2", "--id",
+                                         "cli-1", "--data", str(data_dir), "--json"),
+                             capture_output=True, text=True, timeout=60, check=True)
+        assert '"state": "queued"' in out.stdout
+        assert [x["command_id"] for x in lines(poll(client, "C1", wait=5))] == ["cli-1"]
+        assert [c["state"] for _, c in bus_states(svc) if c["command_id"] == "cli-1"] == \
+            ["queued", "sent"]

@@ -345,8 +345,9 @@ class CommandService:
             cmds = todo.get(collector_id, [])
             if not cmds:
                 return b""
+            unseen = [c for c in cmds if c.command_id not in self._published]  # the CLI's
             moved = self._sent(cmds, now)
-        self._publish(moved)
+        self._publish(unseen + moved)
         return downlink_lines([c for c in cmds if c.command_id in
                                {m.command_id for m in moved}], issued_ms=now)
 
