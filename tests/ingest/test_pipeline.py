@@ -291,6 +291,33 @@ def test_failing_listener_gets_the_batch_later_from_the_outbox(root: Path,
         assert ing.outbox.count("flaky") == 0
 
 
+def test_the_outbox_is_handed_over_without_a_new_upload(root: Path,
+                                                         files: dict[str, Path]) -> None:
+    """``deliver_pending``: after a restart with no upload coming (serve retries it)."""
+    got: list[int] = []
+
+    class Flaky(BaseListener):
+        name = "flaky"
+        down = True
+
+        def on_stored(self, batch):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise ConnectionError("broker down")
+            got.append(batch.reads.num_rows)
+
+    flaky = Flaky()
+    with Ingestor.open(root, listeners=[flaky]) as ing:
+        ing.ingest_paths([files["meters.csv"], files["collectors.csv"]])
+        ing.ingest_bytes(interval_frame([M1], 4), source="a")
+        ing.ingest_bytes(interval_frame([M2], 3), source="b")
+        assert ing.deliver_pending() == 0 and ing.outbox.count("flaky") == 2  # still down
+    flaky.down = False
+    with Ingestor.open(root, listeners=[flaky]) as ing:
+        assert ing.deliver_pending() == 2
+        assert got == [4, 3] and ing.outbox.count("flaky") == 0
+        assert ing.deliver_pending() == 0
+
+
 def test_a_redelivered_upload_is_published_again(root: Path, files: dict[str, Path]) -> None:
     """A worker that died after storing an upload and before its listeners took it: the
     bus delivers the upload again, the store counts duplicates, and listeners that must

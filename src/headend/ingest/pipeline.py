@@ -603,6 +603,24 @@ class Ingestor:
                 self._deliver(listener, b, result)
                 result.seconds_by_stage[stage] += time.perf_counter() - started
 
+    def deliver_pending(self) -> int:
+        """Hand each listener what waits for it in the outbox (batches whose delivery
+        failed, e.g. with the bus down), oldest first, without waiting for a new upload;
+        a listener's first failure leaves the rest of its queue for the next call.
+        Returns the number of batches handed over."""
+        n = 0
+        for listener in self.listeners:
+            name = _listener_name(listener)
+            try:
+                for path, source, tables in self.outbox.pending(name):
+                    listener.on_stored(StoredBatch(source, tables["reads"], tables["registers"],
+                                                   tables["events"]))
+                    self.outbox.done(path)
+                    n += 1
+            except Exception as exc:  # noqa: BLE001 - any listener failure: it waits
+                log.warning("listener %s still failing (%s); its outbox waits", name, exc)
+        return n
+
     def _deliver(self, listener: Listener, batch: StoredBatch, result: IngestResult) -> None:
         """Hand ``batch`` to ``listener`` after what it missed before; if it fails, keep
         the batch in the outbox (the data is durable: the ingest is still acknowledged)."""

@@ -97,9 +97,18 @@ class IngestHost:
             self.ingestor.close()
             self.ingestor = self._open()
 
+    def deliver_pending(self) -> int:
+        """What waits in the listeners' outbox, handed over now (see the Ingestor)."""
+        with self.lock:
+            return self.ingestor.deliver_pending()
+
     def close(self) -> None:
         with self.lock:
             self.ingestor.close()
+
+
+#: how often serve retries the listeners' outbox when no upload comes to do it [s]
+OUTBOX_RETRY_S = 30.0
 
 
 class Service:
@@ -240,6 +249,22 @@ class Service:
                                    out=self.cfg.mqtt_out)
             self.commands.mqtt_send = mqtt_downlink(self.mqtt.client)
         self.commands.start(downlink=self.uplink is not None)
+        # a publish that failed waits in the outbox until the next upload delivers it;
+        # after a restart, or when no upload comes, this thread does
+        t = threading.Thread(target=self._retry_outbox, name="outbox", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _retry_outbox(self) -> None:
+        wait = 0.0
+        while not self._stop.wait(wait):
+            wait = OUTBOX_RETRY_S
+            try:
+                n = self.host.deliver_pending()
+                if n:
+                    log.info("handed %d outbox batches over", n)
+            except Exception:
+                log.exception("outbox retry failed")
 
     def sync_subscribers(self) -> None:
         """Start webhook deliveries of new subscribers and create the scoped durable
