@@ -82,6 +82,8 @@ log = logging.getLogger(__name__)
 
 #: actor of the head end's own state changes (sent, expired, resent) in the audit log
 ACTOR: Final = "headend"
+#: the downlink thread rests this many times as long as its last tick took
+REST_FACTOR: Final = 3.0
 #: how long a hand-over over MQTT waits for the broker's PUBACK [s]
 PUBACK_TIMEOUT_S: Final = 10.0
 
@@ -182,6 +184,9 @@ class CommandService:
         self._pollers: dict[str, float] = {}  # collector -> monotonic time of last poll
         self._handing: set[str] = set()  # ids being published (outside the lock)
         self._published: set[str] = set()  # queued ids whose state went on the bus
+        #: the open commands (queued, sent, delivered) as last read from the store at a
+        #: tick, with every change made since; polls plan on it without reading the store
+        self._open: dict[str, Command] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -264,6 +269,7 @@ class CommandService:
     def _sent(self, cmds: Sequence[Command], now: int) -> list[Command]:
         moved = self._move([c.command_id for c in cmds], "sent", now)
         for c in moved:
+            self._open[c.command_id] = c
             s = self._sends.setdefault(c.command_id, _Sends())
             s.sends, s.last_ms, s.failures, s.not_before_ms = s.sends + 1, now, 0, 0
         return moved
@@ -274,6 +280,7 @@ class CommandService:
         changed: list[Command] = []
         with self._lock:
             active = self._active()
+            self._open = {c.command_id: c for c in active}
             changed += self._move(expiring(active, now), "expired", now)
             sent = [(c, self._sends.get(c.command_id, _Sends(1, c.updated_ms)))
                     for c in active if c.state == "sent"]
@@ -285,9 +292,13 @@ class CommandService:
             changed += fresh  # made by another process (headend command send)
             self._published.update(c.command_id for c in fresh)
             todo: dict[str, list[Command]] = {}
+            for c in changed:
+                if c.state in C.TERMINAL_STATES:
+                    self._open.pop(c.command_id, None)
+                else:
+                    self._open[c.command_id] = c
             if self.mqtt_send is not None:
-                active = self._active() if changed else active
-                todo = self._plan(active, now, None, self._polling())
+                todo = self._plan(list(self._open.values()), now, None, self._polling())
                 self._handing.update(c.command_id for cs in todo.values() for c in cs)
         self._publish(changed)
         if todo:  # outside the lock: the broker may be slow
@@ -341,7 +352,8 @@ class CommandService:
         with self._lock:
             self._pollers[collector_id] = time.monotonic()
             now = _ms(self.clock)
-            todo = self._plan(self._active(), now, frozenset({collector_id}), frozenset())
+            todo = self._plan(list(self._open.values()), now, frozenset({collector_id}),
+                              frozenset())
             cmds = todo.get(collector_id, [])
             if not cmds:
                 return b""
@@ -358,11 +370,14 @@ class CommandService:
         (the store has the state)."""
         with self._lock:  # what is remembered of a command ends with it
             for c in cmds:
-                if c.state == "queued":
-                    self._published.add(c.command_id)
-                elif c.state in C.TERMINAL_STATES:
+                if c.state in C.TERMINAL_STATES:
                     self._published.discard(c.command_id)
                     self._sends.pop(c.command_id, None)
+                    self._open.pop(c.command_id, None)
+                    continue
+                if c.state == "queued":
+                    self._published.add(c.command_id)
+                self._open[c.command_id] = c
         if self.bus is None or not cmds:
             return
         try:
@@ -401,17 +416,24 @@ class CommandService:
         with self._lock:
             again = self._move([c.command_id for c in self.store.list(state="sent")],
                                "queued", now, "sent before a restart, no answer: sent again")
+            self._open = {c.command_id: c for c in self._active()}
         self._publish(again)
         self._thread = threading.Thread(target=self._run, name="command-downlink",
                                         daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.tick_s):
+        """Tick every ``tick_s``, and rest at least :data:`REST_FACTOR` times as long as
+        a tick took (a long backlog makes long ticks: they take at most a quarter of a
+        core)."""
+        spent = 0.0
+        while not self._stop.wait(max(self.tick_s, REST_FACTOR * spent)):
+            t0 = time.monotonic()
             try:
                 self.tick()
             except Exception:  # keep the downlink alive; logged
                 log.exception("command downlink")
+            spent = time.monotonic() - t0
 
     def stop(self) -> None:
         """Stop the downlink thread (responses are still applied until :meth:`close`)."""
