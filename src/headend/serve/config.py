@@ -30,6 +30,9 @@ a value must equal the recorded one or the process refuses to start (ConfigError
 A new store created by a process on a shared bus gets ``PARTITIONED_BUCKET_BITS``
 (256 meters per bucket, so small fleets reach every partition); an embedded one 16.
 
+The command downlink's per-collector limits are ``commands:`` in the config file
+(:class:`CommandsConfig`; docs/commands.md, "Scheduling").
+
 OMS endpoints (``oms``: a list in the config file; see :mod:`headend.serve.oms`)::
 
     oms:
