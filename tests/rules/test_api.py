@@ -14,4 +14,4 @@ def test_every_exported_name_exists_once() -> None:
 
 def test_every_config_kind_has_a_runtime_rule_and_back() -> None:
     assert sorted(CONFIG_BY_KIND) == sorted(RULE_FACTORIES)
-    assert len(RULE_FACTORIES) == 11
+    assert len(RULE_FACTORIES) == 12

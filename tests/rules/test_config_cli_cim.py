@@ -76,7 +76,7 @@ def test_engine_reads_the_rule_file_of_the_data_dir(tmp_path: Path) -> None:
     (tmp_path / "rules" / "rules.yaml").write_text(RULE_FILE)
     eng = RuleEngine.open(tmp_path, grid_meters())
     assert [r.name for r in eng.rules] == ["outages", "voltage_b"]
-    assert len(default_ruleset().rules) == 9
+    assert len(default_ruleset().rules) == 10
 
 
 def test_rules_list_and_check_verbs(tmp_path: Path) -> None:

@@ -155,6 +155,16 @@ class ZeroConsumptionConfig(_Cfg):
     min_neighbours: int = Field(1, ge=1)
 
 
+class DisconnectedUseConfig(_Cfg):
+    """Energy through an open service switch: delivered or received energy of at least
+    ``min_kwh`` per interval on a meter whose switch is open (registry ``switch_state``
+    ``disconnected``, set by a completed remote disconnect) for ``intervals`` intervals:
+    a bypass, a switch that failed, or a switch state that is wrong."""
+
+    min_kwh: float = Field(0.01, ge=0)
+    intervals: int = Field(1, ge=1)
+
+
 class LeakConfig(_Cfg):
     """Water: flow in every interval for ``duration_s`` (default 24 h)."""
 
@@ -225,6 +235,7 @@ CONFIG_BY_KIND: dict[str, type[_Cfg]] = {
     "tamper": TamperConfig,
     "reverse_energy": ReverseEnergyConfig,
     "zero_consumption": ZeroConsumptionConfig,
+    "disconnected_use": DisconnectedUseConfig,
     "water_leak": LeakConfig,
     "gas_flow": GasFlowConfig,
     "silent_meter": SilentConfig,
@@ -280,6 +291,7 @@ class RuleSet(_Cfg):
 DEFAULT_RULES: Final = (
     ("outages", "outage"), ("voltage", "voltage"), ("tamper", "tamper"),
     ("reverse_energy", "reverse_energy"), ("zero_consumption", "zero_consumption"),
+    ("disconnected_use", "disconnected_use"),
     ("water_leak", "water_leak"), ("gas_flow", "gas_flow"), ("silent_meters", "silent_meter"),
     ("transformer_overload", "transformer_overload"),
 )

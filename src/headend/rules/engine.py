@@ -66,6 +66,7 @@ RULE_FACTORIES: dict[str, Callable[[str, Any], Rule]] = {
     "tamper": revenue.TamperRule,
     "reverse_energy": revenue.ReverseEnergyRule,
     "zero_consumption": revenue.ZeroConsumptionRule,
+    "disconnected_use": revenue.DisconnectedUseRule,
     "water_leak": flow.LeakRule,
     "gas_flow": flow.GasFlowRule,
     "threshold": flow.ThresholdRule,
@@ -81,6 +82,7 @@ RULE_FACTORIES: dict[str, Callable[[str, Any], Rule]] = {
 #: ``tests/rules/test_engine_batching.py`` checks the claim on simulated faults.
 TICK_FREE_KINDS: set[str] = {
     "voltage", "transformer_overload", "tamper", "reverse_energy", "zero_consumption",
+    "disconnected_use",
     "water_leak", "gas_flow", "threshold", "event_count",
 }
 

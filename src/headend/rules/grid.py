@@ -256,7 +256,8 @@ class SilentRule:
             self._lim = (id(topo), self.cfg.intervals * topo.interval_s.astype(np.int64))
         base = np.where(self.last > 0, self.last, self.origin)
         out = ctx.out_meters()
-        silent = topo.registered & (c.wm - base > self._lim[1]) & (self.since == 0)
+        silent = topo.registered & ~topo.disconnected & (c.wm - base > self._lim[1]) & (
+            self.since == 0)
         if out is not None:
             silent &= ~out[:n]
         for i in np.flatnonzero(silent).tolist():

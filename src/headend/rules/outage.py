@@ -177,8 +177,10 @@ class OutageRule:
             np.maximum.at(self.pf_at, c.r_meter[pf], c.r_time[pf])
         np.maximum.at(self.last_report, c.r_meter, c.r_time)
         if len(c.e_time):
-            gasp = c.e_code == POWER_FAIL
-            rest = c.e_code == POWER_RESTORED
+            # a disconnected meter's power events are the switch's, not the grid's
+            live = ~topo.disconnected[c.e_meter]
+            gasp = (c.e_code == POWER_FAIL) & live
+            rest = (c.e_code == POWER_RESTORED) & live
             self._restore_before(c.e_meter[gasp | rest], c.e_time[gasp | rest],
                                  gasp[gasp | rest])
             for arr, m, t in ((self.last_gasp, c.e_meter[gasp], c.e_time[gasp]),

@@ -22,7 +22,12 @@ from headend._grouping import unique_inverse
 from headend.model import codes
 from headend.rules.alerts import Alarm, record_id
 from headend.rules.base import Chunk, Context, Output, alarms_from_runs
-from headend.rules.config import ReverseEnergyConfig, TamperConfig, ZeroConsumptionConfig
+from headend.rules.config import (
+    DisconnectedUseConfig,
+    ReverseEnergyConfig,
+    TamperConfig,
+    ZeroConsumptionConfig,
+)
 from headend.rules.topology import METER, TRANSFORMER, Topology
 from headend.rules.windows import RunState
 
@@ -121,6 +126,9 @@ class ZeroConsumptionRule:
     def process(self, c: Chunk, ctx: Context) -> Output:
         topo = ctx.topology
         m, t, v, _ = c.reads_of(KWH.code)
+        on = ~topo.disconnected[m]  # a disconnected meter's zero is the switch's doing
+        if not on.all():
+            m, t, v = m[on], t[on], v[on]
         if len(m) == 0:
             return Output()
         tx = topo.device[TRANSFORMER][m]
@@ -143,6 +151,50 @@ class ZeroConsumptionRule:
             self.name, METER, topo, runs, riv, self.cfg.intervals * riv,
             "zero consumption while neighbours on the transformer consume",
             ("reads:kwh_del", "topology")))
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.runs.snapshot()
+
+    def restore(self, s: dict[str, Any]) -> None:
+        self.runs.restore(s)
+
+
+class DisconnectedUseRule:
+    """Energy through an open service switch (see :class:`DisconnectedUseConfig`): per
+    disconnected meter and interval end, delivered or received energy of at least
+    ``min_kwh``; a run of ``intervals`` such intervals is an alarm."""
+
+    kind = "disconnected_use"
+
+    def __init__(self, name: str, cfg: DisconnectedUseConfig) -> None:
+        self.name, self.cfg = name, cfg
+        self.runs = RunState()
+
+    def process(self, c: Chunk, ctx: Context) -> Output:
+        topo = ctx.topology
+        if not topo.disconnected.any():
+            return Output()
+        ms, ts, fs = [], [], []
+        for rt in (KWH, KWH_REC):
+            m, t, v, _ = c.reads_of(rt.code)
+            off = topo.disconnected[m]
+            ms.append(m[off])
+            ts.append(t[off])
+            fs.append(v[off].astype(np.float64) * rt.resolution >= self.cfg.min_kwh)
+        m, t, f = np.concatenate(ms), np.concatenate(ts), np.concatenate(fs)
+        if len(m) == 0:
+            return Output()
+        # one sample per (meter, interval end), flagged if either direction carried energy
+        uniq, inv = unique_inverse((m.astype(np.int64) << 32) | t)
+        flag = np.bincount(inv, weights=f, minlength=len(uniq)) > 0
+        km, kt = (uniq >> 32).astype(np.int64), uniq & 0xFFFFFFFF
+        iv = topo.interval_s[km].astype(np.int64)
+        runs = self.runs.update(km, kt, flag, iv)
+        riv = topo.interval_s[runs.key].astype(np.int64)
+        return Output(alarms=alarms_from_runs(
+            self.name, METER, topo, runs, riv, self.cfg.intervals * riv,
+            "energy through an open service switch (meter disconnected)",
+            ("reads:kwh_del", "reads:kwh_rec", "registry:switch_state")))
 
     def snapshot(self) -> dict[str, Any]:
         return self.runs.snapshot()

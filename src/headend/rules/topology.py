@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from headend.model import schema
 from headend.model.codes import Commodity
+from headend.model.commands import SWITCH_STATES
 
 __all__ = [
     "FEEDER",
@@ -144,6 +145,10 @@ class Topology:
     two_way, commodity, interval_s :
         Per-meter flags: answers pings, :class:`~headend.model.codes.Commodity`,
         configured interval [s].
+    disconnected :
+        Per meter: its service switch is open (a completed remote disconnect, registry
+        ``switch_state``): it is dark on purpose, so it is no member of any device for
+        outage location, never silent, and its zero consumption is no theft.
     """
 
     n: int
@@ -155,6 +160,7 @@ class Topology:
     interval_s: npt.NDArray[np.int32]
     members: tuple[tuple[I32, npt.NDArray[np.int64]], ...]
     registered: npt.NDArray[np.bool_]
+    disconnected: npt.NDArray[np.bool_]
     max_interval_s: int = DEFAULT_INTERVAL_S
     typical_interval_s: int = DEFAULT_INTERVAL_S  # median over meters
 
@@ -191,9 +197,11 @@ class Topology:
         if partition[1] > 1:
             registered &= partition_of(dev[SUBSTATION], partition[1]) == partition[0]
         commodity = col("commodity", np.uint8, 0)
+        disconnected = col("switch_state", np.uint8, 0) == SWITCH_STATES.index("disconnected")
         # device membership counts electric meters only: water and gas meters are
-        # battery powered and neither gasp nor go silent in an outage
-        electric = registered & (commodity == Commodity.ELECTRIC)
+        # battery powered and neither gasp nor go silent in an outage; nor does a
+        # disconnected meter tell anything of its transformer's power
+        electric = registered & (commodity == Commodity.ELECTRIC) & ~disconnected
         members = tuple(_csr(np.where(electric, dev[lv], -1).astype(np.int32), len(names[lv]))
                         for lv in range(4))
         return cls(
@@ -206,6 +214,7 @@ class Topology:
             interval_s=interval,
             members=members,
             registered=registered,
+            disconnected=disconnected,
             max_interval_s=int(interval.max()) if n else DEFAULT_INTERVAL_S,
             typical_interval_s=int(np.median(interval)) if n else DEFAULT_INTERVAL_S,
         )
