@@ -3,7 +3,8 @@
 The engine hands each rule one :class:`Chunk` per watermark advance: every read and
 event with event time in ``(wm_prev, wm]``, as NumPy columns. Reads are sorted by
 ``(meter_idx, reading_type, interval_end)`` (the store's key order), events by
-``(meter_idx, event_time)``. A rule answers with an :class:`Output` of new or updated
+``(meter_idx, event_time)`` (the built-in per-tick rules, outage and silent meter, which
+need no order, get a tick's reads in arrival order; see ``RuleEngine._take``). A rule answers with an :class:`Output` of new or updated
 outages and alarms; it keeps its own state in dense arrays indexed by ``meter_idx``
 (or device index) and exposes it through ``snapshot``/``restore``.
 """
