@@ -28,10 +28,12 @@ service, which also publishes the new states.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from headend.commands.base import CommandStore
@@ -43,11 +45,15 @@ from headend.commands.lifecycle import (
     iso_ms,
 )
 from headend.commands.responses import KIND, decode_command_responses
+from headend.model import codes, reasons, schema
 from headend.model import commands as C
-from headend.model import reasons, schema
 from headend.wire.csvfmt.rejects import make_rejects
 
-__all__ = ["ACTOR", "Applied", "apply_responses", "responses_handler"]
+if TYPE_CHECKING:
+    from headend.store.registry import MeterRegistry
+
+__all__ = ["ACTOR", "Applied", "apply_responses", "apply_switch", "responses_handler",
+           "switch_effects"]
 
 #: the actor of state changes a collector reported, in the audit log
 ACTOR = "collector"
@@ -151,14 +157,50 @@ def _apply(store: CommandStore, responses: pa.Table, source: str, now_ms: int,
 _UNRECORDED = "answered before it was recorded as sent"
 
 
+#: a completed command of these kinds leaves the meter's switch in this state
+_SWITCH_AFTER = {"disconnect": C.SWITCH_STATES.index("disconnected"),
+                 "connect": C.SWITCH_STATES.index("connected")}
+#: ... and is announced by this EndDeviceEvent
+_SWITCH_EVENT = {"disconnect": codes.EVENT.switch_disconnected,
+                 "connect": codes.EVENT.switch_connected}
+
+
+def switch_effects(changed: Sequence[Command]) -> list[tuple[str, int, int, str, int]]:
+    """The service switch changes the commands in ``changed`` made: for each completed
+    disconnect or connect, ``(meter_id, switch state code, time [ms], command_id, packed
+    EndDeviceEvent code)``; the time is the head end's (the completion's ``updated``)."""
+    return [(c.meter_id, _SWITCH_AFTER[c.kind], c.updated_ms, c.command_id,
+             _SWITCH_EVENT[c.kind])
+            for c in changed if c.state == "completed" and c.kind in _SWITCH_AFTER]
+
+
+def apply_switch(registry: MeterRegistry, changed: Sequence[Command]) -> pa.Table:
+    """Record the switch changes of ``changed`` in ``registry`` (with their history) and
+    return their EndDeviceEvents (:data:`~headend.model.schema.EVENTS`) for the caller to
+    store and publish like any event; meters the registry does not know are skipped."""
+    eff = switch_effects(changed)
+    if not eff:
+        return schema.EVENTS.empty_table()
+    idx = registry.idx_for_id(pa.array([e[0] for e in eff], pa.string()))
+    ok = idx >= 0
+    at_s = np.array([e[2] // 1000 for e in eff], np.int64)
+    registry.set_switch_states(idx[ok], np.array([e[1] for e in eff], np.uint8)[ok], at_s[ok],
+                               [e[3] for e, k in zip(eff, ok, strict=True) if k])
+    return pa.table({"meter_idx": pa.array(idx[ok], pa.int32()),
+                     "event_time": pa.array(at_s[ok]).cast(schema.TS),
+                     "event_code": pa.array(np.array([e[4] for e in eff], np.uint32)[ok])},
+                    schema=schema.EVENTS)
+
+
 def responses_handler(root: Path | str, *, clock: Callable[[], float] = time.time
-                      ) -> Callable[[bytes, str], tuple[int, int, pa.Table]]:
+                      ) -> Callable[[bytes, str], tuple[int, int, pa.Table, pa.Table]]:
     """The ingest pipeline's hook for ``command_responses`` (``headend ingest``): decode,
     apply to the command store of the data directory ``root`` (opened for the call);
     answers (responses that changed a command, duplicates, quarantine rows)."""
 
-    def handle(data: bytes, source: str) -> tuple[int, int, pa.Table]:
+    def handle(data: bytes, source: str) -> tuple[int, int, pa.Table, pa.Table]:
         from headend.commands.sqlite import SqliteCommandStore, command_store_path
+        from headend.store.registry import MeterRegistry
 
         now_ms = int(clock() * 1000)
         good, rej = decode_command_responses(data, source=source, received_at=now_ms // 1000)
@@ -169,7 +211,9 @@ def responses_handler(root: Path | str, *, clock: Callable[[], float] = time.tim
         finally:
             store.close()
         n_changed = good.num_rows - applied.duplicate - len(applied.rejects)
-        return n_changed, applied.duplicate, pa.concat_tables([rej, applied.quarantine])
+        events = apply_switch(MeterRegistry(Path(root)), applied.changed)
+        return (n_changed, applied.duplicate, pa.concat_tables([rej, applied.quarantine]),
+                events)
 
     return handle
 

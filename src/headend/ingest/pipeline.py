@@ -54,8 +54,9 @@ __all__ = ["STAGES", "IngestConfig", "IngestResult", "Ingestor", "Listener", "St
 log = logging.getLogger(__name__)
 
 #: a CSV kind handled outside the store (:attr:`Ingestor.side_csv`): ``(data, source)
-#: -> (accepted, duplicate, quarantine rows)``
-SideCsv = Callable[[bytes, str], tuple[int, int, pa.Table]]
+#: -> (accepted, duplicate, quarantine rows, events it caused)``; the events (EVENTS,
+#: e.g. a service switch a completed command moved) are stored and published as any
+SideCsv = Callable[[bytes, str], tuple[int, int, pa.Table, pa.Table]]
 
 
 # order in which file kinds are ingested when several are given at once
@@ -442,11 +443,15 @@ class Ingestor:
         for header, handler in self.side_csv.items():
             if cols[:len(header)] == header:
                 raw = data.read_bytes() if isinstance(data, Path) else data
-                accepted, duplicate, rejects = handler(raw, source)
+                accepted, duplicate, rejects, events = handler(raw, source)
                 result.accepted += accepted
                 result.duplicate += duplicate
                 result.by_kind["command_responses"] += accepted + duplicate + rejects.num_rows
                 self._quarantine(rejects, result)
+                if events.num_rows:  # caused, not uploaded: not counted as accepted
+                    caused = IngestResult()
+                    self._store(source, None, None, events, caused)
+                    result.outboxed.update(caused.outboxed)
                 return True
         return False
 

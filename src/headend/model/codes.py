@@ -337,6 +337,11 @@ EVENT_TYPES: Final[tuple[EventType, ...]] = (
     EventType("clock_error", "3.36.0.79", "Meter clock error"),
     EventType("water_leak", "8.31.0.93", "Water meter: continuous flow (leak) suspected"),
     EventType("gas_abnormal_flow", "7.31.0.93", "Gas meter: abnormal flow"),
+    # the service switch (RCDSwitch, domain 31) after a completed remote command:
+    # action 68 disconnected, 42 connected (the action codes head ends use for
+    # RCDSwitch remote disconnection and connection)
+    EventType("switch_disconnected", "3.31.0.68", "Service switch opened (remote disconnect)"),
+    EventType("switch_connected", "3.31.0.42", "Service switch closed (remote connect)"),
 )
 
 

@@ -53,6 +53,18 @@ REGISTRY: Final = pa.schema(
     ]
 )
 
+#: History of the meters' service switch (``<root>/switch_history.parquet``): each state a
+#: completed remote disconnect or connect set, when (head-end time of the completion)
+#: and by which command; the registry's ``switch_state`` is the last one per meter.
+SWITCH_HISTORY: Final = pa.schema(
+    [
+        pa.field("meter_idx", pa.int32(), nullable=False),
+        pa.field("switch_state", pa.uint8(), nullable=False),
+        pa.field("at", TS, nullable=False),
+        pa.field("command_id", pa.string(), nullable=False),
+    ]
+)
+
 #: Interval lengths learned from the reads (``<root>/intervals.parquet``), a small
 #: history per (meter, reading type): ``interval_s`` holds from ``effective_from`` on
 #: (the first entry of a key also covers earlier reads). A declared interval

@@ -57,7 +57,7 @@ from headend.commands import (
     downlink_lines,
     meter_facts,
 )
-from headend.commands.apply import apply_responses
+from headend.commands.apply import apply_responses, apply_switch
 from headend.commands.responses import decode_command_responses
 from headend.commands.scheduler import (
     IN_FLIGHT_STATES,
@@ -211,17 +211,20 @@ class CommandService:
 
     # ----------------------------------------------------------------- responses
 
-    def take_responses(self, data: bytes, source: str) -> tuple[int, int, pa.Table]:
+    def take_responses(self, data: bytes, source: str
+                       ) -> tuple[int, int, pa.Table, pa.Table]:
         """The ingest hook of ``command_responses`` (``Ingestor.side_csv``): decode,
-        apply, publish the new states; (changed, duplicates, quarantine rows)."""
+        apply, publish the new states, record the switch states completed disconnects
+        and connects set; (changed, duplicates, quarantine rows, their EndDeviceEvents)."""
         now = _ms(self.clock)
         good, rej = decode_command_responses(data, source=source, received_at=now // 1000)
         with self._lock:
             applied = apply_responses(self.store, good, source=source, now_ms=now,
                                       received_at=now // 1000)
         self._publish(applied.changed)
+        events = apply_switch(self.registry(), applied.changed)
         changed = good.num_rows - applied.duplicate - len(applied.rejects)
-        return changed, applied.duplicate, pa.concat_tables([rej, applied.quarantine])
+        return changed, applied.duplicate, pa.concat_tables([rej, applied.quarantine]), events
 
     # ----------------------------------------------------------------- downlink
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -163,6 +163,9 @@ class MeterRegistry:
         self._learned = S.INTERVALS.empty_table()
         self._ivl_file = _Watched(self.root / "intervals.parquet", S.INTERVALS,
                                   self._load_intervals)
+        self._switches = S.SWITCH_HISTORY.empty_table()
+        self._switch_file = _Watched(self.root / "switch_history.parquet", S.SWITCH_HISTORY,
+                                     self._load_switches)
         self._history: tuple[tuple[int, int], IntervalHistory] | None = None
         self._effective: tuple[tuple[int, int], pa.Table] | None = None
 
@@ -262,6 +265,54 @@ class MeterRegistry:
                 return 0
             self._ivl_file.save(merged)
         return int(merged.num_rows - old.num_rows)
+
+    def set_switch_states(self, meter_idx: npt.NDArray[np.int32],
+                          state: npt.NDArray[np.uint8], at_s: npt.NDArray[np.int64],
+                          command_id: Sequence[str]) -> int:
+        """Record service switch states (:data:`~headend.model.commands.SWITCH_STATES`
+        codes) set by completed commands, durably: appended to
+        ``<root>/switch_history.parquet`` (every version kept) and set as the registry's
+        ``switch_state`` where newer than the meter's last recorded one. Returns how
+        many meters changed state."""
+        n = len(meter_idx)
+        if n == 0:
+            return 0
+        rows = pa.table({"meter_idx": pa.array(np.asarray(meter_idx, np.int32)),
+                         "switch_state": pa.array(np.asarray(state, np.uint8)),
+                         "at": pa.array(np.asarray(at_s, np.int64)).cast(S.TS),
+                         "command_id": pa.array(list(command_id), pa.string())},
+                        schema=S.SWITCH_HISTORY)
+        with _fs.locked(self.root / "locks" / "meters.lock", what="meter registry"):
+            self._file.refresh(force=True)
+            hist = self._switch_history()
+            both = pa.concat_tables([hist, rows]) if hist.num_rows else rows
+            self._switch_file.save(both)
+            # the state in effect: each meter's latest entry (by time, then order)
+            m = both.column("meter_idx").to_numpy()
+            t = both.column("at").cast(pa.int64()).to_numpy()
+            order = np.lexsort((np.arange(len(m)), t, m))
+            last = order[np.r_[m[order][1:] != m[order][:-1], True]]
+            old = self._table
+            switch = old.column("switch_state").to_numpy().copy()
+            sel = last[m[last] < len(switch)]
+            before = switch[m[sel]].copy()
+            switch[m[sel]] = both.column("switch_state").to_numpy()[sel]
+            changed = int((before != switch[m[sel]]).sum())
+            if changed:
+                i = old.schema.get_field_index("switch_state")
+                self._file.save(old.set_column(i, old.schema.field(i), pa.array(switch)))
+        return changed
+
+    def switch_history(self) -> pa.Table:
+        """Every switch state recorded (:data:`~headend.model.schema.SWITCH_HISTORY`)."""
+        return self._switch_history()
+
+    def _switch_history(self) -> pa.Table:
+        self._switch_file.refresh()
+        return self._switches
+
+    def _load_switches(self, t: pa.Table) -> None:
+        self._switches = t
 
     # ------------------------------------------------------------------ lookups
 
