@@ -36,7 +36,7 @@ def test_apply(store: CommandStore) -> None:
         "r,M3,completed,2026-01-01T00:00:00Z,",  # rejected: conflict
         "x,M4,completed,2026-01-01T00:00:00Z,",  # expired: conflict
         "q,M9,completed,2026-01-01T00:00:00Z,",  # another meter
-        "nobody,M1,completed,2026-01-01T00:00:00Z,"), source="up", now_ms=T0 + 10)
+        "nobody,M1,completed,2026-01-01T00:00:00Z,\"a, b\""), source="up", now_ms=T0 + 10)
     assert [(c.command_id, c.state) for c in got.changed] == [
         ("q", "sent"), ("q", "completed"), ("s", "delivered"), ("s", "failed")]
     assert got.duplicate == 2
@@ -46,7 +46,7 @@ def test_apply(store: CommandStore) -> None:
         ("command_response_conflict", b"r,M3,completed,2026-01-01T00:00:00.000Z,"),
         ("command_response_conflict", b"x,M4,completed,2026-01-01T00:00:00.000Z,"),
         ("bad_command_response", b"q,M9,completed,2026-01-01T00:00:00.000Z,"),
-        ("unknown_command", b"nobody,M1,completed,2026-01-01T00:00:00.000Z,")]
+        ("unknown_command", b'nobody,M1,completed,2026-01-01T00:00:00.000Z,"a, b"')]
     assert set(q.column("kind").to_pylist()) == {"command_responses"}
     assert [(h.state, h.actor, h.detail) for h in store.history("q")] == [
         ("queued", "ops", "why"),

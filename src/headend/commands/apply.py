@@ -27,6 +27,8 @@ service, which also publishes the new states.
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,8 +109,11 @@ def _apply(store: CommandStore, responses: pa.Table, source: str, now_ms: int,
     times = responses.column("time").cast(pa.int64()).to_pylist()
 
     def reject(i: int, reason: str, why: str) -> None:
-        line = ",".join([cols["command_id"][i], cols["meter_id"][i], cols["status"][i],
-                         iso_ms(times[i]), cols["detail"][i] or ""])
+        buf = io.StringIO()  # the row as the collector could have sent it (quoted)
+        csv.writer(buf, lineterminator="").writerow(
+            [cols["command_id"][i], cols["meter_id"][i], cols["status"][i], iso_ms(times[i]),
+             cols["detail"][i] or ""])
+        line = buf.getvalue()
         out.rejects.append(make_rejects(
             source, KIND, reason, why, payload=[line.encode()], meter_id=[cols["meter_id"][i]],
             type=[cols["status"][i]], time=[iso_ms(times[i])], received_at=received_at))
