@@ -135,3 +135,12 @@ def test_status_list_and_export(data: Path) -> None:
 def test_wait_returns_at_the_deadline_with_the_current_states(data: Path) -> None:
     code, out, _ = run(data, "command", "send", "ping", "--meter", "E1", "--wait", "0.3")
     assert code == 0 and lines(out)[0][3] == "queued"
+
+
+def test_empty_answers_say_so(data: Path) -> None:
+    code, out, err = run(data, "command", "list")
+    assert (code, out) == (0, "") and "no commands in" in err
+    code, out, err = run(data, "export", "commands")
+    assert code == 0 and out.splitlines() == [
+        "command_id,kind,meter_id,state,reason,created_at,updated_at,actor,detail"]
+    assert "no commands in" in err

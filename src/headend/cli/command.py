@@ -232,6 +232,8 @@ def command_list(
     finally:
         store.close()
     _print(cmds, as_json)
+    if not cmds:
+        sys.stderr.write(f"no commands in {data} match the options given\n")
 
 
 #: ``export commands`` columns (a contract, docs/cli.md)
@@ -281,6 +283,8 @@ def export_commands(
         w.writerow(EXPORT_COLUMNS)
         w.writerows(tuple("" if v is None else v for v in r) for r in rows)
     out.flush()
+    if not rows:  # an empty answer says so (stdout stays a valid, empty export)
+        sys.stderr.write(f"no commands in {data}\n")
 
 
 def register(app: typer.Typer) -> None:
