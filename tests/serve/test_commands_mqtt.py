@@ -89,12 +89,34 @@ def _mqtt(names: dict[str, str], **commands: Any) -> dict[str, Any]:
             "mqtt_out": False, "commands": {"tick_s": 0.05, **commands}}
 
 
+def _queued_before_serve(data: Path, names: dict[str, str]) -> None:
+    """The reads, then the disconnect, queued before serve starts (``headend command
+    send``), so that its downlink's first tick sees both: no tick between two POSTs
+    decides the order."""
+    from typer.testing import CliRunner
+
+    from headend.cli import _register, app
+
+    from ._commands import meters_csv
+
+    _register()
+    runner = CliRunner()
+    f = data.parent / f"meters-{names['c']}.csv"
+    f.write_bytes(meters_csv(names["c"], names["d"]))
+    for args in (["ingest", "--data", str(data), str(f), "--no-vee", "--no-rules"],
+                 ["command", "send", "read", "--data", str(data), "--meter", "E1",
+                  "--meter", "E2", "--meter", "E3", "--id", "r"],
+                 ["command", "send", "disconnect", "--data", str(data), "--meter", "E4",
+                  "--id", "d"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, (args, res.stdout, res.stderr)
+
+
 def test_downlink_over_mqtt_throttled(data_dir: Path, names: dict[str, str]) -> None:
     coll = Collector(names["c"], names["root"])
     try:
+        _queued_before_serve(data_dir, names)
         with serving(data_dir, **_mqtt(names, max_in_flight=2)) as (_, client):
-            send(client, "read", ["E1", "E2", "E3"], command_id="r")
-            send(client, "disconnect", ["E4"], command_id="d")
             first = coll.take(2)
             assert [list(x) for x in first] == [list(DOWNLINK_FIELDS)] * 2
             assert [x["command_id"] for x in first] == ["d", "r:E1"]  # disconnect first
