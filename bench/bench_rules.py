@@ -197,8 +197,49 @@ def kit_storms(seeds: int = 5) -> dict[str, Any]:
             "kit_max_end_error_s": worst_end}
 
 
-def sim_storm(n: int, seed: int = 1, detail: bool = False, held_out: bool = False
-              ) -> dict[str, Any]:
+class TruthPinger:
+    """A network pinger for the bench (the rules' ``Pinger`` port, verifying): a
+    two-way meter answers a ping asked at ``at_s`` after a latency drawn from
+    ``latency_s`` [s] (RF mesh: seconds to minutes), powered or not as the simulator's
+    ground truth says at that time (``plan.power_off``); a powered meter's answer is
+    lost with probability ``loss``; a one-way meter cannot be pinged."""
+
+    verifies = True
+
+    def __init__(self, plan: Any, two_way: np.ndarray, latency_s: tuple[int, int] = (5, 240),
+                 loss: float = 0.0, seed: int = 0) -> None:
+        off = plan.power_off
+        self._key = (off.meter.astype(np.int64) << 32) | off.start
+        self._meter, self._end = off.meter, off.end
+        self.two_way, self.latency_s, self.loss = two_way, latency_s, loss
+        self.rng = np.random.default_rng(seed)
+        n = len(two_way)
+        self.ready_at = np.full(n, np.iinfo(np.int64).max, np.int64)  # never asked
+        self.answer = np.zeros(n, np.int8)
+        self.asked = 0
+
+    def _dark(self, m: np.ndarray, t: np.ndarray) -> np.ndarray:
+        j = np.searchsorted(self._key, (m.astype(np.int64) << 32) | t, "right") - 1
+        jj = np.maximum(j, 0)
+        return (j >= 0) & (self._meter[jj] == m) & (self._end[jj] > t)
+
+    def request(self, meters: np.ndarray, at_s: int) -> None:
+        m = np.unique(meters)
+        m = m[~((self.ready_at[m] > at_s) & (self.ready_at[m] < np.iinfo(np.int64).max))]
+        self.asked += len(m)
+        t = at_s + self.rng.integers(self.latency_s[0], self.latency_s[1] + 1, len(m))
+        up = ~self._dark(m, t) & (self.rng.random(len(m)) >= self.loss)
+        self.ready_at[m] = t
+        self.answer[m] = np.where(up, 1, 0)
+
+    def answers(self, meters: np.ndarray, at_s: int) -> np.ndarray:
+        out = np.where(self.ready_at[meters] <= at_s, self.answer[meters], 2).astype(np.int8)
+        out[~self.two_way[meters]] = -1
+        return out
+
+
+def sim_storm(n: int, seed: int = 1, detail: bool = False, held_out: bool = False,
+              pings: bool = False, ping_loss: float = 0.0) -> dict[str, Any]:
     """Outage location on the simulator's ``Storm`` (300 transformers + 20 feeders, 30 %
     of gasps and of restorations lost), scored against what AMI can observe
     (:func:`headend.rules.testing.observable_truth`).
@@ -207,7 +248,8 @@ def sim_storm(n: int, seed: int = 1, detail: bool = False, held_out: bool = Fals
     outages (30 % of their gasps lost: a restoration alone tells of them), a substation
     outage, two feeder momentaries and 20 meters whose clocks are off by 1 to 15 minutes;
     figures prefixed ``held_out_``, with the outages whose every gasp was lost scored
-    apart."""
+    apart. ``pings``: the rules verify by ping through :class:`TruthPinger` (figures
+    prefixed ``pings_``; ``ping_loss``: share of powered meters' answers lost)."""
     try:
         from headend.sim import Faults, Storm, build_utility, iter_uploads
         from headend.sim.scenarios import ClockSkew, Momentary, Outage
@@ -225,7 +267,10 @@ def sim_storm(n: int, seed: int = 1, detail: bool = False, held_out: bool = Fals
              ClockSkew(count=20, max_skew_s=900)) if held_out else ()
     faults = Faults((storm, *extra))
     plan = faults.resolve(u)
-    eng = RuleEngine(None, u.meters, config=default_ruleset(), sink=MemorySink())
+    pinger = TruthPinger(plan, u.meters.column("two_way").to_numpy(zero_copy_only=False),
+                         loss=ping_loss, seed=seed) if pings else None
+    eng = RuleEngine(None, u.meters, config=default_ruleset(), sink=MemorySink(),
+                     pinger=pinger)
     for up in iter_uploads(u, plan):  # the live stream: one upload per cycle
         eng.on_stored(SimpleNamespace(source="sim", reads=up.reads, events=up.events))
         eng.on_watermark(eng.max_seen)
@@ -234,7 +279,7 @@ def sim_storm(n: int, seed: int = 1, detail: bool = False, held_out: bool = Fals
                              restore_spread_s=30)
     found = list(eng.outages)
     sc = score_outages(found, truth, tol_s=900)
-    pre = "held_out_" if held_out else ""
+    pre = ("pings_" if pings else "") + ("held_out_" if held_out else "")
     out: dict[str, Any] = {
         "sim_meters": len(u.meters), "sim_seed": seed,
         "sim_outages_injected": len(truth.faults) + len(truth.unobservable),
@@ -244,6 +289,8 @@ def sim_storm(n: int, seed: int = 1, detail: bool = False, held_out: bool = Fals
         "sim_outages_true": len(truth.faults), "sim_outages_found": len(found),
         "sim_precision": sc["precision"], "sim_recall": sc["recall"],
         "sim_max_start_error_s": sc["max_start_error_s"], "sim_late_rows": eng.late_rows}
+    if pinger is not None:
+        out["sim_pings"] = pinger.asked
     if held_out:  # outages whose every gasp was lost, apart
         ev = plan.events
         gm, gt_ = ev.column("meter_idx").to_numpy(), ev.column("true_time").to_numpy()

@@ -181,14 +181,18 @@ def test_ongoing_outage_at_end_of_input_stays_open() -> None:
 
 
 class _AnsweringPinger:
-    """A Pinger adapter whose meters in ``up`` answer, others stay silent."""
+    """A Pinger adapter whose meters in ``up`` answer at once, others stay silent."""
+
+    verifies = True
 
     def __init__(self, up: set[int]) -> None:
         self.up = up
         self.calls: list[tuple[list[int], int]] = []
 
-    def ping(self, meters: np.ndarray, at_s: int) -> np.ndarray:
+    def request(self, meters: np.ndarray, at_s: int) -> None:
         self.calls.append((meters.tolist(), at_s))
+
+    def answers(self, meters: np.ndarray, at_s: int) -> np.ndarray:
         return np.array([1 if m in self.up else 0 for m in meters.tolist()], np.int8)
 
 

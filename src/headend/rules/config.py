@@ -91,7 +91,10 @@ class OutageConfig(_Cfg):
     #   more than their transformers
     restore_ratio: float = Field(0.5, gt=0, le=1)  # device restored when this share is back
     momentary_s: int = Field(300, gt=0)  # IEEE 1366: momentary <= 5 min
-    use_pings: bool = True
+    use_pings: bool = True  # verify by pinging two-way meters (docs/rules.md)
+    ping_meters: int = Field(3, ge=1)  # meters pinged per transformer and question
+    ping_wait_s: int = Field(900, gt=0)  # longest wait for ping answers [s of event
+    #   time]; a ping unanswered by then counts as no answer
     storm_outages: int = Field(50, ge=1)  # this many new outages ...
     storm_window_s: int = Field(900, gt=0)  # ... within this window: storm mode
 

@@ -55,12 +55,25 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from headend.model.codes import Commodity
 from headend.rules.alerts import Outage, record_id
 from headend.rules.base import PF_BIT, POWER_FAIL, POWER_RESTORED, Chunk, Context, Output
-from headend.rules.clock import lone_gasps, lone_late_restorations, near_outage
+from headend.rules.clock import (
+    lone_gasps,
+    lone_late_restorations,
+    near_outage,
+    transformer_key,
+)
 from headend.rules.config import OutageConfig
 from headend.rules.grid import SCAN_S
-from headend.rules.pinger import EvidencePinger, Pinger
+from headend.rules.pinger import (
+    CANNOT_PING,
+    NO_ANSWER,
+    PENDING,
+    POWERED,
+    EvidencePinger,
+    Pinger,
+)
 from headend.rules.topology import FEEDER, LEVEL_NAMES, METER, SUBSTATION, TRANSFORMER, Topology
 from headend.rules.windows import densest_window, session_ids, sort_by_key_time
 
@@ -86,6 +99,7 @@ class _Open:
     parent: str | None
     end: int | None = None
     pinged: bool = False
+    ping_at: int = 0  # when the members still out at its end were pinged (0: not yet)
 
 
 class OutageRule:
@@ -108,6 +122,18 @@ class OutageRule:
         self.p_meter = np.zeros(0, np.int32)
         self.p_time = np.zeros(0, np.int64)
         self.p_pseudo = np.zeros(0, np.bool_)  # pending gasp inferred from silence
+        self.p_ping = np.zeros(0, np.bool_)  # ... and confirmed by a ping unanswered
+        # silence waiting for ping answers (a verifying pinger): meter, its last sign of
+        # power, when the pings were asked [s], pinged or not (a few per transformer)
+        self.v_meter = np.zeros(0, np.int32)
+        self.v_from = np.zeros(0, np.int64)
+        self.v_at = np.zeros(0, np.int64)
+        self.v_ping = np.zeros(0, np.bool_)
+        # silent meters that answered a ping (sorted by meter, one entry each): silent
+        # since k_from, powered at k_at: their silence there is no evidence of an outage
+        self.k_meter = np.zeros(0, np.int32)
+        self.k_from = np.zeros(0, np.int64)
+        self.k_at = np.zeros(0, np.int64)
         # restorations with no gasp since the meter's last sign of power (its gasp lost):
         # meter, that sign of power, the restoration [s]; judged confirm_s later
         self.q_meter = np.zeros(0, np.int32)
@@ -137,12 +163,15 @@ class OutageRule:
         s: dict[str, Any] = {f: getattr(self, f) for f in _STATE}
         o = list(self.open.items())
         s.update(member=self.member, p_meter=self.p_meter, p_time=self.p_time,
-                 p_pseudo=self.p_pseudo, q_meter=self.q_meter, q_from=self.q_from,
-                 q_time=self.q_time,
+                 p_pseudo=self.p_pseudo, p_ping=self.p_ping, q_meter=self.q_meter,
+                 q_from=self.q_from, q_time=self.q_time, v_meter=self.v_meter,
+                 v_from=self.v_from, v_at=self.v_at, v_ping=self.v_ping,
+                 k_meter=self.k_meter, k_from=self.k_from, k_at=self.k_at,
                  recent=self.recent, scalars=np.array([self.next_slot, self.storm_until, self._scanned]),
                  o_slot=np.array([k for k, _ in o], np.int64),
                  o_num=np.array([[x.level, x.dev, x.start, -1 if x.end is None else x.end,
-                                  int(x.pinged)] for _, x in o], np.int64).reshape(-1, 5),
+                                  int(x.pinged), x.ping_at] for _, x in o],
+                                np.int64).reshape(-1, 6),
                  o_id=np.array([x.oid for _, x in o], dtype="<U16"),
                  o_parent=np.array([x.parent or "" for _, x in o], dtype="<U16"),
                  o_len=np.array([len(x.members) for _, x in o], np.int64),
@@ -155,6 +184,12 @@ class OutageRule:
         self.member = np.array(s["member"], np.int32)
         self.p_meter, self.p_time = np.array(s["p_meter"]), np.array(s["p_time"])
         self.p_pseudo = np.array(s["p_pseudo"], np.bool_)
+        # checkpoints from before verification by ping lack these: empty
+        self.p_ping = np.array(s.get("p_ping", np.zeros(len(self.p_pseudo))), np.bool_)
+        for f, dt in (("v_meter", np.int32), ("v_from", np.int64), ("v_at", np.int64),
+                      ("v_ping", np.bool_), ("k_meter", np.int32), ("k_from", np.int64),
+                      ("k_at", np.int64)):
+            setattr(self, f, np.array(s.get(f, np.zeros(0)), dt))
         self.q_meter = np.array(s.get("q_meter", np.zeros(0)), np.int32)
         self.q_from = np.array(s.get("q_from", np.zeros(0)), np.int64)
         self.q_time = np.array(s.get("q_time", np.zeros(0)), np.int64)
@@ -163,10 +198,11 @@ class OutageRule:
         parts = np.split(np.array(s["o_members"], np.int32), np.cumsum(s["o_len"])[:-1])
         self.open = {}
         for i, slot in enumerate(np.asarray(s["o_slot"]).tolist()):
-            lv, dev, st, end, pg = (int(x) for x in s["o_num"][i])
+            num = [int(x) for x in s["o_num"][i]] + [0]  # 5 columns before ping_at
+            lv, dev, st, end, pg, p_at = num[:6]
             self.open[slot] = _Open(str(s["o_id"][i]), lv, dev, st, parts[i],
                                     str(s["o_parent"][i]) or None, None if end < 0 else end,
-                                    bool(pg))
+                                    bool(pg), p_at)
 
     # ------------------------------------------------------------------ evidence
 
@@ -191,6 +227,7 @@ class OutageRule:
             self.p_time = np.concatenate([self.p_time, c.e_time[gasp]])
             self.p_pseudo = np.concatenate([self.p_pseudo,
                                             np.zeros(int(gasp.sum()), np.bool_)])
+            self.p_ping = np.concatenate([self.p_ping, np.zeros(int(gasp.sum()), np.bool_)])
             # signs of power: reads not flagged power-fail and every event but a gasp (a
             # flagged read covers part of an outage and may be closed while still out)
             um = np.concatenate([c.r_meter[~pf], c.e_meter[~gasp]])
@@ -264,12 +301,18 @@ class OutageRule:
         pf = (self.pf_at[m] >= a) & (self.pf_at[m] > expl)
         silent_now = (lu <= a + s) & (wm - lu > iv + s)
         gap = (self.gap_from[m] <= a + s) & (self.gap_to[m] > a + s) & (a > expl + s)
+        if len(self.k_meter):  # silent, but answered a ping since: not out by silence
+            answered = self._answered(m, a)
+            silent_now &= ~answered
+            gap &= ~answered
         still = (self.member[m] >= 0) & (self.up_after[m] == 0)
         out = gasped | pf | silent_now | gap | still
         undecided = ~out & (lu <= a + s) & topo.two_way[m]
-        if ping is not None and self.cfg.use_pings and undecided.any():
+        # the evidence pinger answers at once; a network ping is asked where silence
+        # begins (_silence_trigger), not here: location does not wait for one
+        if ping is not None and self.cfg.use_pings and not ping.verifies and undecided.any():
             u = np.flatnonzero(undecided)
-            out[u] = ping.ping(m[u], wm) == 0
+            out[u] = ping.answers(m[u], wm) == NO_ANSWER
         # out already: in an outage that began before ``a`` (not one located just now
         # above a device that failed first)
         before = still & (self._slot_starts()[np.maximum(self.member[m], 0)] < a)
@@ -321,8 +364,12 @@ class OutageRule:
         # an earlier gasp (or silence: its start is known to one interval) is a new fault
         tol = self.cfg.slack_s + (topo.interval_s[m_g].astype(np.int64) if levels == (
             TRANSFORMER,) else 0)
-        still = (self.member[m_g] >= 0) & (self.up_after[m_g] == 0) & (
+        # (also when located late, once that outage was restored after the gasp)
+        ua = self.up_after[m_g]
+        still = (self.member[m_g] >= 0) & ((ua == 0) | (ua > t_g)) & (
             self._slot_starts()[np.maximum(self.member[m_g], 0)] <= t_g + tol)
+        if levels == (TRANSFORMER,):  # silence that an outage released since explained
+            still |= self.explained_to[m_g] > t_g
         # a lone gasp near an outage of its meter or a device above it: a drifting clock
         if lonely.any():
             cfg = self.cfg
@@ -439,10 +486,15 @@ class OutageRule:
         np.minimum.at(a, grp[~early], tg[~early])
         return inside, np.where(a == np.iinfo(np.int64).max, a_hit, a)
 
-    def _silence_trigger(self, c: Chunk, topo: Topology) -> None:
-        """Transformers all of whose meters fell silent at once, with no gasp at all
-        (every gasp lost): add their silence as a pseudo-gasp at the last sign of power,
-        so location proceeds as usual (start known to within one interval)."""
+    def _silence_trigger(self, c: Chunk, topo: Topology, ping: Pinger | None) -> None:
+        """Meters that fell silent of power with no gasp at all (every gasp lost).
+
+        Without a verifying pinger: transformers all of whose meters fell silent at once
+        get their silence as a pseudo-gasp at the last sign of power, so location
+        proceeds as usual (start known to within one interval). With one (a network
+        ping, ``use_pings``): those transformers' meters, and the two-way meters falling
+        silent under other transformers, wait for the pings of up to ``ping_meters`` of
+        them per transformer (:meth:`_verify_silence`)."""
         prev = self._scanned
         if c.wm // SCAN_S == prev // SCAN_S:  # an O(meters) scan: once per SCAN_S
             return
@@ -466,12 +518,126 @@ class OutageRule:
         txs, cnt = np.unique(tx, return_counts=True)
         size = topo.size(TRANSFORMER)[txs]
         full = txs[(cnt >= np.maximum(size, self.cfg.min_meters)) & (size >= 1)]
-        sel = m[np.isin(tx, full)]
-        if len(sel):
-            self.p_meter = np.concatenate([self.p_meter, sel.astype(np.int32)])
-            self.p_time = np.concatenate([self.p_time, lu[sel] + 1])
-            self.p_pseudo = np.concatenate([self.p_pseudo, np.ones(len(sel), np.bool_)])
-            self.last_gasp[sel] = lu[sel] + 1
+        is_full = np.isin(tx, full)
+        if ping is None or not ping.verifies or not self.cfg.use_pings:
+            sel = m[is_full]
+            self._pseudo(sel, lu[sel] + 1, np.zeros(len(sel), np.bool_))
+            return
+        # a verifying pinger: ask whether they have power
+        ok = is_full | (topo.two_way[m] & topo.registered[m] & ~topo.disconnected[m]
+                        & (topo.commodity[m] == Commodity.ELECTRIC))
+        m, tx, is_full = m[ok], tx[ok], is_full[ok]
+        o = np.lexsort((m, tx))
+        m, tx, is_full = m[o], tx[o], is_full[o]
+        first = np.r_[True, tx[1:] != tx[:-1]] if len(tx) else np.zeros(0, np.bool_)
+        grp = np.cumsum(first) - 1
+        tw = topo.two_way[m]
+        cum = np.cumsum(tw)
+        rank = cum - (cum - tw)[first][grp] - 1  # rank among the transformer's two-way
+        asked = tw & (rank < self.cfg.ping_meters)
+        has = np.bincount(grp, weights=asked, minlength=int(grp.max(initial=-1)) + 1) > 0
+        # a transformer with no two-way meter falling silent: evidence only, as above
+        now = ~has[grp] & is_full
+        self._pseudo(m[now], lu[m[now]] + 1, np.zeros(int(now.sum()), np.bool_))
+        q = has[grp]
+        ping.request(m[q & asked].astype(np.int32), c.wm)
+        self.v_meter = np.concatenate([self.v_meter, m[q].astype(np.int32)])
+        self.v_from = np.concatenate([self.v_from, lu[m[q]]])
+        self.v_at = np.concatenate([self.v_at, np.full(int(q.sum()), c.wm, np.int64)])
+        self.v_ping = np.concatenate([self.v_ping, asked[q]])
+
+    def _verify_silence(self, wm: int, topo: Topology, ping: Pinger | None) -> None:
+        """Decide the silence waiting for pings, per transformer (and scan), once every
+        answer is in or ``ping_wait_s`` passed (a ping still pending then is no answer):
+
+        * a pinged meter did not answer: **confirmed** (every pinged meter dark) or
+          **refined** (some answered): the silent meters but those that answered get a
+          pseudo-gasp at their last sign of power, and those that answered are known to
+          have power (their silence is no evidence of an outage, :meth:`_answered`);
+        * every pinged meter that could be pinged answered: **dropped** (a silence of
+          communication, not of power);
+        * none could be pinged (one-way, unknown, no path): as without pings (a
+          transformer all silent at once gets its pseudo-gasps, other silence nothing).
+
+        A suspect that reported again meanwhile counts as answering."""
+        if len(self.v_meter) == 0 or ping is None:
+            return
+        vm = self.v_meter
+        ans = np.full(len(vm), CANNOT_PING, np.int8)
+        pi = np.flatnonzero(self.v_ping)
+        for at in np.unique(self.v_at[pi]).tolist():  # idempotent; after a restart the
+            ping.request(vm[pi][self.v_at[pi] == at], at)  # adapter finds them again
+        ans[pi] = ping.answers(vm[pi], wm)
+        ans[(ans == PENDING) & (wm >= self.v_at + self.cfg.ping_wait_s)] = NO_ANSWER
+        back = self.last_up[vm] > self.v_from
+        ans[back & self.v_ping] = POWERED
+        tx = topo.device[TRANSFORMER][vm].astype(np.int64)
+        _, g = np.unique(np.stack([tx, self.v_at]), axis=1, return_inverse=True)
+        g = g.ravel()
+        n_g = int(g.max()) + 1
+
+        def any_of(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+            return np.bincount(g, weights=mask, minlength=n_g) > 0
+
+        done = ~any_of(ans == PENDING)[g]
+        if not done.any():
+            return
+        dark = any_of(ans == NO_ANSWER)[g]
+        lit = any_of(ans == POWERED)[g]
+        tx_g = np.zeros(n_g, np.int64)
+        tx_g[g] = tx
+        full = (np.bincount(g, minlength=n_g) >= np.maximum(topo.size(TRANSFORMER)[tx_g], 1))[g]
+        gasp = done & ((dark & (ans != POWERED) & ~back) | (~dark & ~lit & full))
+        self._pseudo(vm[gasp], self.v_from[gasp] + 1, dark[gasp])
+        up = done & (ans == POWERED)
+        if up.any():  # known to have power: one entry per meter, the latest
+            km = np.concatenate([self.k_meter, vm[up]])
+            kf = np.concatenate([self.k_from, self.v_from[up]])
+            ka = np.concatenate([self.k_at, np.full(int(up.sum()), wm, np.int64)])
+            o = np.lexsort((ka, km))
+            last = np.r_[km[o][1:] != km[o][:-1], True]
+            self.k_meter, self.k_from, self.k_at = km[o][last], kf[o][last], ka[o][last]
+        keep = ~done
+        self.v_meter, self.v_from = self.v_meter[keep], self.v_from[keep]
+        self.v_at, self.v_ping = self.v_at[keep], self.v_ping[keep]
+
+    def _answered(self, m: I32, a: I64) -> npt.NDArray[np.bool_]:
+        """Meters ``m`` silent at ``a`` that answered a ping after it [bool]."""
+        j = np.minimum(np.searchsorted(self.k_meter, m), len(self.k_meter) - 1)
+        out: npt.NDArray[np.bool_] = (self.k_meter[j] == m) & (
+            self.k_from[j] <= a + self.cfg.slack_s) & (self.k_at[j] >= a)
+        return out
+
+    def _forget_answers(self, wm: int, topo: Topology) -> None:
+        """Drop ping answers of meters that reported again, or older than
+        ``max_delay_s`` + ``ping_wait_s`` (no incident that old is still located)."""
+        if len(self.k_meter) == 0:
+            return
+        iv = topo.interval_s[self.k_meter].astype(np.int64) + self.cfg.slack_s
+        keep = (self.last_up[self.k_meter] <= self.k_from + iv) & (
+            self.k_at >= wm - self.cfg.max_delay_s - self.cfg.ping_wait_s)
+        if not keep.all():
+            self.k_meter, self.k_from, self.k_at = (self.k_meter[keep], self.k_from[keep],
+                                                    self.k_at[keep])
+
+    def _mark_pinged(self, first_slot: int, meters: I32) -> None:
+        """Outages located from ``first_slot`` on with one of ``meters`` (whose silence
+        a ping confirmed) name the ping among their inputs."""
+        for slot in range(first_slot, self.next_slot):
+            o = self.open.get(slot)
+            if o is not None and np.isin(o.members, meters).any():
+                o.pinged = True
+
+    def _pseudo(self, m: npt.NDArray[np.integer[Any]], t: I64,
+                pinged: npt.NDArray[np.bool_]) -> None:
+        """Pending pseudo-gasps: silence at ``t`` (confirmed by an unanswered ping)."""
+        if len(m) == 0:
+            return
+        self.p_meter = np.concatenate([self.p_meter, m.astype(np.int32)])
+        self.p_time = np.concatenate([self.p_time, t])
+        self.p_pseudo = np.concatenate([self.p_pseudo, np.ones(len(m), np.bool_)])
+        self.p_ping = np.concatenate([self.p_ping, pinged])
+        self.last_gasp[m] = t
 
     def _record(self, o: _Open, wm: int, topo: Topology) -> Outage:
         dur = (o.end if o.end is not None else wm) - o.start
@@ -485,11 +651,14 @@ class OutageRule:
         self._wm = wm
         self.grow(topo.n)
         self._evidence(c, topo)
-        self._silence_trigger(c, topo)
+        self._silence_trigger(c, topo, ctx.pinger)
+        self._verify_silence(wm, topo, ctx.pinger)
+        self._forget_answers(wm, topo)
         # incidents ready to locate
         if len(self.p_time):
             order = np.argsort(self.p_time, kind="stable")
             pm, pt, pp = self.p_meter[order], self.p_time[order], self.p_pseudo[order]
+            pg = self.p_ping[order]
             sid = session_ids(np.zeros(len(pt), np.int64), pt, cfg.correlation_s)
             n_s = int(sid[-1]) + 1
             lo = np.searchsorted(sid, np.arange(n_s))
@@ -513,11 +682,15 @@ class OutageRule:
                     if pseudo:
                         sel = sel[pt[sel] + reach[sel] < block]
                     if len(sel):
+                        n0 = self.next_slot
                         self._locate(pm[sel], pt[sel], wm, topo, ctx.pinger,
                                      (TRANSFORMER,) if pseudo else (SUBSTATION, 2, TRANSFORMER),
                                      lonely[sel])
+                        if pseudo and pg[sel].any():  # confirmed by unanswered pings
+                            self._mark_pinged(n0, pm[sel][pg[sel]])
                     keep[sel] = False
             self.p_meter, self.p_time, self.p_pseudo = pm[keep], pt[keep], pp[keep]
+            self.p_ping = pg[keep]
         self._restoration_only(wm, topo)
         out = Output()
         # restorations and nested outages
@@ -532,7 +705,7 @@ class OutageRule:
             # up to two intervals after the restoration: wait for it before nesting
             wait = cfg.confirm_s + int(topo.interval_s[o.members].max(initial=0))
             if o.end is not None and (wm >= o.end + wait or o.level == METER):
-                self._finish(slot, o, wm, topo, ctx.pinger)
+                self._finish(slot, o, wm, topo, ctx.pinger)  # or waits for pings
         for slot in sorted(self._touched):
             rec = self.open.get(slot) or self._closed.get(slot)
             if rec is not None:
@@ -544,6 +717,42 @@ class OutageRule:
             out.storm.append((wm, len(self.recent), cfg.storm_window_s))
             self.storm_until = wm + cfg.storm_window_s
         self._closed.clear()
+        return out
+
+    def _ping_left(self, o: _Open, left: I32, wm: int, topo: Topology, ping: Pinger
+                   ) -> npt.NDArray[np.bool_] | None:
+        """Members ``left`` dark at the end of outage ``o``: ping up to ``ping_meters``
+        two-way ones per transformer, and answer which are back (None: the answers are
+        not all in and ``ping_wait_s`` has not passed). A meter that answered is back;
+        so are the unpinged ones of a transformer whose every pinged meter answered."""
+        tx = transformer_key(left, topo)
+        o_ = np.lexsort((left, tx))
+        tw = topo.two_way[left[o_]]
+        first = np.r_[True, tx[o_][1:] != tx[o_][:-1]]
+        grp = np.cumsum(first) - 1
+        cum = np.cumsum(tw)
+        asked = np.zeros(len(left), np.bool_)
+        asked[o_] = tw & (cum - (cum - tw)[first][grp] - 1 < self.cfg.ping_meters)
+        if not asked.any():
+            return np.zeros(len(left), np.bool_)
+        if o.ping_at == 0:
+            o.ping_at = wm
+        ping.request(left[asked], o.ping_at)  # idempotent (found again after a restart)
+        ans = np.full(len(left), CANNOT_PING, np.int8)
+        ans[asked] = ping.answers(left[asked], wm)
+        if (ans == PENDING).any():
+            if wm < o.ping_at + self.cfg.ping_wait_s:
+                return None
+            ans[ans == PENDING] = NO_ANSWER
+        o.pinged = True
+        back = ans == POWERED
+        # per transformer: every pinged meter answered -> its other dark meters too
+        _, g = np.unique(tx, return_inverse=True)
+        g = g.ravel()
+        n_g = int(g.max()) + 1
+        dark = np.bincount(g, weights=ans == NO_ANSWER, minlength=n_g) > 0
+        lit = np.bincount(g, weights=back, minlength=n_g) > 0
+        out: npt.NDArray[np.bool_] = back | (lit & ~dark)[g]
         return out
 
     def _restoration_only(self, wm: int, topo: Topology) -> None:
@@ -580,7 +789,10 @@ class OutageRule:
                 self.up_after[mi] = ti  # back at this restoration (the state moved on)
 
     def _finish(self, slot: int, o: _Open, wm: int, topo: Topology, ping: Any) -> None:
-        """Release a restored outage's members; those still out become nested outages."""
+        """Release a restored outage's members; those still out become nested outages.
+        With a verifying pinger, up to ``ping_meters`` of the members still out per
+        transformer are pinged first, and the outage waits for their answers (at most
+        ``ping_wait_s``): this returns at once while it waits."""
         mine = o.members[self.member[o.members] == slot]
         # members back only after the parent's restoration: a restoration event clearly
         # after it, or a power-fail flagged read at a later interval end than the first
@@ -595,12 +807,18 @@ class OutageRule:
         late &= (self.up_after[mine] > 0) & (o.level > TRANSFORMER)
         left = mine[self.up_after[mine] == 0]
         if len(left) and ping is not None and self.cfg.use_pings:
-            ans = ping.ping(left, wm)
-            if (ans >= 0).any():
-                o.pinged = True
+            if ping.verifies:
+                back = self._ping_left(o, left, wm, topo, ping)
+                if back is None:
+                    return  # waiting for the answers
+            else:
+                ans = ping.answers(left, wm)
+                if (ans != CANNOT_PING).any():
+                    o.pinged = True
+                back = ans == POWERED
+            if o.pinged:
                 self._touched.add(slot)
-            back = ans == 1
-            self.up_after[left[back]] = self.last_up[left[back]]
+            self.up_after[left[back]] = np.maximum(self.last_up[left[back]], 1)
             left = left[~back]
         left = np.concatenate([left, mine[late]])
         # still covered by another outage in progress (e.g. the feeder above): hand over

@@ -26,6 +26,7 @@ from headend.serve.commands import CommandService, mqtt_downlink
 from headend.serve.config import EMBEDDED_BUS_DIR, ServeConfig, with_store_layout
 from headend.serve.metrics import Metrics
 from headend.serve.oms import BusAlertSink, OmsDelivery, OmsEndpoint
+from headend.serve.pinger import CommandPinger
 from headend.serve.router import Router
 from headend.serve.streams import OUT_STREAM, StreamPublisher, out_stream_spec
 from headend.serve.subscribers import Subscriber, SubscriberStore
@@ -187,8 +188,14 @@ class Service:
         lateness = rules_lateness(ruleset, cfg.rules_lateness_s, default=LIVE_RULES_LATENESS_S)
         engine_cfg = ruleset.engine.model_copy(update={"allowed_lateness_s": lateness})
         ruleset = ruleset.model_copy(update={"engine": engine_cfg})
+        # the outage rule verifies by ping: real ping commands (docs/rules.md)
+        # (the command service is made next: these look it up when called)
+        pinger = CommandPinger(lambda req: self.commands.submit(req),
+                               lambda cid: self.commands.store.get(cid),
+                               lambda cid: self.commands.store.history(cid),
+                               lambda idx: self._registry().ids(idx).to_pylist())
         self.rules = RuleEngine.open(cfg.data, MeterRegistry(cfg.data), ruleset,
-                                     sink=BusAlertSink(self.bus, self._meters))
+                                     sink=BusAlertSink(self.bus, self._meters), pinger=pinger)
         return self.rules  # type: ignore[no-any-return]
 
     # registry views for the router (the registry reloads itself when files change)
