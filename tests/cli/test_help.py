@@ -37,7 +37,10 @@ def _walk(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...
 
 
 COMMANDS = list(_walk(ROOT))
-LEAVES = [(p, c) for p, c in COMMANDS if not hasattr(c, "commands")]
+#: verbs: the commands without subcommands, and the groups that also run on their own
+#: (``headend simulate [options]``, besides ``headend simulate collectors``)
+LEAVES = [(p, c) for p, c in COMMANDS
+          if not hasattr(c, "commands") or (p and c.invoke_without_command)]
 
 
 def _flat(text: str) -> str:

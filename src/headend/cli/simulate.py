@@ -1,4 +1,9 @@
-"""Verb ``simulate``: a seeded synthetic utility and what its collectors upload."""
+"""Verb ``simulate``: a seeded synthetic utility and what its collectors upload, and
+``simulate collectors``: virtual collectors answering a running ``headend serve``.
+
+``simulate`` is a group that runs on its own: ``headend simulate [options]`` simulates a
+utility as it always did, ``headend simulate collectors --serve URL`` runs the fleet.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from headend.cli.common import fail
+from headend.cli.common import CONTEXT_SETTINGS, RICH_MARKUP_MODE, fail, require_extra
 from headend.errors import ConfigError
 
 err_console = Console(stderr=True)
@@ -22,6 +27,7 @@ _FORMATS = {"frames": ("frames",), "csv": ("csv",), "both": ("frames", "csv")}
 
 
 def simulate(
+    ctx: typer.Context,
     meters: Annotated[int, typer.Option("--meters", min=1, help="Meters in the utility (electric + water + gas).")] = 1000,
     days: Annotated[int, typer.Option("--days", min=1, help="Days to simulate.")] = 1,
     start: Annotated[str, typer.Option("--start", help="First day, YYYY-MM-DD (midnight UTC).")] = "2026-01-05",
@@ -48,6 +54,8 @@ def simulate(
     Example:
       headend simulate --meters 1000 --days 2 --faults outage,tamper -o ./headend-sim
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from headend.sim import Faults, build_utility
     from headend.sim.writers import simulate as run
 
@@ -94,5 +102,102 @@ def simulate(
             f"-> {out}")
 
 
+simulate_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                           rich_markup_mode=RICH_MARKUP_MODE, context_settings=CONTEXT_SETTINGS)
+simulate_app.callback()(simulate)
+
+
+def _latency(specs: list[str]) -> dict[str, tuple[float, float]]:
+    from headend.sim.collectors import DEFAULT_LATENCY
+
+    out = dict(DEFAULT_LATENCY)
+    for spec in specs:
+        tech, _, rng = spec.partition("=")
+        lo, _, hi = rng.partition(":")
+        try:
+            out[tech.strip()] = (float(lo), float(hi or lo))
+        except ValueError:
+            fail(f"--latency: not TECH=LOW:HIGH (seconds): {spec!r}")
+    return out
+
+
+@simulate_app.command("collectors")
+def collectors(
+    serve: Annotated[str, typer.Option("--serve", help="Base URL of the running headend serve (its long poll and POST /v1/uploads).")],
+    meters_file: Annotated[Path, typer.Option("--meters", help="Meters CSV of the fleet: the one serve's registry was loaded from (headend simulate writes OUT/meters.csv). Two-way meters with a collector_id are served.")] = Path("./headend-sim/meters.csv"),
+    transport: Annotated[str, typer.Option("--transport", help="http: long poll GET /v1/collectors/ID/commands and POST /v1/uploads; mqtt: subscribe headend/downlink/ID (QoS 1) and publish on the uplink topic.")] = "http",
+    mqtt: Annotated[str, typer.Option("--mqtt", help="Broker URL for --transport mqtt (the broker serve uses).")] = "mqtt://127.0.0.1:1883",
+    uplink_root: Annotated[str, typer.Option("--uplink-root", help="serve's MQTT uplink root; answers go to ROOT/COLLECTOR_ID.")] = "headend/uplink",
+    latency: Annotated[list[str] | None, typer.Option("--latency", help="Answer latency range of a technology, TECH=LOW:HIGH in seconds (repeatable); defaults rf=2:60, plc=10:180, gprs=1:5.")] = None,
+    latency_scale: Annotated[float, typer.Option("--latency-scale", min=0.0, help="Multiplies every latency (0: answer at once).")] = 1.0,
+    failure_rate: Annotated[float, typer.Option("--failure-rate", min=0.0, max=1.0, help="Share of commands answered with a failure reason.")] = 0.05,
+    silent_rate: Annotated[float, typer.Option("--silent-rate", min=0.0, max=1.0, help="Share of commands never answered (resent, then expired by the head end).")] = 0.02,
+    duplicate_rate: Annotated[float, typer.Option("--duplicate-rate", min=0.0, max=1.0, help="Share of answers sent twice.")] = 0.01,
+    unpowered_file: Annotated[Path | None, typer.Option("--unpowered", help="File of meter ids without power, one a line: their pings (and other commands) fail meter_unreachable.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every draw (with each command id).")] = 0,
+    duration: Annotated[float, typer.Option("--duration", min=0.0, help="Seconds to run; 0: until interrupted (Ctrl-C).")] = 0.0,
+    truth_file: Annotated[Path | None, typer.Option("--truth", help="Write the ground truth here at the end: one JSON line per command received (what the collector did).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary on stdout as one JSON object.")] = False,
+) -> None:
+    """Run virtual collectors that answer a running headend serve's commands.
+
+    Each collector of the meters CSV takes its commands (long poll or MQTT downlink),
+    waits its technology's latency, and answers like a collector: an on-demand read
+    uploads the meter's last interval reads, then a completed response; disconnect and
+    connect switch the simulated meter; ping answers from the power ground truth.
+    Failures, silence and duplicate answers come at the given rates, drawn from the
+    seed and the command id (docs/cli.md).
+
+    \b
+    Example:
+      headend simulate collectors --serve http://127.0.0.1:8080 --meters headend-sim/meters.csv --duration 60 --truth truth.jsonl
+    """
+    require_extra("serve", "headend simulate collectors")
+    if transport == "mqtt":
+        require_extra("mqtt", "headend simulate collectors --transport mqtt")
+    from headend.sim.collectors import Behaviour, FleetMeters
+    from headend.sim.fleet import TRANSPORTS, CollectorFleet
+
+    if transport not in TRANSPORTS:
+        fail(f"--transport must be http or mqtt, not {transport!r}")
+    try:
+        fm = FleetMeters.from_csv(meters_file)
+        b = Behaviour(latency=_latency(latency or []), latency_scale=latency_scale,
+                      failure_rate=failure_rate, silent_rate=silent_rate,
+                      duplicate_rate=duplicate_rate)
+        dark = (unpowered_file.read_text().split() if unpowered_file is not None else [])
+    except (ConfigError, OSError) as exc:
+        fail(str(exc))
+    if not len(fm):
+        fail(f"{meters_file}: no two-way meter with a collector")
+    fleet = CollectorFleet(fm, url=serve, transport=transport, mqtt=mqtt,
+                           uplink_root=uplink_root, behaviour=b, seed=seed, unpowered=dark)
+    err_console.print(f"{len(fm.collectors):,} collectors, {len(fm):,} meters, "
+                      f"over {transport}; {'Ctrl-C' if not duration else f'{duration:g} s'}")
+    try:
+        fleet.start()
+        t0 = time.monotonic()
+        while not duration or time.monotonic() - t0 < duration:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    except ConfigError as exc:
+        fail(str(exc))
+    finally:
+        fleet.stop()
+    from headend.sim.collectors import score
+
+    truth = fleet.truth()
+    summary = {"commands": len(truth), "by_action": score(truth, {})["by_action"],
+               "answers": sum(t.answers for t in truth), "reads": sum(t.reads for t in truth),
+               **fleet.stats}
+    if truth_file is not None:
+        fleet.write_truth(truth_file)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+    else:
+        err_console.print(", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
 def register(app: typer.Typer) -> None:
-    app.command("simulate")(simulate)
+    app.add_typer(simulate_app, name="simulate")
