@@ -35,7 +35,7 @@ def transformer_key(meters: I32, topo: Topology) -> I64:
 
 
 def lone_gasps(pm: I32, pt: I64, pseudo: B, lo: I64, ready: B, waiting: B, topo: Topology,
-               simultaneity_s: int, tol_s: int) -> tuple[B, B]:
+               simultaneity_s: int, tol_s: int, wait_s: int | None = None) -> tuple[B, B]:
     """Lone gasps and the incidents made of lone gasps only.
 
     Parameters
@@ -43,8 +43,8 @@ def lone_gasps(pm: I32, pt: I64, pseudo: B, lo: I64, ready: B, waiting: B, topo:
     pm, pt, pseudo : pending gasps (meter, time [s], inferred from silence), sorted by time
     lo : first gasp of each incident (session)
     ready : incidents ready to locate; *updated*: an incident of lone gasps waits while a
-        real gasp of its substation not yet ready lies up to ``tol_s`` after one of them
-        (the outage it may belong to is located first)
+        real gasp of its substation not yet ready lies up to ``wait_s`` (default
+        ``tol_s``) after one of them (the outage it may belong to is located first)
     waiting : real gasps of incidents not ready
 
     Returns
@@ -61,7 +61,8 @@ def lone_gasps(pm: I32, pt: I64, pseudo: B, lo: I64, ready: B, waiting: B, topo:
         later = np.sort((sub[waiting] << 32) | pt[waiting])
         c = np.flatnonzero(cand)
         k = (sub[c] << 32) | pt[c]
-        held = np.searchsorted(later, k + tol_s, "right") > np.searchsorted(later, k, "right")
+        w = tol_s if wait_s is None else max(tol_s, wait_s)
+        held = np.searchsorted(later, k + w, "right") > np.searchsorted(later, k, "right")
         wait_s = np.zeros(len(lo), np.bool_)
         wait_s[np.searchsorted(lo, c[held], "right") - 1] = True
         ready &= ~(wait_s & lone_s)
@@ -69,17 +70,20 @@ def lone_gasps(pm: I32, pt: I64, pseudo: B, lo: I64, ready: B, waiting: B, topo:
 
 
 def near_outage(m: I32, t: I64, outages: Sequence[tuple[int, I32]], last_gasp: I64,
-                topo: Topology, simultaneity_s: int, slack_s: int, tol_s: int) -> B:
+                topo: Topology, simultaneity_s: int, slack_s: int, tol_s: int,
+                before_s: int | None = None) -> B:
     """Lone gasps (meter ``m`` at ``t``) that belong to an open device outage
-    ``(start, members)``: within ``start - tol_s`` .. ``start + simultaneity_s + tol_s``
-    while another meter of the transformer gasped at ``start - slack_s`` or later (so the
-    transformer did not fail on its own before)."""
+    ``(start, members)`` of which the meter is a member: within ``start - before_s``
+    (default ``tol_s``) .. ``start + simultaneity_s + tol_s`` while another meter of the
+    transformer gasped at ``start - slack_s`` or later (so the transformer did not fail
+    on its own before)."""
     hit = np.zeros(len(m), np.bool_)
     if not outages:
         return hit
     st = np.array([a for a, _ in outages], np.int64)
+    early = tol_s if before_s is None else before_s
     for i, (mi, ti) in enumerate(zip(m.tolist(), t.tolist(), strict=True)):
-        for k in np.flatnonzero((ti >= st - tol_s) & (ti <= st + simultaneity_s + tol_s)).tolist():
+        for k in np.flatnonzero((ti >= st - early) & (ti <= st + simultaneity_s + tol_s)).tolist():
             a, members = outages[k]
             if not (members == mi).any():
                 continue

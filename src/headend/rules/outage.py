@@ -259,7 +259,11 @@ class OutageRule:
             ro = np.flatnonzero(kr & (prev > 0) & (self.last_gasp[um] <= prev))
             if len(ro):
                 self.q_meter = np.concatenate([self.q_meter, um[ro].astype(np.int32)])
-                self.q_from = np.concatenate([self.q_from, prev[ro]])
+                # a flagged read since the last sign of power was sent with power (the
+                # first read after an earlier restoration is flagged): the later start
+                pf_r = self.pf_at[um[ro]]
+                self.q_from = np.concatenate([self.q_from, np.where(
+                    (pf_r > prev[ro]) & (pf_r < ut[ro]), pf_r, prev[ro])])
                 self.q_time = np.concatenate([self.q_time, ut[ro]])
         self.last_up[um[last]] = np.maximum(self.last_up[um[last]], ut[last])
         # first sign of power of members still out, after their outage start
@@ -373,10 +377,16 @@ class OutageRule:
         # a lone gasp near an outage of its meter or a device above it: a drifting clock
         if lonely.any():
             cfg = self.cfg
+            # a gasp earlier than its transformer mates' by up to the reach of their
+            # silence (one interval + slack), while the meter stayed dark in between (a
+            # member of the outage they gasped for): the clock, not the power, is off
+            # (the mates gasping later had power, so their transformer did not fail then)
             still[lonely] |= near_outage(
                 m_g[lonely], t_g[lonely],
                 [(o.start, o.members) for o in self.open.values() if o.level > METER],
-                self.last_gasp, topo, cfg.simultaneity_s, cfg.slack_s, cfg.clock_tolerance_s)
+                self.last_gasp, topo, cfg.simultaneity_s, cfg.slack_s, cfg.clock_tolerance_s,
+                before_s=max(cfg.clock_tolerance_s,
+                             topo.typical_interval_s + cfg.slack_s) if cfg.clock_tolerance_s else 0)
         m_g, t_g, lonely = m_g[~still], t_g[~still], lonely[~still]
         ctol = self.cfg.clock_tolerance_s
         remaining = np.ones(len(m_g), np.bool_)
@@ -668,7 +678,8 @@ class OutageRule:
             # silence may be explained by an outage up to one interval + slack after the
             # last sign of power: wait for real gasps not ready yet within that reach
             lonely, lone_s = lone_gasps(pm, pt, pp, lo, ready, ~ready[sid] & ~pp, topo,
-                                        cfg.simultaneity_s, cfg.clock_tolerance_s)
+                                        cfg.simultaneity_s, cfg.clock_tolerance_s,
+                                        topo.typical_interval_s + cfg.slack_s)
             waiting = ~ready[sid] & ~pp
             block = int(pt[waiting].min()) if waiting.any() else np.iinfo(np.int64).max
             reach = topo.interval_s[pm].astype(np.int64) + cfg.slack_s
@@ -772,7 +783,11 @@ class OutageRule:
                                                   self.q_time[~ready])
         # an outage located since the meter's last sign of power is the one it came back
         # from (late, or its clock off): no outage of its own
-        alone = np.flatnonzero((self.member[m] < 0) & (self.explained_to[m] <= f))
+        # (unless the meter was back from that outage by then: the sign of power is its
+        # restoration from it, and this restoration is of a new failure)
+        ua = self.up_after[m]
+        alone = np.flatnonzero((self.member[m] < 0) & (
+            (self.explained_to[m] <= f) | ((ua > 0) & (ua <= f))))
         # an outage of its transformer or a device above over that span explains it (the
         # meter's read before the failure made it look up at the device's start)
         s = self.cfg.slack_s
@@ -841,7 +856,9 @@ class OutageRule:
         tx = topo.device[TRANSFORMER][left]
         txs, cnt = np.unique(tx[tx >= 0], return_counts=True)
         size = topo.size(TRANSFORMER)[txs] if len(txs) else np.zeros(0, np.int64)
-        full = txs[(cnt >= self.cfg.transformer_ratio * size) & (size >= self.cfg.min_meters)]
+        # the others came back (a sign of power each): a transformer outage needs more
+        # than its ratio still dark (half of two meters is one meter's own outage)
+        full = txs[(cnt > self.cfg.transformer_ratio * size) & (size >= self.cfg.min_meters)]
         # a nested outage is observed from the parent's restoration: its meters' own gasps
         # (if any) were masked by the parent's, so that is its start
         back_at = end
