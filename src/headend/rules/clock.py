@@ -63,9 +63,9 @@ def lone_gasps(pm: I32, pt: I64, pseudo: B, lo: I64, ready: B, waiting: B, topo:
         k = (sub[c] << 32) | pt[c]
         w = tol_s if wait_s is None else max(tol_s, wait_s)
         held = np.searchsorted(later, k + w, "right") > np.searchsorted(later, k, "right")
-        wait_s = np.zeros(len(lo), np.bool_)
-        wait_s[np.searchsorted(lo, c[held], "right") - 1] = True
-        ready &= ~(wait_s & lone_s)
+        held_s = np.zeros(len(lo), np.bool_)
+        held_s[np.searchsorted(lo, c[held], "right") - 1] = True
+        ready &= ~(held_s & lone_s)
     return lonely, lone_s
 
 
