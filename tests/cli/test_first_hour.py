@@ -96,6 +96,8 @@ REQUIRED = {
     ("analytics", "anomaly"): ["--day", "2026-01-01"],
     ("subscribers", "remove"): ["nobody"],
     ("subscribers", "nats-config"): ["--service-password", "pw"],
+    ("tariff", "bill"): ["--tariff", "t"],
+    ("tariff", "show"): ["t"],
 }
 #: verbs that may create their data directory (they write: ingest and the services)
 CREATING = {("ingest",), ("serve",), ("worker",), ("rules-worker",), ("subscribers", "add")}

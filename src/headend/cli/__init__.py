@@ -58,6 +58,7 @@ _VERB_MODULES: tuple[str, ...] = (
     "serve",
     "rules",
     "command",
+    "tariff",
     "vee",
     "analytics",
     "report",

@@ -48,9 +48,10 @@ CONTEXT_SETTINGS: Final[dict[str, Any]] = {"help_option_names": ["-h", "--help"]
 RICH_MARKUP_MODE: Final = None
 
 #: entries only a headend data directory holds (``layout.json`` since issue 10; a store
-#: written before it has the others; ``subscribers add`` may come before any ingest)
+#: written before it has the others; ``subscribers add`` and ``tariff load`` may come
+#: before any ingest)
 _DATA_MARKERS: Final = ("layout.json", "reads", "quarantine", "meters.parquet", "rules",
-                        "subscribers.json")
+                        "subscribers.json", "tariffs")
 
 
 def verb_group(help: str) -> typer.Typer:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from headend.model import codes, commands, reasons
+from headend.model import codes, commands, dr, reasons
 
 
 def _section(title: str, intro: Sequence[str], header: Sequence[str],
@@ -26,8 +26,8 @@ def render() -> str:
     out = [
         "# Codes",
         "",
-        "Generated from `src/headend/model/codes.py`, `model/commands.py` and",
-        "`model/reasons.py` by",
+        "Generated from `src/headend/model/codes.py`, `model/commands.py`, `model/dr.py`",
+        "and `model/reasons.py` by",
         "`python -m headend.model.docs > docs/codes.md`; do not edit by hand.",
     ]
     out += _section(
@@ -106,6 +106,16 @@ def render() -> str:
         "Switch states", ["A meter's service switch as the registry keeps it (`switch_state`",
                           "in `headend export meters`)."],
         ["code", "switch_state"], enumerate(f"`{s}`" for s in commands.SWITCH_STATES))
+    out += _section(
+        "Tariff kinds", ["The `kind` of a tariff file (docs/dr.md). Periods that no season",
+                         (f"names: `{dr.FLAT_PERIOD}`, `{dr.CRITICAL_PEAK_PERIOD}`, "
+                         f"`{dr.REAL_TIME_PERIOD}`.")],
+        ["kind", "prices"], ([f"`{k}`", m] for k, m in dr.TARIFF_KINDS.items()))
+    out += _section("Tariff day types", [], ["day type", "days"],
+                    ([f"`{k}`", m] for k, m in dr.DAY_TYPES.items()))
+    out += _section("Demand-response baseline methods", ["The M&V baselines (docs/dr.md)."],
+                    ["method", "baseline"],
+                    ([f"`{k}`", m] for k, m in dr.BASELINE_METHODS.items()))
     return "\n".join(out) + "\n"
 
 
