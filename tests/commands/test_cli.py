@@ -62,7 +62,7 @@ def test_all_rejected_exits_3_and_json_shape(data: Path) -> None:
     assert code == 3
     [obj] = [json.loads(x) for x in out.splitlines()]
     assert list(obj) == ["command_id", "kind", "meter_id", "state", "reason", "created_at",
-                         "updated_at", "detail"]
+                         "updated_at", "detail", "reads"]
     assert (obj["command_id"], obj["state"], obj["reason"]) == ("r1", "rejected",
                                                                  "meter_one_way")
     assert obj["created_at"].endswith("Z") and obj["created_at"] == obj["updated_at"]

@@ -9,6 +9,7 @@ import pytest
 from headend.commands import (
     Command,
     CommandStore,
+    ReadsBrought,
     RepeatedTransition,
     SqliteCommandStore,
     TransitionError,
@@ -202,3 +203,95 @@ def test_transition_many_is_all_or_nothing(store: CommandStore) -> None:
     assert [(h.state, h.actor, h.detail) for h in s.history("a")][-1] == (
         "completed", "collector-9", "ok")
     assert [h.seq for h in s.history("a")] == [0, 1, 2]
+
+
+# --------------------------------------------------------------- reads of on-demand reads
+
+def _reads(ni: int, nr: int, t0: int, source: str) -> ReadsBrought:
+    return ReadsBrought(ni, nr, t0 if ni else None, t0 + 900 * (ni - 1) if ni else None,
+                        t0 if nr else None, t0 if nr else None, 1, (source,))
+
+
+def test_open_reads_are_the_read_commands_sent_or_delivered(store: CommandStore) -> None:
+    s = store
+    assert dict(s.open_reads()) == {}
+    s.put([cmd("q", "M1"), cmd("s", "M1"), cmd("d", "M2"), cmd("done", "M3"),
+           cmd("p", "M4", kind="ping"), cmd("s2", "M1")])
+    assert dict(s.open_reads()) == {}  # queued ones take no reads yet
+    for cid in ("s", "d", "done", "p", "s2"):
+        s.transition(cid, "sent", actor="headend", at_ms=T0 + 1)
+    s.transition("d", "delivered", actor="collector", at_ms=T0 + 2)
+    s.transition("done", "failed", actor="collector", at_ms=T0 + 2, reason="meter_unreachable")
+    assert dict(s.open_reads()) == {"M1": ("s", "s2"), "M2": ("d",)}
+    s.transition("s", "queued", actor="headend", at_ms=T0 + 3)  # to be sent again
+    assert dict(s.open_reads()) == {"M1": ("s2",), "M2": ("d",)}
+
+
+def test_record_reads_adds_up_and_survives(store: CommandStore) -> None:
+    s = store
+    s.put([cmd("r", "M1"), cmd("q", "M2"), cmd("p", "M3", kind="ping")])
+    s.transition("r", "sent", actor="headend", at_ms=T0 + 1)
+    s.transition("p", "sent", actor="headend", at_ms=T0 + 1)
+    assert s.get("r").reads == ReadsBrought()  # type: ignore[union-attr]
+    assert s.get("p").reads is None  # type: ignore[union-attr]
+    got = s.record_reads([("r", _reads(4, 0, 1_000_000, "http:10.0.0.1")),
+                          ("q", _reads(1, 1, 5, "x")),  # queued: skipped
+                          ("p", _reads(1, 1, 5, "x")),  # not a read: skipped
+                          ("nope", _reads(1, 1, 5, "x")),  # unknown: skipped
+                          ("r", _reads(2, 3, 999_100, "mqtt:1001"))])
+    assert got == ["r", "r"]
+    want = ReadsBrought(6, 3, 999_100, 1_002_700, 999_100, 999_100, 2,
+                        ("http:10.0.0.1", "mqtt:1001"))
+    assert s.get("r").reads == want  # type: ignore[union-attr]
+    assert s.get("q").reads == ReadsBrought()  # type: ignore[union-attr]
+    # a state change keeps them; the history records no change for them
+    s.transition("r", "completed", actor="collector", at_ms=T0 + 5)
+    done = s.get("r")
+    assert done is not None and done.reads == want and done.to_json()["reads"]["uploads"] == 2
+    assert [h.state for h in s.history("r")] == ["queued", "sent", "completed"]
+    assert [c.reads for c in s.list() if c.command_id == "r"] == [want]
+    # a completed command takes no more
+    assert s.record_reads([("r", _reads(1, 0, 7, "late"))]) == []
+    assert s.get("r").reads == want  # type: ignore[union-attr]
+
+
+def test_sqlite_reads_survive_a_restart_and_are_seen_by_another_handle(
+        tmp_path: Path) -> None:
+    path = tmp_path / "commands.sqlite"
+    a = SqliteCommandStore(path)
+    b = SqliteCommandStore(path)
+    a.put([cmd("r", "M1")])
+    assert dict(b.open_reads()) == {}
+    a.transition("r", "sent", actor="headend", at_ms=T0 + 1)
+    assert dict(b.open_reads()) == {"M1": ("r",)}  # another connection's change is seen
+    b.record_reads([("r", _reads(3, 1, 1_000_000, "f.hef"))])
+    assert dict(a.open_reads()) == {"M1": ("r",)}
+    a.close()
+    b.close()
+    again = SqliteCommandStore(path)
+    got = again.get("r")
+    assert got is not None and got.reads == _reads(3, 1, 1_000_000, "f.hef")
+    again.close()
+
+
+def test_sqlite_version_1_file_gains_the_reads_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "commands.sqlite"
+    s = SqliteCommandStore(path)
+    s.put([cmd("old", "M1")])
+    s.transition("old", "expired", actor="headend", at_ms=T0 + 1)
+    s.close()
+    db = sqlite3.connect(path)  # as version 1 left it: no reads column, no index
+    db.execute("DROP INDEX commands_taking_reads")
+    db.execute("ALTER TABLE commands DROP COLUMN reads")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    again = SqliteCommandStore(path)
+    got = again.get("old")
+    assert got is not None and got.reads == ReadsBrought()
+    # reason codes of version 1 files are read as they were written
+    assert (got.state, got.reason) == ("expired", "expired")
+    assert [h.reason for h in again.history("old")] == [None, "expired"]
+    again.close()

@@ -46,4 +46,7 @@ def test_json_of_a_command() -> None:
     assert _in("queued").to_json() == {
         "command_id": "c", "kind": "read", "meter_id": "M", "state": "queued",
         "reason": None, "created_at": "2026-01-01T00:00:00.000Z",
-        "updated_at": "2026-01-01T00:00:00.010Z", "detail": "why"}
+        "updated_at": "2026-01-01T00:00:00.010Z", "detail": "why",
+        "reads": {"interval_reads": 0, "register_reads": 0, "first_interval_end": None,
+                  "last_interval_end": None, "first_read_time": None,
+                  "last_read_time": None, "uploads": 0, "sources": []}}

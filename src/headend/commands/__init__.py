@@ -2,8 +2,9 @@
 admission (rejection at once), the downlink line and the ``command_responses`` decoder.
 
 The codes (kinds, control codes, states, reasons) are :mod:`headend.model.commands`.
-Not here yet: delivery over MQTT or HTTP, throttling, retries, applying responses, effects
-on the registry and the rules (docs/commands.md, "Not yet").
+Applying responses is :mod:`headend.commands.apply`, the reads on-demand reads brought
+:mod:`headend.commands.reads`, the per-collector scheduler :mod:`headend.commands.scheduler`
+(docs/commands.md; what is missing: its "Not yet").
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from headend.commands.downlink import DOWNLINK_FIELDS, downlink_line, downlink_l
 from headend.commands.lifecycle import (
     Command,
     HistoryEntry,
+    ReadsBrought,
     RepeatedTransition,
     TransitionError,
     advance,
@@ -40,6 +42,7 @@ __all__ = [
     "HistoryEntry",
     "MemoryCommandStore",
     "MeterFacts",
+    "ReadsBrought",
     "RepeatedTransition",
     "SqliteCommandStore",
     "TransitionError",

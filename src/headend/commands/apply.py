@@ -14,6 +14,9 @@ the state the command is in     ``duplicate`` (a collector that answers twice): 
 or failed
 to a ``queued`` command         the command is marked ``sent`` first (it was handed over
                                 and the head end stopped before it recorded that)
+``completed`` of a ``read``     the command is ``failed``, reason ``no_reads`` (the
+that brought no read            reads come before the completion: docs/commands.md);
+                                a repeat of it is a ``duplicate``
 unknown ``command_id``          quarantined, ``unknown_command``
 ``meter_id`` of another meter   quarantined, ``bad_command_response``
 a move the lifecycle refuses    quarantined, ``command_response_conflict`` (completed
@@ -133,19 +136,24 @@ def _apply(store: CommandStore, responses: pa.Table, source: str, now_ms: int,
                    f"({cmd.meter_id!r})")
             continue
         if cmd.state == state or (state == "delivered" and cmd.state in ("completed",
-                                                                          "failed")):
+                                                                          "failed")) \
+                or (state == "completed" and cmd.reason == NO_READS):
             out.duplicate += 1
             continue
         text = cols["detail"][i]
         audit = f"{cols['status'][i]} at {iso_ms(times[i])}" + (f": {text}" if text else "")
+        reason = cols["reason"][i]
+        if state == "completed" and cmd.reads is not None and cmd.reads.total == 0:
+            state, reason = "failed", NO_READS
+            audit += f" ({_NONE_BROUGHT})"
         step: list[tuple[str, str, str, int, str | None, str | None]] = []
         try:
             new = cmd
             if new.state == "queued":
                 step.append((cid, "sent", ACTOR, now_ms, None, _UNRECORDED))
                 new = advance(new, "sent", at_ms=now_ms, detail=_UNRECORDED)
-            step.append((cid, state, ACTOR, now_ms, cols["reason"][i], audit))
-            new = advance(new, state, at_ms=now_ms, reason=cols["reason"][i], detail=audit)
+            step.append((cid, state, ACTOR, now_ms, reason, audit))
+            new = advance(new, state, at_ms=now_ms, reason=reason, detail=audit)
         except RepeatedTransition:
             out.duplicate += 1
             continue
@@ -160,6 +168,10 @@ def _apply(store: CommandStore, responses: pa.Table, source: str, now_ms: int,
 
 
 _UNRECORDED = "answered before it was recorded as sent"
+#: the reason of a read completed with no read brought, and what its audit says
+NO_READS = "no_reads"
+_NONE_BROUGHT = "no new read of the meter was stored while it was sent or delivered"
+assert NO_READS in C.HEAD_END_FAILURES
 
 
 #: a completed command of these kinds leaves the meter's switch in this state

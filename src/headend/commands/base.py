@@ -17,6 +17,12 @@ tests/commands/test_conformance.py, runs over both):
   no command and no audit record that a call returned. The memory adapter keeps them
   for the life of the object.
 * **Order.** :meth:`list` and :meth:`history` answer in creation order (then ``seq``).
+* **Reads of on-demand reads.** :meth:`open_reads` names the read commands that may
+  take reads now (``sent`` or ``delivered``), cheaply enough to be asked at every
+  stored batch (the SQLite adapter answers from memory until the file changed);
+  :meth:`record_reads` adds to what such a command brought (:class:`~headend.commands.
+  lifecycle.ReadsBrought`), and skips a command no longer sent or delivered. Recording
+  reads is no state change: no audit record.
 * Blocking calls, safe from several threads; the SQLite adapter also from several
   processes (SQLite's own locking).
 """
@@ -24,10 +30,10 @@ tests/commands/test_conformance.py, runs over both):
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from headend.commands.lifecycle import Command, HistoryEntry
+from headend.commands.lifecycle import Command, HistoryEntry, ReadsBrought
 from headend.errors import HeadendError
 
 __all__ = ["CommandStore", "UnknownCommand"]
@@ -81,6 +87,18 @@ class CommandStore(Protocol):
 
     def history(self, command_id: str | None = None) -> builtins.list[HistoryEntry]:
         """The audit records of one command, or of all, in creation order then ``seq``."""
+        ...
+
+    def open_reads(self) -> Mapping[str, tuple[str, ...]]:
+        """The read commands ``sent`` or ``delivered`` now: meter id -> their command
+        ids in creation order (empty when there are none). Treat it as read-only: an
+        adapter may answer the same object again while nothing changed."""
+        ...
+
+    def record_reads(self, brought: Sequence[tuple[str, ReadsBrought]]) -> builtins.list[str]:
+        """Add ``(command_id, reads)`` to what each read command brought, all in one
+        write; commands no longer ``sent`` or ``delivered`` (or unknown, or of another
+        kind) are skipped. Answers the ids it recorded for, in order."""
         ...
 
     def close(self) -> None:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from headend.errors import ValidationError
 from headend.model import commands as C
 
 __all__ = [
+    "TAKING_READS",
     "Command",
     "HistoryEntry",
+    "ReadsBrought",
     "RepeatedTransition",
     "TransitionError",
     "advance",
@@ -41,6 +43,95 @@ class TransitionError(ValidationError):
 class RepeatedTransition(TransitionError):
     """The command is already in the state asked for (a collector that answers twice):
     nothing changes; callers may ignore it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadsBrought:
+    """The reads an on-demand ``read`` command brought: the new reads of its meter
+    stored while it was ``sent`` or ``delivered`` (docs/commands.md, "On-demand reads").
+
+    Attributes
+    ----------
+    interval_reads, register_reads : int
+        How many interval reads and register reads.
+    first_interval_end, last_interval_end : int or None
+        The interval ends they cover [s, Unix UTC]; None without interval reads.
+    first_read_time, last_read_time : int or None
+        The register reads' times [s, Unix UTC]; None without register reads.
+    uploads : int
+        How many stored batches brought them (an upload is one batch or more).
+    sources : tuple of str
+        The uploads' sources, each once, in arrival order (``http:<address>``,
+        ``mqtt:<collector_id>``, a file path).
+    """
+
+    interval_reads: int = 0
+    register_reads: int = 0
+    first_interval_end: int | None = None
+    last_interval_end: int | None = None
+    first_read_time: int | None = None
+    last_read_time: int | None = None
+    uploads: int = 0
+    sources: tuple[str, ...] = ()
+
+    def __add__(self, other: ReadsBrought) -> ReadsBrought:
+        """Both together (counts summed, ranges joined, sources each once)."""
+        return ReadsBrought(
+            self.interval_reads + other.interval_reads,
+            self.register_reads + other.register_reads,
+            _lo(self.first_interval_end, other.first_interval_end),
+            _hi(self.last_interval_end, other.last_interval_end),
+            _lo(self.first_read_time, other.first_read_time),
+            _hi(self.last_read_time, other.last_read_time),
+            self.uploads + other.uploads,
+            tuple(dict.fromkeys((*self.sources, *other.sources))))
+
+    @property
+    def total(self) -> int:
+        """Interval and register reads together."""
+        return self.interval_reads + self.register_reads
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``reads`` object of a read command's JSON (times ISO 8601 UTC)."""
+        return {"interval_reads": self.interval_reads, "register_reads": self.register_reads,
+                "first_interval_end": _iso_s(self.first_interval_end),
+                "last_interval_end": _iso_s(self.last_interval_end),
+                "first_read_time": _iso_s(self.first_read_time),
+                "last_read_time": _iso_s(self.last_read_time),
+                "uploads": self.uploads, "sources": list(self.sources)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ReadsBrought:
+        """The inverse of :meth:`to_json`."""
+        return cls(int(obj["interval_reads"]), int(obj["register_reads"]),
+                   _from_iso(obj["first_interval_end"]), _from_iso(obj["last_interval_end"]),
+                   _from_iso(obj["first_read_time"]), _from_iso(obj["last_read_time"]),
+                   int(obj["uploads"]), tuple(obj["sources"]))
+
+
+def _lo(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _hi(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _iso_s(s: int | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC (``2026-01-05T00:15:00Z``); None stays None."""
+    if s is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _from_iso(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text).timestamp())
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +162,9 @@ class Command:
     control_code : str or None
         IEC 61968-9 EndDeviceControlType for the meter's commodity (None when the meter
         is unknown or the kind does not fit it).
+    reads : ReadsBrought or None
+        For a ``read`` command, the reads it brought (:class:`ReadsBrought`, zero until
+        some came); None for the other kinds.
     """
 
     command_id: str
@@ -85,14 +179,21 @@ class Command:
     expires_ms: int
     collector_id: str | None = None
     control_code: str | None = None
+    reads: ReadsBrought | None = None
 
-    def to_json(self) -> dict[str, str | None]:
+    def __post_init__(self) -> None:
+        if self.kind == "read" and self.reads is None:  # a read has brought nothing yet
+            object.__setattr__(self, "reads", NO_READS)
+
+    def to_json(self) -> dict[str, Any]:
         """The command's JSON object (a contract, docs/commands.md): ``command_id,
-        kind, meter_id, state, reason, created_at, updated_at, detail``."""
+        kind, meter_id, state, reason, created_at, updated_at, detail, reads`` (``reads``:
+        :meth:`ReadsBrought.to_json` for a read command, null for the other kinds)."""
         return {"command_id": self.command_id, "kind": self.kind, "meter_id": self.meter_id,
                 "state": self.state, "reason": self.reason,
                 "created_at": iso_ms(self.created_ms), "updated_at": iso_ms(self.updated_ms),
-                "detail": self.detail}
+                "detail": self.detail,
+                "reads": None if self.reads is None else self.reads.to_json()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +208,11 @@ class HistoryEntry:
     actor: str
     detail: str | None
 
+
+#: what a read command has brought before any read came
+NO_READS: Final = ReadsBrought()
+#: the states in which a read command takes the new reads of its meter
+TAKING_READS: Final = frozenset({"sent", "delivered"})
 
 #: reason a move to each state needs: the fixed lists, or none at all
 _REASONS_FOR: Final[dict[str, frozenset[str]]] = {

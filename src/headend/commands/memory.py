@@ -4,13 +4,16 @@ CommandStore`, for tests and examples (nothing survives the object)."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from headend.commands.base import UnknownCommand
 from headend.commands.lifecycle import (
+    TAKING_READS,
     Command,
     HistoryEntry,
+    ReadsBrought,
     advance,
     check_reason,
     history_entry,
@@ -28,6 +31,7 @@ class MemoryCommandStore:
         self._commands: dict[str, Command] = {}  # insertion order = creation order
         self._history: dict[str, list[HistoryEntry]] = {}
         self._closed = False
+        self._open_reads: dict[str, tuple[str, ...]] | None = None  # cache, None: stale
 
     def _check(self) -> None:
         if self._closed:
@@ -43,6 +47,7 @@ class MemoryCommandStore:
                 have = self._commands.get(cmd.command_id)
                 if have is None:
                     self._commands[cmd.command_id] = have = cmd
+                    self._open_reads = None
                     self._history[cmd.command_id] = [history_entry(cmd, 0, cmd.actor, cmd.detail)]
                 out.append(have)
         return out
@@ -63,6 +68,7 @@ class MemoryCommandStore:
             hist = self._history[command_id]
             hist.append(history_entry(new, len(hist), actor, detail))
             self._commands[command_id] = new
+            self._open_reads = None
             return new
 
     def transition_many(self, moves: Sequence[tuple[str, str, str, int, str | None,
@@ -82,6 +88,7 @@ class MemoryCommandStore:
                 now[command_id] = new
                 out.append(new)
             self._commands = now
+            self._open_reads = None
             for command_id, entries in added.items():
                 self._history[command_id].extend(entries)
             return out
@@ -102,6 +109,30 @@ class MemoryCommandStore:
             if command_id is not None:
                 return list(self._history.get(command_id, ()))
             return [h for hs in self._history.values() for h in hs]
+
+    def open_reads(self) -> Mapping[str, tuple[str, ...]]:
+        with self._lock:
+            self._check()
+            if self._open_reads is None:
+                by_meter: dict[str, tuple[str, ...]] = {}
+                for c in self._commands.values():
+                    if c.kind == "read" and c.state in TAKING_READS:
+                        by_meter[c.meter_id] = (*by_meter.get(c.meter_id, ()), c.command_id)
+                self._open_reads = by_meter
+            return self._open_reads
+
+    def record_reads(self, brought: Sequence[tuple[str, ReadsBrought]]) -> builtins.list[str]:
+        out = []
+        with self._lock:
+            self._check()
+            for command_id, reads in brought:
+                cmd = self._commands.get(command_id)
+                if cmd is None or cmd.kind != "read" or cmd.state not in TAKING_READS:
+                    continue
+                self._commands[command_id] = dataclasses.replace(
+                    cmd, reads=(cmd.reads or ReadsBrought()) + reads)
+                out.append(command_id)
+        return out
 
     def close(self) -> None:
         self._closed = True

@@ -23,25 +23,18 @@ from headend.errors import DecodeError
 from headend.model import commands as C
 from headend.model import reasons, schema
 from headend.wire.csvfmt.rejects import make_rejects
+from headend.wire.responses import responses_table
 
 __all__ = ["KIND", "RESPONSES", "decode_command_responses"]
 
 KIND: Final = "command_responses"
 
-#: A decoded response: ``state`` is the command state the status reports, ``reason``
-#: the failure reason (the status itself) for a failure, else null.
-RESPONSES: Final = pa.schema([
-    pa.field("command_id", pa.string(), nullable=False),
-    pa.field("meter_id", pa.string(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),
-    pa.field("state", pa.string(), nullable=False),
-    pa.field("reason", pa.string()),
-    pa.field("time", pa.timestamp("ms", tz="UTC"), nullable=False),
-    pa.field("detail", pa.string()),
-])
+#: A decoded response (:data:`headend.model.commands.RESPONSES`): ``state`` is the
+#: command state the status reports, ``reason`` the failure reason (the status itself)
+#: for a failure, else null.
+RESPONSES: Final = C.RESPONSES
 
 _STATUS: Final = pa.array(list(C.RESPONSE_STATUSES), pa.string())
-_STATE_OF: Final = pa.array(list(C.RESPONSE_STATUSES.values()), pa.string())
 _ISO: Final = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
                r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
 _DETAIL_CHARS: Final = 64
@@ -168,17 +161,8 @@ def decode_command_responses(data: bytes, *, source: str,
     times, ok = _times(c["time"])
     reject(~ok, reasons.BAD_TIMESTAMP, ("time not ISO 8601 with a UTC offset:", "time"))
     keep = pa.array(~taken)
-    state = _STATE_OF.take(pa.array(np.maximum(status_idx, 0))).filter(keep)
-    status = c["status"].filter(keep)
-    detail = c["detail"].filter(keep)
-    out = pa.table({
-        "command_id": c["command_id"].filter(keep),
-        "meter_id": c["meter_id"].filter(keep),
-        "status": status,
-        "state": state,
-        "reason": pc.if_else(pc.equal(state, "failed"), status, pa.scalar(None, pa.string())),
-        "time": times.filter(keep),
-        "detail": pc.if_else(pc.equal(detail, ""), pa.scalar(None, pa.string()), detail),
-    }, schema=RESPONSES)
+    out = responses_table(c["command_id"].filter(keep), c["meter_id"].filter(keep),
+                          c["status"].filter(keep), times.filter(keep),
+                          c["detail"].filter(keep))
     rej = (pa.concat_tables(rejects) if rejects else schema.QUARANTINE.empty_table())
     return out, rej

@@ -17,14 +17,22 @@ Layout, compact so that 1M commands with their whole audit log fit in well under
   state change, appended in the transaction of the change: offset from the creation
   [ms] (varint), state, reason (codes), actor (an id in the small ``actors`` table,
   varint) and detail (varint length + UTF-8). No second table, no second key per change.
+* ``reads`` (schema version 2; added to a version 1 file when it is opened): what a
+  read command brought, a JSON array ``[interval_reads, register_reads,
+  first_interval_end, last_interval_end, first_read_time, last_read_time, uploads,
+  [sources]]`` (times [s]), NULL while it brought nothing and for the other kinds. A
+  partial index over the read commands sent or delivered answers :meth:`open_reads`,
+  which is kept in memory until the file changes (``PRAGMA data_version``, and this
+  connection's own writes).
 """
 
 from __future__ import annotations
 
 import builtins
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +41,7 @@ from headend.commands.base import UnknownCommand
 from headend.commands.lifecycle import (
     Command,
     HistoryEntry,
+    ReadsBrought,
     advance,
     check_reason,
     history_entry,
@@ -42,7 +51,7 @@ from headend.model import commands as C
 
 __all__ = ["SCHEMA_VERSION", "SqliteCommandStore", "command_store_path"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _STATES: Final = tuple(C.COMMAND_STATES)
 _STATE_CODE: Final = {s: i for i, s in enumerate(_STATES)}
 #: the states not yet final are the first three codes; the partial index's condition,
@@ -51,7 +60,7 @@ _OPEN_SQL: Final = "state < 3"
 assert {s for s, i in _STATE_CODE.items() if i < 3} == {"queued", "sent", "delivered"}
 _KINDS: Final = {k.code: k for k in C.COMMAND_KINDS}
 _KIND_CODE: Final = {k.name: k.code for k in C.COMMAND_KINDS}
-_REASONS: Final = (None, *C.ALL_REASONS)
+_REASONS: Final = (None, *C.REASON_CODES)
 _REASON_CODE: Final = {r: i for i, r in enumerate(_REASONS)}
 #: how long a writer waits for another process's transaction [s]
 BUSY_TIMEOUT_S: Final = 30.0
@@ -71,14 +80,22 @@ _DDL: Final = (
         expires_d INTEGER NOT NULL,
         collector_id TEXT,
         ctl,
-        log BLOB NOT NULL)""",
+        log BLOB NOT NULL,
+        reads TEXT)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS commands_id ON commands (command_id)",
     "CREATE INDEX IF NOT EXISTS commands_meter ON commands (meter_id)",
     f"CREATE INDEX IF NOT EXISTS commands_open ON commands (state) WHERE {_OPEN_SQL}",
     "CREATE TABLE IF NOT EXISTS actors (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
 )
+#: the read commands that take reads (kind read, state sent or delivered): this
+#: condition word for word in the index and in its queries
+_TAKING_SQL: Final = "kind = 0 AND state IN (1, 2)"
+assert _KIND_CODE["read"] == 0 and (_STATE_CODE["sent"], _STATE_CODE["delivered"]) == (1, 2)
+_DDL_V2: Final = (
+    f"CREATE INDEX IF NOT EXISTS commands_taking_reads ON commands (n) WHERE {_TAKING_SQL}",
+)
 _COLS: Final = ("command_id, kind, meter_id, state, reason, detail, actor, created_ms, "
-                "updated_d, expires_d, collector_id, ctl")
+                "updated_d, expires_d, collector_id, ctl, reads")
 
 
 def command_store_path(root: Path | str) -> Path:
@@ -102,13 +119,31 @@ def _command(row: Sequence[Any]) -> Command:
     ctl = row[11]
     code = f"{ctl}.{kind.control}" if isinstance(ctl, int) else ctl
     return Command(row[0], kind.name, row[2], _STATES[row[3]], row[4], row[5], row[6],
-                   row[7], row[7] + row[8], row[7] + row[9], row[10], code)
+                   row[7], row[7] + row[8], row[7] + row[9], row[10], code,
+                   _reads(row[12]))
 
 
 def _row(c: Command) -> tuple[Any, ...]:
     return (c.command_id, _KIND_CODE[c.kind], c.meter_id, _STATE_CODE[c.state], c.reason,
             c.detail, c.actor, c.created_ms, c.updated_ms - c.created_ms,
-            c.expires_ms - c.created_ms, c.collector_id, _ctl(c.kind, c.control_code))
+            c.expires_ms - c.created_ms, c.collector_id, _ctl(c.kind, c.control_code),
+            _reads_text(c.reads))
+
+
+def _reads(text: str | None) -> ReadsBrought | None:
+    """A stored ``reads`` value (see the module docstring); None for NULL."""
+    if text is None:
+        return None
+    v = json.loads(text)
+    return ReadsBrought(v[0], v[1], v[2], v[3], v[4], v[5], v[6], tuple(v[7]))
+
+
+def _reads_text(r: ReadsBrought | None) -> str | None:
+    if r is None or r == ReadsBrought():
+        return None
+    return json.dumps([r.interval_reads, r.register_reads, r.first_interval_end,
+                       r.last_interval_end, r.first_read_time, r.last_read_time, r.uploads,
+                       list(r.sources)], separators=(",", ":"))
 
 
 def _varint(v: int, out: bytearray) -> None:
@@ -176,6 +211,7 @@ class SqliteCommandStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._writes = 0  # this connection's committed writes (see open_reads)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
@@ -186,11 +222,17 @@ class SqliteCommandStore:
             with self._tx() as db:
                 for ddl in _DDL:
                     db.execute(ddl)
+                have = {r[1] for r in db.execute("PRAGMA table_info(commands)")}
+                if "reads" not in have:  # a version 1 file
+                    db.execute("ALTER TABLE commands ADD COLUMN reads TEXT")
+                for ddl in _DDL_V2:
+                    db.execute(ddl)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the command store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
         self._actors: dict[str, int] = {}
+        self._open_reads: tuple[tuple[int, int], dict[str, tuple[str, ...]]] | None = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -203,6 +245,7 @@ class SqliteCommandStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        self._writes += 1
 
     def _actor_id(self, db: sqlite3.Connection, name: str) -> int:
         """The id of ``name`` in ``actors`` (added if new; in the caller's transaction)."""
@@ -235,7 +278,7 @@ class SqliteCommandStore:
                                               c.created_ms, self._actor_id(db, c.actor)))
                             for c in new.values()]
                     db.executemany(f"INSERT INTO commands ({_COLS}, log) VALUES "
-                                   "(?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                                   "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                     have.update(new)
         except sqlite3.Error as exc:
             self._actors.clear()  # ids of a rolled-back transaction are gone
@@ -340,6 +383,42 @@ class SqliteCommandStore:
                         for h in _entries(cid, t0, log, actors)]
         except sqlite3.Error as exc:
             raise StorageError(f"command store {self.path}: {exc}") from exc
+
+    def open_reads(self) -> Mapping[str, tuple[str, ...]]:
+        try:
+            with self._lock:
+                version = (self._db.execute("PRAGMA data_version").fetchone()[0],
+                           self._writes)
+                if self._open_reads is not None and self._open_reads[0] == version:
+                    return self._open_reads[1]
+                by_meter: dict[str, tuple[str, ...]] = {}
+                for meter_id, command_id in self._db.execute(
+                        f"SELECT meter_id, command_id FROM commands WHERE {_TAKING_SQL} "
+                        "ORDER BY n"):
+                    by_meter[meter_id] = (*by_meter.get(meter_id, ()), command_id)
+                self._open_reads = (version, by_meter)
+                return by_meter
+        except sqlite3.Error as exc:
+            raise StorageError(f"command store {self.path}: {exc}") from exc
+
+    def record_reads(self, brought: Sequence[tuple[str, ReadsBrought]]) -> builtins.list[str]:
+        if not brought:
+            return []
+        out = []
+        try:
+            with self._lock, self._tx() as db:
+                for command_id, reads in brought:
+                    row = db.execute(f"SELECT n, reads FROM commands WHERE command_id = ? "
+                                     f"AND {_TAKING_SQL}", (command_id,)).fetchone()
+                    if row is None:
+                        continue
+                    had = _reads(row[1]) or ReadsBrought()
+                    db.execute("UPDATE commands SET reads = ? WHERE n = ?",
+                               (_reads_text(had + reads), row[0]))
+                    out.append(command_id)
+        except sqlite3.Error as exc:
+            raise StorageError(f"command store {self.path}: {exc}") from exc
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -48,6 +48,7 @@ from headend.wire import frame as wf
 from headend.wire.batch import Decoded, DecodedEvents, DecodedReads, DecodedRegisters
 from headend.wire.csvfmt import decode_csv, detect_kind
 from headend.wire.csvfmt import rejects as rj
+from headend.wire.responses import responses_csv
 
 __all__ = ["STAGES", "IngestConfig", "IngestResult", "Ingestor", "Listener", "StoredBatch"]
 
@@ -277,6 +278,10 @@ class Ingestor:
             committer.submit(decoded.source, reads, regs, evs)
         else:
             self._store(decoded.source, reads, regs, evs, result)
+        if decoded.responses is not None and decoded.responses.num_rows:
+            if committer is not None:  # the reads before the responses (issue 12)
+                result.add(committer.wait())
+            self._frame_responses(decoded.responses, decoded.source, result)
         if registry_changed and release and self.config.release_on_registry_change:
             if committer is not None:  # what waits in the committer is stored first
                 result.add(committer.wait())
@@ -455,6 +460,17 @@ class Ingestor:
                 return True
         return False
 
+    def _frame_responses(self, responses: pa.Table, source: str, result: IngestResult
+                         ) -> None:
+        """Apply the command responses of a frame section through the hook of the
+        ``command_responses`` CSV (written as that CSV); without one, quarantine them."""
+        if self._side_csv(responses_csv(responses), source, result):
+            return
+        self._quarantine(rj.make_rejects(
+            source, "command_responses", reasons.UNKNOWN_COMMAND,
+            "this ingestor applies no command responses (no command store)",
+            payload=responses_csv(responses).splitlines()[1:]), result)
+
     def _ingest_frames(self, data: bytes | memoryview, source: str, *, release: bool = True
                        ) -> IngestResult:
         pending = _PendingFrames(release=release)
@@ -480,6 +496,12 @@ class Ingestor:
                                        cat("r_time", "i8"), cat("r_value", "i8")),
             events=DecodedEvents(cat("e_meter", "u8"), cat("e_time", "i8"), cat("e_code", "u4")),
         )
+        sections = [f for f in frames if f.responses is not None]
+        if sections:  # issue 12: command responses in a frame section
+            decoded.responses = pa.concat_tables([f.responses for f in sections
+                                                  if f.responses is not None])
+            decoded.rejects = [f.response_rejects for f in sections
+                               if f.response_rejects is not None]
         # a record may not lie in the future of the frame that carries it
         now = (np.repeat(created, n_i), np.repeat(created, n_r), np.repeat(created, n_e))
         return self.ingest_decoded(decoded, now_s=now, release=release, committer=committer)

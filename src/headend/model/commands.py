@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import pyarrow as pa
+
 from headend.model.codes import Commodity
 
 __all__ = [
@@ -45,10 +47,14 @@ __all__ = [
     "DEVICE_TYPE",
     "EXPIRY",
     "FAILURES",
+    "HEAD_END_FAILURES",
     "INITIAL_STATES",
     "KIND_BY_NAME",
+    "REASON_CODES",
     "REJECTIONS",
+    "RESPONSES",
     "RESPONSE_STATUSES",
+    "RESPONSE_STATUS_CODES",
     "SWITCH_STATES",
     "TERMINAL_STATES",
     "TRANSITIONS",
@@ -176,7 +182,8 @@ REJECTIONS: Final[dict[str, str]] = {
 }
 
 #: reason -> meaning of a ``failed`` command. The first five are what a collector
-#: reports (a ``command_responses`` status); ``downlink_failed`` is the head end's.
+#: reports (a ``command_responses`` status); ``downlink_failed`` and ``no_reads`` are
+#: the head end's (:data:`HEAD_END_FAILURES`).
 FAILURES: Final[dict[str, str]] = {
     "meter_unreachable": "the collector could not reach the meter (after its own retries)",
     "meter_refused": "the meter refused the command (e.g. switch locked or armed)",
@@ -185,7 +192,11 @@ FAILURES: Final[dict[str, str]] = {
     "collector_error": "the collector failed for another reason (detail says which)",
     "downlink_failed": "the head end could not hand the command to the collector's "
                        "downlink after its retries",
+    "no_reads": "a read the collector reported completed, but no new read of the meter "
+                "was uploaded while it was sent or delivered",
 }
+#: the failure reasons the head end gives (never a collector's response status)
+HEAD_END_FAILURES: Final = frozenset({"downlink_failed", "no_reads"})
 
 #: reason -> meaning of an ``expired`` command
 EXPIRY: Final[dict[str, str]] = {
@@ -193,6 +204,16 @@ EXPIRY: Final[dict[str, str]] = {
 }
 
 ALL_REASONS: Final[dict[str, str]] = {**REJECTIONS, **FAILURES, **EXPIRY}
+
+#: Stored code of each reason (code = index + 1; 0 is no reason), as the SQLite command
+#: store packs its audit log. Append only: a code is never reused or moved.
+REASON_CODES: Final = (
+    "meter_unknown", "not_allowed", "kind_unfit", "meter_one_way", "no_collector",
+    "confirmation_needed", "critical_care", "meter_unreachable", "meter_refused",
+    "switch_failed", "not_supported", "collector_error", "downlink_failed", "expired",
+    "no_reads",
+)
+assert sorted(REASON_CODES) == sorted(ALL_REASONS), "every reason needs a stored code"
 
 # --------------------------------------------------------------------------- responses
 
@@ -203,8 +224,29 @@ COMMAND_RESPONSE_HEADER: Final = ("command_id", "meter_id", "status", "time", "d
 RESPONSE_STATUSES: Final[dict[str, str]] = {
     "delivered": "delivered",
     "completed": "completed",
-    **{r: "failed" for r in FAILURES if r != "downlink_failed"},
+    **{r: "failed" for r in FAILURES if r not in HEAD_END_FAILURES},
 }
+
+#: The ``status`` code of a response in the binary frame's ``command_responses`` section
+#: (docs/formats.md): code = index. Append only.
+RESPONSE_STATUS_CODES: Final = ("delivered", "completed", "meter_unreachable",
+                                "meter_refused", "switch_failed", "not_supported",
+                                "collector_error")
+assert sorted(RESPONSE_STATUS_CODES) == sorted(RESPONSE_STATUSES)
+
+#: A decoded response (the CSV's and the frame section's decoders give this table, in
+#: upload order): ``state`` is the command state the status reports, ``reason`` the
+#: failure reason (the status itself) for a failure, else null; ``time`` the
+#: collector's [ms, UTC].
+RESPONSES: Final = pa.schema([
+    pa.field("command_id", pa.string(), nullable=False),
+    pa.field("meter_id", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("state", pa.string(), nullable=False),
+    pa.field("reason", pa.string()),
+    pa.field("time", pa.timestamp("ms", tz="UTC"), nullable=False),
+    pa.field("detail", pa.string()),
+])
 
 # --------------------------------------------------------------------------- switch
 

@@ -36,6 +36,7 @@ from headend.errors import FrameError
 from headend.model import schema
 from headend.store import partition_of
 from headend.wire import frame as wf
+from headend.wire.responses import encode_responses_section
 
 __all__ = ["PARTITIONED_KINDS", "Part", "Router", "csv_kind"]
 
@@ -122,7 +123,8 @@ class Router:
             pi = self._part_of(self.idx_for_serial(item.i_meter), item.i_meter)
             pr = self._part_of(self.idx_for_serial(item.r_meter), item.r_meter)
             pe = self._part_of(self.idx_for_serial(item.e_meter), item.e_meter)
-            present = np.unique(np.concatenate([pi, pr, pe]))
+            sections = self._response_parts(item)  # issue 12: with their meters' reads
+            present = np.unique(np.concatenate([pi, pr, pe, list(sections)]))
             if len(present) <= 1:
                 p = int(present[0]) if len(present) else 0
                 chunks.setdefault(p, []).append(body[span])
@@ -137,9 +139,33 @@ class Router:
                     register=(item.r_meter[mr], item.r_value[mr], item.r_time[mr],
                               item.r_type[mr]),
                     event=(item.e_meter[me], item.e_time[me], item.e_code[me]),
+                    sections=sections.get(p, b""),
                 ))
                 rows[p] = rows.get(p, 0) + int(mi.sum() + mr.sum() + me.sum())
         return [Part(p, b"".join(c), FRAME_CT, rows[p]) for p, c in sorted(chunks.items())]
+
+    def _response_parts(self, frame: wf.Frame) -> dict[int, bytes]:
+        """The frame's ``command_responses`` section by partition: each response goes
+        with the reads of its meter (so its worker stores them first). A section with
+        refused responses goes whole to the partition of its first good one (or 0)."""
+        if frame.responses is None:
+            return {}
+        t = frame.responses
+        ids = t.column("meter_id").combine_chunks()
+        part = self._part_of(self.idx_for_id(ids), np.zeros(len(ids), np.uint64))
+        present = np.unique(part)
+        if len(present) <= 1 or (frame.response_rejects is not None
+                                 and frame.response_rejects.num_rows):
+            return {int(part[0]) if len(part) else 0: frame.sections}
+        out = {}
+        for p in present.tolist():
+            sub = t.filter(pa.array(part == p))
+            out[p] = encode_responses_section(
+                sub.column("command_id").to_pylist(), sub.column("meter_id").to_pylist(),
+                sub.column("status").to_pylist(),
+                sub.column("time").cast(pa.int64()).to_numpy(),
+                sub.column("detail").to_pylist())
+        return out
 
     # ----------------------------------------------------------------- CSV
 

@@ -20,6 +20,7 @@ from headend.bus import Bus, open_bus
 from headend.commands import open_command_store
 from headend.commands.scheduler import SchedulerConfig
 from headend.errors import ConfigError
+from headend.ingest.hooks import CommandReads
 from headend.ingest.pipeline import Ingestor, IngestResult, Listener, SideCsv
 from headend.model.commands import COMMAND_RESPONSE_HEADER
 from headend.serve.commands import CommandService, mqtt_downlink
@@ -148,6 +149,9 @@ class Service:
         if cfg.run_rules:
             listeners.append(self._rule_engine(cfg))
         self.commands = _command_service(cfg, self.bus, self._registry)
+        # on-demand reads: the reads of a meter with a read command open, on the command
+        store = self.commands.store
+        listeners.append(CommandReads(lambda: store, self._registry, owned=False))
         self.host = IngestHost(cfg.data, store_config, listeners,
                                {COMMAND_RESPONSE_HEADER: self.commands.take_responses})
         self.oms: list[OmsDelivery] = []

@@ -72,3 +72,6 @@ class Decoded:
     #: ``customers`` (meter_id, customer_class)
     reference: dict[str, pa.Table] = field(default_factory=dict)
     rejects: list[pa.Table] = field(default_factory=list)
+    #: command responses a frame's section carried (:data:`headend.model.commands.
+    #: RESPONSES`), applied after the unit's reads are stored
+    responses: pa.Table | None = None

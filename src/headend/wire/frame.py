@@ -1,4 +1,4 @@
-"""The collector upload frame, version 1: compact, column-wise, authenticated.
+"""The collector upload frame, versions 1 and 2: compact, column-wise, authenticated.
 
 A frame carries one collector's upload: interval reads, register reads and events,
 each as a block of fixed-width columns (struct of arrays), so decoding is a handful of
@@ -9,7 +9,7 @@ Layout (offsets in bytes)::
 
     header (48)
       0  magic         4s   b"HEFR"
-      4  version       u16  1
+      4  version       u16  1, or 2 when sections follow the blocks
       6  header_len    u16  48
       8  collector_id  u32
      12  flags         u32  bit 0: retransmission
@@ -26,11 +26,17 @@ Layout (offsets in bytes)::
       meter_serial u64[m] | value i64[m] | read_time u32[m] | register u8[m] | pad to 8
     event block, k = n_event
       meter_serial u64[k] | event_time u32[k] | event_code u32[k] (packed) | pad to 8
+    sections (version 2 only), each: type u16 | reserved u16 (0) | length u32 | body
+      (length bytes, a multiple of 8); type 1 = command_responses
+      (:mod:`headend.wire.responses`), at most one; another type refuses the frame
     trailer
       hmac  32 bytes  HMAC-SHA256(collector key, bytes[0 : frame_len - 32])
 
 Interval reads cost 21 bytes each on the wire. Values are integers in the reading
-type's resolution (1 Wh, 0.1 V, 1 L), as in the store.
+type's resolution (1 Wh, 0.1 V, 1 L), as in the store. A version 2 frame's ``frame_len``
+is the version 1 length of its counts plus its sections; a frame without sections is
+written as version 1, so every version 1 frame stays valid and readers of version 1
+read what carries no section.
 """
 
 from __future__ import annotations
@@ -44,9 +50,11 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from headend.errors import FrameError
 from headend.model import reasons
+from headend.wire.responses import SECTION, SECTION_COMMAND_RESPONSES, decode_responses_section
 
 __all__ = [
     "FLAG_RETRANSMISSION",
@@ -54,6 +62,7 @@ __all__ = [
     "HMAC_LEN",
     "MAGIC",
     "VERSION",
+    "VERSION_SECTIONS",
     "Frame",
     "FrameHeader",
     "decode_frame",
@@ -64,6 +73,8 @@ __all__ = [
 
 MAGIC: Final = b"HEFR"
 VERSION: Final = 1
+#: the version of a frame with sections after its blocks
+VERSION_SECTIONS: Final = 2
 HEADER: Final = struct.Struct("<4sHHIIQqIIII")
 HEADER_LEN: Final = HEADER.size  # 48
 HMAC_LEN: Final = 32
@@ -128,6 +139,13 @@ class Frame:
     e_meter: npt.NDArray[np.uint64]
     e_time: npt.NDArray[np.uint32]
     e_code: npt.NDArray[np.uint32]
+    #: the ``command_responses`` section (version 2): the decoded responses
+    #: (:data:`headend.model.commands.RESPONSES`) and the refused ones (quarantine
+    #: rows); None without one
+    responses: pa.Table | None = None
+    response_rejects: pa.Table | None = None
+    #: the frame's sections as sent (headers included; empty for version 1)
+    sections: bytes = b""
 
 
 def is_frame(data: bytes | memoryview) -> bool:
@@ -146,8 +164,9 @@ def encode_frame(
     register: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, npt.ArrayLike] | None = None,
     event: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike] | None = None,
     flags: int = 0,
+    sections: bytes = b"",
 ) -> bytes:
-    """Encode one frame.
+    """Encode one frame (version 2 when ``sections`` is not empty, else version 1).
 
     Parameters
     ----------
@@ -156,6 +175,9 @@ def encode_frame(
     interval : (meter_serial, interval_end [Unix s], value, quality, reading_type)
     register : (meter_serial, value, read_time [Unix s], register)
     event : (meter_serial, event_time [Unix s], event_code (packed))
+    sections : bytes
+        Sections as built, headers included, e.g.
+        :func:`headend.wire.responses.encode_responses_section`.
     """
     parts: list[bytes] = []
     n_i = n_r = n_e = 0
@@ -189,11 +211,14 @@ def encode_frame(
         n_e = len(cols[0])
         parts += [c.tobytes() for c in cols]
         parts.append(b"\0" * _pad8(n_e * _EVENT_BYTES))
-    total = frame_length(n_i, n_r, n_e)
+    if len(sections) % 8:
+        raise ValueError("sections are padded to a multiple of 8 bytes")
+    total = frame_length(n_i, n_r, n_e) + len(sections)
+    version = VERSION_SECTIONS if sections else VERSION
     header = HEADER.pack(
-        MAGIC, VERSION, HEADER_LEN, collector_id, flags, sequence, created_at, n_i, n_r, n_e, total
+        MAGIC, version, HEADER_LEN, collector_id, flags, sequence, created_at, n_i, n_r, n_e, total
     )
-    body = header + b"".join(parts)
+    body = header + b"".join(parts) + bytes(sections)
     assert len(body) == total - HMAC_LEN
     return body + hmac.new(key, body, hashlib.sha256).digest()
 
@@ -209,12 +234,14 @@ def _header(buf: memoryview, offset: int, source: str) -> FrameHeader:
     )
     if magic != MAGIC:
         raise FrameError(f"bad magic {magic!r}", reason=reasons.BAD_FRAME, source=source)
-    if version != VERSION or hlen != HEADER_LEN:
+    if version not in (VERSION, VERSION_SECTIONS) or hlen != HEADER_LEN:
         raise FrameError(
             f"unsupported version {version} / header length {hlen}",
             reason=reasons.BAD_FRAME, source=source, collector_id=coll,
         )
-    if flen != frame_length(n_i, n_r, n_e):
+    base = frame_length(n_i, n_r, n_e)
+    if flen != base and not (version == VERSION_SECTIONS and flen > base
+                             and (flen - base) % 8 == 0):
         raise FrameError(
             f"frame_len {flen} does not match record counts ({n_i}, {n_r}, {n_e})",
             reason=reasons.BAD_FRAME, source=source, collector_id=coll,
@@ -245,7 +272,8 @@ def decode_frame(
     Raises
     ------
     FrameError
-        ``reason`` is ``truncated_frame``, ``bad_frame``, ``unknown_collector`` or
+        ``reason`` is ``truncated_frame``, ``bad_frame`` (including a section whose
+        structure does not add up, or of an unknown type), ``unknown_collector`` or
         ``bad_hmac``.
     """
     buf = memoryview(data).cast("B")
@@ -286,8 +314,37 @@ def decode_frame(
     pos += _pad8(m * _REGISTER_BYTES)
     k = h.n_event
     e_meter, e_time, e_code = take("<u8", k), take("<u4", k), take("<u4", k)
+    pos += _pad8(k * _EVENT_BYTES)
+    if pos == end - HMAC_LEN:  # no section (every version 1 frame)
+        return Frame(h, i_meter, i_end, i_value, i_quality, i_type,
+                     r_meter, r_value, r_time, r_type, e_meter, e_time, e_code)
+    responses, rejects = _sections(buf, pos, end - HMAC_LEN, h, source)
     return Frame(h, i_meter, i_end, i_value, i_quality, i_type,
-                 r_meter, r_value, r_time, r_type, e_meter, e_time, e_code)
+                 r_meter, r_value, r_time, r_type, e_meter, e_time, e_code,
+                 responses, rejects, bytes(buf[pos:end - HMAC_LEN]))
+
+
+def _sections(buf: memoryview, pos: int, limit: int, h: FrameHeader, source: str
+              ) -> tuple[pa.Table | None, pa.Table | None]:
+    """Walk the sections in ``buf[pos:limit]``: the decoded command responses and their
+    rejects. Raises ``FrameError`` ``bad_frame`` for a section that does not fit."""
+    responses = rejects = None
+    while pos < limit:
+        kind, reserved, length = SECTION.unpack_from(buf, pos)
+        why = ("section reserved field is not 0" if reserved
+               else "section length is not a multiple of 8" if length % 8
+               else f"section of {length} bytes past the frame's end" if
+               pos + SECTION.size + length > limit
+               else f"unknown section type {kind}" if kind != SECTION_COMMAND_RESPONSES
+               else "two command_responses sections" if responses is not None else None)
+        if why is not None:
+            raise FrameError(why, reason=reasons.BAD_FRAME, source=source,
+                             collector_id=h.collector_id)
+        body = buf[pos + SECTION.size:pos + SECTION.size + length]
+        responses, rejects = decode_responses_section(
+            body, source=source, collector_id=h.collector_id)
+        pos += SECTION.size + length
+    return responses, rejects
 
 
 def iter_frames(
