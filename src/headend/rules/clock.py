@@ -53,7 +53,11 @@ def lone_gasps(pm: I32, pt: I64, pseudo: B, lo: I64, ready: B, waiting: B, topo:
     """
     if tol_s <= 0:
         return np.zeros(len(pt), np.bool_), np.zeros(len(lo), np.bool_)
-    lonely = isolated(transformer_key(pm, topo), pt, simultaneity_s) & ~pseudo
+    # lone among the real gasps: silence (a pseudo-gasp at the last sign of power, known
+    # to one interval) does not make a gasp coherent
+    real = ~pseudo
+    lonely = np.zeros(len(pt), np.bool_)
+    lonely[real] = isolated(transformer_key(pm[real], topo), pt[real], simultaneity_s)
     lone_s = np.logical_and.reduceat(lonely | pseudo, lo) & np.logical_or.reduceat(lonely, lo)
     cand = lonely & ready[np.repeat(np.arange(len(lo)), np.diff(np.r_[lo, len(pt)]))]
     if cand.any() and waiting.any():

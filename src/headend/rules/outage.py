@@ -259,11 +259,7 @@ class OutageRule:
             ro = np.flatnonzero(kr & (prev > 0) & (self.last_gasp[um] <= prev))
             if len(ro):
                 self.q_meter = np.concatenate([self.q_meter, um[ro].astype(np.int32)])
-                # a flagged read since the last sign of power was sent with power (the
-                # first read after an earlier restoration is flagged): the later start
-                pf_r = self.pf_at[um[ro]]
-                self.q_from = np.concatenate([self.q_from, np.where(
-                    (pf_r > prev[ro]) & (pf_r < ut[ro]), pf_r, prev[ro])])
+                self.q_from = np.concatenate([self.q_from, prev[ro]])
                 self.q_time = np.concatenate([self.q_time, ut[ro]])
         self.last_up[um[last]] = np.maximum(self.last_up[um[last]], ut[last])
         # first sign of power of members still out, after their outage start
