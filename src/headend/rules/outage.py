@@ -299,13 +299,21 @@ class OutageRule:
         ua = np.where(self.member[m] >= 0, self.up_after[m], 0)
         expl = np.maximum(self.explained_to[m], np.where(ua > 0, -(-ua // iv) * iv, 0))
         pf = (self.pf_at[m] >= a) & (self.pf_at[m] > expl)
+        # ... but a meter with power after ``a`` (a sign of power past it) whose flagged
+        # interval began since then failed later, not at ``a`` (a restoration event
+        # carries the meter's clock: up to clock_tolerance_s off the reads' grid)
+        lu_tol = lu + np.where(lu == self.last_restore[m], self.cfg.clock_tolerance_s, 0)
+        pf &= ~((lu > a + s) & (self.pf_at[m] - iv >= lu_tol))
         silent_now = (lu <= a + s) & (wm - lu > iv + s)
         gap = (self.gap_from[m] <= a + s) & (self.gap_to[m] > a + s) & (a > expl + s)
         if len(self.k_meter):  # silent, but answered a ping since: not out by silence
             answered = self._answered(m, a)
             silent_now &= ~answered
             gap &= ~answered
-        still = (self.member[m] >= 0) & (self.up_after[m] == 0)
+        # in an outage in progress that had begun by ``a`` (one that began later says
+        # the meter had power until then)
+        still = (self.member[m] >= 0) & (self.up_after[m] == 0) & (
+            self._slot_starts()[np.maximum(self.member[m], 0)] <= a + s)
         out = gasped | pf | silent_now | gap | still
         undecided = ~out & (lu <= a + s) & topo.two_way[m]
         # the evidence pinger answers at once; a network ping is asked where silence
