@@ -46,6 +46,13 @@ def responses_csv(*rows: tuple[str, str, str], detail: str = "") -> bytes:
         f"{c},{m},{s},{now},{detail}\n" for c, m, s in rows)).encode()
 
 
+def reads_csv(*meters: str, at: str = "2026-01-05T08:15:00Z") -> bytes:
+    """An interval read of each meter (what a collector uploads for an on-demand read
+    before its ``completed``: a read brings reads, docs/commands.md)."""
+    return ("meter_id,reading_type,interval_end,value,quality\n" + "".join(
+        f"{m},kwh_del,{at},0.25,\n" for m in meters)).encode()
+
+
 @contextmanager
 def serving(data: Path, *, c: str = "C1", d: str = "C2", **config: Any
             ) -> Iterator[tuple[Service, httpx.Client]]:

@@ -18,7 +18,7 @@ from ._commands import PLAIN, lines, poll, post, send, serving, state
 pytestmark = pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning")
 
 JSON_KEYS = ["command_id", "kind", "meter_id", "state", "reason", "created_at", "updated_at",
-             "detail"]
+             "detail", "reads"]
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from ._commands import (
     bus_states,
     lines,
     poll,
+    reads_csv,
     responses_csv,
     send,
     serving,
@@ -65,6 +66,7 @@ def test_every_transition(data_dir: Path, bus: dict[str, Any]) -> None:
                                            ("fails", "E2", "meter_unreachable"),
                                            ("lingers", "E3", "delivered")))
         assert (ack["accepted"], ack["duplicate"], ack["quarantined"]) == (3, 0, 0)
+        assert upload(client, reads_csv("E1"))["accepted"] == 1  # the read's reads first
         ack = upload(client, responses_csv(("ok", "E1", "completed"), detail="1 read"))
         assert ack["accepted"] == 1
         # a collector that answers twice: nothing changes, counted as duplicate

@@ -21,7 +21,7 @@ import pytest
 
 from headend.commands import DOWNLINK_FIELDS
 
-from ._commands import responses_csv, send, serving, state, wait_for
+from ._commands import reads_csv, responses_csv, send, serving, state, upload, wait_for
 from ._serve_proc import MQTT_URL, drop_session
 
 pytestmark = [pytest.mark.service("mosquitto"),
@@ -123,6 +123,7 @@ def test_downlink_over_mqtt_throttled(data_dir: Path, names: dict[str, str]) -> 
             assert first[0]["control_code"] == "3.31.0.23"
             wait_for(lambda: state(client, "d") == "sent")
             assert coll.nothing(0.6)  # two in flight: the rest waits
+            upload(client, reads_csv("E1"))  # the read's reads (stored), then completed
             coll.answer(("d", "E4", "completed"), ("r:E1", "E1", "completed"))
             assert [x["command_id"] for x in coll.take(2)] == ["r:E2", "r:E3"]
             wait_for(lambda: state(client, "d") == "completed")

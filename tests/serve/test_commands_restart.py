@@ -10,7 +10,17 @@ import pytest
 
 from headend.ingest.hooks import open_ingestor
 
-from ._commands import bus_states, lines, poll, responses_csv, send, serving, state, upload
+from ._commands import (
+    bus_states,
+    lines,
+    poll,
+    reads_csv,
+    responses_csv,
+    send,
+    serving,
+    state,
+    upload,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Specifying null_placement:FutureWarning")
 
@@ -33,6 +43,7 @@ def test_restart_with_commands_in_flight(data_dir: Path) -> None:
             "sent before a restart, no answer: sent again"
         # E1 still in flight: two rooms, the oldest first
         assert [x["command_id"] for x in lines(poll(client, "C1"))] == ["r:E2", "r:E3"]
+        upload(client, reads_csv("E1", "E2", "E3"))  # the reads' reads, then completed
         ack = upload(client, responses_csv(("r:E1", "E1", "completed"),
                                            ("r:E2", "E2", "completed"),
                                            ("r:E3", "E3", "completed")))

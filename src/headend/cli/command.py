@@ -238,7 +238,23 @@ def command_list(
 
 #: ``export commands`` columns (a contract, docs/cli.md)
 EXPORT_COLUMNS: Final = ("command_id", "kind", "meter_id", "state", "reason", "created_at",
-                         "updated_at", "actor", "detail")
+                         "updated_at", "actor", "detail", "interval_reads", "register_reads",
+                         "first_interval_end", "last_interval_end", "read_uploads",
+                         "read_sources")
+
+
+def _reads_columns(c: object) -> tuple[str | None, ...]:
+    """The reads columns of a command: what a read brought (docs/cli.md), empty for the
+    other kinds."""
+    from headend.commands import Command
+
+    assert isinstance(c, Command)
+    r = c.reads
+    if r is None:
+        return (None,) * 6
+    j = r.to_json()
+    return (str(r.interval_reads), str(r.register_reads), j["first_interval_end"],
+            j["last_interval_end"], str(r.uploads), " ".join(r.sources))
 
 
 def export_commands(
@@ -250,8 +266,10 @@ def export_commands(
                        ] = False,
 ) -> None:
     """Commands as CSV: command_id,kind,meter_id,state,reason,created_at,updated_at,actor,
-    detail (ISO 8601 UTC), in creation order; with --history each state change, its
-    time as updated_at and who made it as actor.
+    detail (ISO 8601 UTC), then what a read brought: interval_reads,register_reads,
+    first_interval_end,last_interval_end,read_uploads,read_sources; in creation order;
+    with --history each state change, its time as updated_at and who made it as actor
+    (the reads columns empty).
 
     \b
     Example:
@@ -267,11 +285,12 @@ def export_commands(
             by_id = {c.command_id: c for c in cmds}
             rows = [(h.command_id, by_id[h.command_id].kind, by_id[h.command_id].meter_id,
                      h.state, h.reason, iso_ms(by_id[h.command_id].created_ms),
-                     iso_ms(h.at_ms), h.actor, h.detail) for h in store.history()]
+                     iso_ms(h.at_ms), h.actor, h.detail, *(None,) * 6)
+                    for h in store.history()]
         else:
             rows = [(c.command_id, c.kind, c.meter_id, c.state, c.reason,
-                     iso_ms(c.created_ms), iso_ms(c.updated_ms), c.actor, c.detail)
-                    for c in cmds]
+                     iso_ms(c.created_ms), iso_ms(c.updated_ms), c.actor, c.detail,
+                     *_reads_columns(c)) for c in cmds]
     finally:
         store.close()
     out = sys.stdout
