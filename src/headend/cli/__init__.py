@@ -59,6 +59,7 @@ _VERB_MODULES: tuple[str, ...] = (
     "rules",
     "command",
     "tariff",
+    "dr",
     "vee",
     "analytics",
     "report",

@@ -147,20 +147,44 @@ class _Accumulator:
         self._lock = threading.Lock()
 
     def add(self, m: npt.NDArray[Any], t: I64, v: npt.NDArray[Any]) -> None:
-        pos = np.searchsorted(self.meters, m.astype(np.int64))
-        pos_c = np.minimum(pos, len(self.meters) - 1)
-        d = np.searchsorted(self.w0, t, side="left") - 1  # the window starting before t
-        k = (t - self.w0[np.maximum(d, 0)] - 1) // self.slot_s
-        ok = (self.meters[pos_c] == m) & (d >= 0) & (k >= 0) & (k < self.k)
-        if not ok.any():
+        """Add reads (meter, interval end [Unix s], value in the resolution); reads of
+        other meters or outside every day's window are skipped.
+
+        Only the rows inside a window are touched: with the rows sorted by (meter,
+        time) (a store chunk is; others are sorted here), each (meter, day) window is
+        one run of rows, found by two binary searches of a packed key."""
+        key = (m.astype(np.int64) << 32) | t
+        if len(key) > 1 and bool((key[1:] < key[:-1]).any()):
+            order = np.argsort(key, kind="stable")
+            key, t, v = key[order], t[order], v[order]
+        heads = np.flatnonzero(np.r_[True, key[1:] >> 32 != key[:-1] >> 32])
+        um = key[heads] >> 32  # the chunk's meters, ascending
+        pos = np.minimum(np.searchsorted(self.meters, um), len(self.meters) - 1)
+        mine = self.meters[pos] == um
+        um, pos = um[mine], pos[mine]
+        if len(um) == 0:
             return
-        flat = pos_c[ok] * self.cells + d[ok] * self.k + k[ok]
+        span = self.k * self.slot_s
+        first = ((um[:, None] << 32) | (self.w0[None, :] + 1)).ravel()  # ends > w0
+        a = np.searchsorted(key, first, side="left")
+        b = np.searchsorted(key, first + span, side="left")  # ends <= w0 + span
+        n = b - a
+        total = int(n.sum())
+        if total == 0:
+            return
+        # the rows of every run, and the cell where each run's slot 0 is
+        run_start = np.repeat(a - np.cumsum(n) + n, n)
+        rows = run_start + np.arange(total)
+        day = np.tile(np.arange(len(self.w0)), len(um))
+        base = (np.repeat(pos, len(self.w0)) * self.cells + day * self.k)
+        w0 = np.repeat(self.w0[day], n)
+        flat = np.repeat(base, n) + (t[rows] - w0 - 1) // self.slot_s
         lo, hi = int(flat.min()), int(flat.max()) + 1
-        s = np.bincount(flat - lo, weights=v[ok].astype(np.float64), minlength=hi - lo)
-        n = np.bincount(flat - lo, minlength=hi - lo).astype(np.uint16)
+        s = np.bincount(flat - lo, weights=v[rows], minlength=hi - lo)
+        c = np.bincount(flat - lo, minlength=hi - lo).astype(np.uint16)
         with self._lock:
             self.sums[lo:hi] += s
-            self.count[lo:hi] += n
+            self.count[lo:hi] += c
 
 
 def load_window(store: ReadStore, ev: MVEvent, cfg: MVConfig,
