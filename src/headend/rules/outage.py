@@ -409,6 +409,15 @@ class OutageRule:
                 np.searchsorted(devs, dev_g[ok]), minlength=len(devs))).astype(np.int64)
             enough = (gasps_in >= np.maximum(2, self.cfg.feeder_min_gasp_share * topo.size(
                 level)[devs])) if level > TRANSFORMER else True
+            if level == TRANSFORMER and ctol > 0 and lonely[ok].any():
+                # a lone gasp within the clock tolerance of its transformer's window is a
+                # skewed clock, not an independent failure: it does not break coherence
+                pg, tg = np.searchsorted(devs, dev_g[ok]), t_g[ok]
+                ag = a_d[pg]
+                near = lonely[ok] & ((tg < ag) | (tg > ag + self.cfg.simultaneity_s)) & (
+                    tg >= ag - ctol) & (tg <= ag + self.cfg.simultaneity_s + ctol)
+                coherent = (gasps_in + np.bincount(pg, weights=near, minlength=len(devs))) / (
+                    np.bincount(pg, minlength=len(devs)))
             mm, pos = topo.meters_of(level, devs.astype(np.int32))
             out, before = self._out_at(mm, a_d[pos], int(t_g.max()), wm, topo, ping)
             cnt = np.bincount(pos, weights=out, minlength=len(devs))
@@ -423,7 +432,11 @@ class OutageRule:
             whole = (self._each_feeder_out(mm, pos, out, len(devs), topo)
                      & (self._feeders_per_substation(topo)[devs] >= 2)) if (
                 level == SUBSTATION) else True
-            hit = np.flatnonzero((cnt >= ratios[level] * size) & (size >= self.cfg.min_meters)
+            # (a transformer: more than its ratio, as for nested outages: one of two meters
+            # out while the other shows power is that meter's own outage)
+            enough_out = (cnt > ratios[level] * size) if level == TRANSFORMER else (
+                cnt >= ratios[level] * size)
+            hit = np.flatnonzero(enough_out & (size >= self.cfg.min_meters)
                                  & (fresh >= ratios[level] * lit) & (fresh >= 1) & enough
                                  & (coherent >= self.cfg.coherence) & whole)
             if len(hit) == 0:
@@ -857,6 +870,17 @@ class OutageRule:
         self._closed[slot] = o
         if len(left) == 0 or o.level == METER:
             return
+        back_at = end
+        if o.level == SUBSTATION:  # a feeder still dark (its ratio) is one nested outage
+            fd = topo.device[FEEDER][left]
+            fds, fcnt = np.unique(fd[fd >= 0], return_counts=True)
+            fsize = topo.size(FEEDER)[fds] if len(fds) else np.zeros(0, np.int64)
+            dark_f = fds[(fcnt >= self.cfg.feeder_ratio * fsize) & (fsize >= self.cfg.min_meters)]
+            for d in dark_f.tolist():
+                self._new(FEEDER, d, back_at, left[fd == d], o.oid, topo)
+            left = left[~np.isin(fd, dark_f)]
+            if len(left) == 0:
+                return
         tx = topo.device[TRANSFORMER][left]
         txs, cnt = np.unique(tx[tx >= 0], return_counts=True)
         size = topo.size(TRANSFORMER)[txs] if len(txs) else np.zeros(0, np.int64)
@@ -865,7 +889,6 @@ class OutageRule:
         full = txs[(cnt > self.cfg.transformer_ratio * size) & (size >= self.cfg.min_meters)]
         # a nested outage is observed from the parent's restoration: its meters' own gasps
         # (if any) were masked by the parent's, so that is its start
-        back_at = end
         for d in full.tolist():
             if o.level == TRANSFORMER and d == o.dev:
                 continue
