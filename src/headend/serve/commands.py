@@ -34,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -136,6 +136,81 @@ def mqtt_downlink(client: Any, *, timeout_s: float = PUBACK_TIMEOUT_S) -> Handov
     return send
 
 
+#: order of the open states at one instant (a newer view of a command replaces an older)
+_OPEN_RANK: Final = {"queued": 0, "sent": 1, "delivered": 2}
+#: how long [s] an ended command is remembered, so that a late view of it (published
+#: outside the lock) does not open it again
+ENDED_TTL_S: Final = 120.0
+
+
+class _OpenCommands:
+    """The open commands (queued, sent, delivered) by id and by collector, with each
+    collector's count of queued ones: a poll plans on its own collector's commands
+    only, and not at all when none of them is queued.
+
+    Views of a command come from several threads: an older one never replaces a newer
+    one (by ``updated_ms``, then lifecycle order), and an ended command is not opened
+    again by a late view of it (for :data:`ENDED_TTL_S`).
+    """
+
+    __slots__ = ("by_collector", "by_id", "ended", "queued")
+
+    def __init__(self, cmds: Iterable[Command] = (), ended: dict[str, float] | None = None
+                 ) -> None:
+        self.by_id: dict[str, Command] = {}
+        self.by_collector: dict[str | None, dict[str, Command]] = {}
+        self.queued: dict[str | None, int] = {}
+        self.ended: dict[str, float] = ended if ended is not None else {}
+        for c in cmds:
+            self.put(c)
+
+    def put(self, c: Command) -> None:
+        """Add ``c``, or replace the command of its id if ``c`` is not older."""
+        if c.command_id in self.ended:
+            return
+        cur = self.by_id.get(c.command_id)
+        if cur is not None and (c.updated_ms, _OPEN_RANK.get(c.state, 3)) < \
+                (cur.updated_ms, _OPEN_RANK.get(cur.state, 3)):
+            return
+        self._drop(c.command_id)
+        self.by_id[c.command_id] = c
+        self.by_collector.setdefault(c.collector_id, {})[c.command_id] = c
+        if c.state == "queued":
+            self.queued[c.collector_id] = self.queued.get(c.collector_id, 0) + 1
+
+    def end(self, command_id: str) -> None:
+        """The command ended (completed, failed, expired): forget it, remember that."""
+        self._drop(command_id)
+        self.ended[command_id] = time.monotonic()
+
+    def _drop(self, command_id: str) -> None:
+        c = self.by_id.pop(command_id, None)
+        if c is None:
+            return
+        mine = self.by_collector[c.collector_id]
+        del mine[command_id]
+        if not mine:
+            del self.by_collector[c.collector_id]
+        if c.state == "queued":
+            self.queued[c.collector_id] -= 1
+
+    def reset(self, cmds: Iterable[Command]) -> _OpenCommands:
+        """A fresh view of the open commands as read from the store (ended ones
+        remembered for :data:`ENDED_TTL_S`)."""
+        t = time.monotonic() - ENDED_TTL_S
+        return _OpenCommands(cmds, {k: v for k, v in self.ended.items() if v > t})
+
+    def values(self) -> list[Command]:
+        return list(self.by_id.values())
+
+    def of(self, collector_id: str) -> list[Command]:
+        """The open commands of ``collector_id``; none when none of them is queued
+        (nothing to plan)."""
+        if not self.queued.get(collector_id):
+            return []
+        return list(self.by_collector.get(collector_id, {}).values())
+
+
 @dataclass(slots=True)
 class _Sends:
     """What the service remembers of a command between ticks (lost at a restart)."""
@@ -186,7 +261,7 @@ class CommandService:
         self._published: set[str] = set()  # queued ids whose state went on the bus
         #: the open commands (queued, sent, delivered) as last read from the store at a
         #: tick, with every change made since; polls plan on it without reading the store
-        self._open: dict[str, Command] = {}
+        self._open = _OpenCommands()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -272,7 +347,7 @@ class CommandService:
     def _sent(self, cmds: Sequence[Command], now: int) -> list[Command]:
         moved = self._move([c.command_id for c in cmds], "sent", now)
         for c in moved:
-            self._open[c.command_id] = c
+            self._open.put(c)
             s = self._sends.setdefault(c.command_id, _Sends())
             s.sends, s.last_ms, s.failures, s.not_before_ms = s.sends + 1, now, 0, 0
         return moved
@@ -283,7 +358,7 @@ class CommandService:
         changed: list[Command] = []
         with self._lock:
             active = self._active()
-            self._open = {c.command_id: c for c in active}
+            self._open = self._open.reset(active)
             changed += self._move(expiring(active, now), "expired", now)
             sent = [(c, self._sends.get(c.command_id, _Sends(1, c.updated_ms)))
                     for c in active if c.state == "sent"]
@@ -297,11 +372,11 @@ class CommandService:
             todo: dict[str, list[Command]] = {}
             for c in changed:
                 if c.state in C.TERMINAL_STATES:
-                    self._open.pop(c.command_id, None)
+                    self._open.end(c.command_id)
                 else:
-                    self._open[c.command_id] = c
+                    self._open.put(c)
             if self.mqtt_send is not None:
-                todo = self._plan(list(self._open.values()), now, None, self._polling())
+                todo = self._plan(self._open.values(), now, None, self._polling())
                 self._handing.update(c.command_id for cs in todo.values() for c in cs)
         self._publish(changed)
         if todo:  # outside the lock: the broker may be slow
@@ -355,7 +430,7 @@ class CommandService:
         with self._lock:
             self._pollers[collector_id] = time.monotonic()
             now = _ms(self.clock)
-            todo = self._plan(list(self._open.values()), now, frozenset({collector_id}),
+            todo = self._plan(self._open.of(collector_id), now, frozenset({collector_id}),
                               frozenset())
             cmds = todo.get(collector_id, [])
             if not cmds:
@@ -363,8 +438,8 @@ class CommandService:
             unseen = [c for c in cmds if c.command_id not in self._published]  # the CLI's
             moved = self._sent(cmds, now)
         self._publish(unseen + moved)
-        return downlink_lines([c for c in cmds if c.command_id in
-                               {m.command_id for m in moved}], issued_ms=now)
+        ok = {m.command_id for m in moved}
+        return downlink_lines([c for c in cmds if c.command_id in ok], issued_ms=now)
 
     # ----------------------------------------------------------------- bus
 
@@ -376,11 +451,11 @@ class CommandService:
                 if c.state in C.TERMINAL_STATES:
                     self._published.discard(c.command_id)
                     self._sends.pop(c.command_id, None)
-                    self._open.pop(c.command_id, None)
+                    self._open.end(c.command_id)
                     continue
                 if c.state == "queued":
                     self._published.add(c.command_id)
-                self._open[c.command_id] = c
+                self._open.put(c)
         if self.bus is None or not cmds:
             return
         try:
@@ -419,7 +494,7 @@ class CommandService:
         with self._lock:
             again = self._move([c.command_id for c in self.store.list(state="sent")],
                                "queued", now, "sent before a restart, no answer: sent again")
-            self._open = {c.command_id: c for c in self._active()}
+            self._open = self._open.reset(self._active())
         self._publish(again)
         self._thread = threading.Thread(target=self._run, name="command-downlink",
                                         daemon=True)

@@ -144,7 +144,9 @@ class CollectorFleet:
         self._due: list[tuple[int, int, str, bool]] = []  # (due ms, seq, id, duplicate)
         self._dup: set[str] = set()
         self._seq = 0
-        self.stats = {"lines": 0, "uploads": 0, "upload_errors": 0, "polls": 0}
+        #: downlink lines received, uploads made and failed, polls, commands answered
+        self.stats = {"lines": 0, "uploads": 0, "upload_errors": 0, "polls": 0,
+                      "answered": 0}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -470,6 +472,7 @@ class CollectorFleet:
                     t.answers += 1
                     if t.answered_ms is None:
                         t.answered_ms = now_ms
+                        self.stats["answered"] += 1
 
     async def _upload(self, collector: str, body: bytes) -> bool:
         """One upload, as a collector sends it; tried again on a transient failure."""
