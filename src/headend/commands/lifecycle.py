@@ -18,6 +18,7 @@ from headend.errors import ValidationError
 from headend.model import commands as C
 
 __all__ = [
+    "NO_READS",
     "TAKING_READS",
     "Command",
     "HistoryEntry",

@@ -61,12 +61,11 @@ def _per_meter(meter_idx: npt.NDArray[np.int64], times: npt.NDArray[np.int64],
     if not sel.any():
         return {}
     m, t = meter_idx[sel], times[sel]
-    uniq, inv = np.unique(m, return_inverse=True)
-    count = np.bincount(inv, minlength=len(uniq))
-    lo = np.full(len(uniq), np.iinfo(np.int64).max, np.int64)
-    hi = np.full(len(uniq), np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(lo, inv, t)
-    np.maximum.at(hi, inv, t)
+    order = np.argsort(m, kind="stable")  # new rows come in key order: already sorted
+    m, t = m[order], t[order]
+    uniq, start, count = np.unique(m, return_index=True, return_counts=True)
+    lo = np.minimum.reduceat(t, start)
+    hi = np.maximum.reduceat(t, start)
     pos = np.searchsorted(open_.idx, uniq)
     return {int(p): (int(c), int(a), int(b))
             for p, c, a, b in zip(pos.tolist(), count.tolist(), lo.tolist(), hi.tolist(),

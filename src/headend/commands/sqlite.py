@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from headend.commands.base import UnknownCommand
 from headend.commands.lifecycle import (
+    NO_READS,
     Command,
     HistoryEntry,
     ReadsBrought,
@@ -139,11 +140,12 @@ def _reads(text: str | None) -> ReadsBrought | None:
 
 
 def _reads_text(r: ReadsBrought | None) -> str | None:
-    if r is None or r == ReadsBrought():
+    if r is None or r == NO_READS:
         return None
-    return json.dumps([r.interval_reads, r.register_reads, r.first_interval_end,
-                       r.last_interval_end, r.first_read_time, r.last_read_time, r.uploads,
-                       list(r.sources)], separators=(",", ":"))
+    nums = ",".join("null" if v is None else str(v) for v in (
+        r.interval_reads, r.register_reads, r.first_interval_end, r.last_interval_end,
+        r.first_read_time, r.last_read_time, r.uploads))
+    return f"[{nums},{json.dumps(list(r.sources), separators=(',', ':'))}]"
 
 
 def _varint(v: int, out: bytearray) -> None:
@@ -404,18 +406,24 @@ class SqliteCommandStore:
     def record_reads(self, brought: Sequence[tuple[str, ReadsBrought]]) -> builtins.list[str]:
         if not brought:
             return []
+        ids = list(dict.fromkeys(cid for cid, _ in brought))
         out = []
         try:
             with self._lock, self._tx() as db:
-                for command_id, reads in brought:
-                    row = db.execute(f"SELECT n, reads FROM commands WHERE command_id = ? "
-                                     f"AND {_TAKING_SQL}", (command_id,)).fetchone()
-                    if row is None:
-                        continue
-                    had = _reads(row[1]) or ReadsBrought()
-                    db.execute("UPDATE commands SET reads = ? WHERE n = ?",
-                               (_reads_text(had + reads), row[0]))
-                    out.append(command_id)
+                have: dict[str, tuple[int, ReadsBrought]] = {}
+                for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                    chunk = ids[i:i + 500]
+                    have.update((cid, (n, _reads(text) or ReadsBrought())) for n, cid, text in
+                                db.execute(f"SELECT n, command_id, reads FROM commands WHERE "
+                                           f"{_TAKING_SQL} AND command_id IN "
+                                           f"({','.join('?' * len(chunk))})", chunk))
+                for cid, reads in brought:
+                    if cid in have:
+                        n, had = have[cid]
+                        have[cid] = (n, had + reads)
+                        out.append(cid)
+                db.executemany("UPDATE commands SET reads = ? WHERE n = ?",
+                               [(_reads_text(r), n) for n, r in have.values()])
         except sqlite3.Error as exc:
             raise StorageError(f"command store {self.path}: {exc}") from exc
         return out
