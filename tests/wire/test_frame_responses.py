@@ -191,3 +191,21 @@ def test_encode_refuses_what_it_cannot_write() -> None:
         encode_responses_section(["a", "b"], ["E1"], ["completed"], [T_MS])
     with pytest.raises(ValueError):
         wf.encode_frame(KEY, 9, 1, 0, sections=b"\0" * 4)
+
+
+def test_the_example_section_of_formats_md() -> None:
+    """docs/formats.md shows one response's section byte for byte: it is what the
+    encoder writes, and it decodes to that response."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "formats.md").read_text()
+    part = doc.split("### Command responses section (frame version 2)", 1)[1]
+    hexdump = part.split("```\n", 2)[1]
+    shown = bytes.fromhex(hexdump.replace("\n", " "))
+    assert shown == encode_responses_section(["job7:M-1"], ["M-1"], ["completed"],
+                                             [1_767_600_009_500], ["switch open"])
+    good, rej = decode_responses_section(shown[SECTION.size:], source="doc")
+    want, _ = decode_command_responses(
+        b"command_id,meter_id,status,time,detail\n"
+        b"job7:M-1,M-1,completed,2026-01-05T08:00:09.5Z,switch open\n", source="doc")
+    assert good.equals(want) and rej.num_rows == 0
