@@ -336,3 +336,29 @@ def test_candidate_days_skip_weekends() -> None:
     assert days[-1] == EVENT_DAY
     assert all(d.weekday() < 5 for d in days)
     assert len(days) == 11 and days[0] == EVENT_DAY - timedelta(days=14)
+
+
+def test_aggregate_per_program_over_events() -> None:
+    """Results of several events, concatenated with their program, sum per program;
+    meters without a shed count as meters but not in the energy."""
+    from headend.dr.baseline import Shed
+    from headend.dr.measure import result_table
+
+    def one(event: str, program: str, base: list[float], act: list[float],
+            opted: list[bool]) -> pa.Table:
+        b, a = np.array(base), np.array(act)
+        t = result_table(np.arange(len(b), dtype=np.int32), np.array(opted),
+                         Shed(b, a, b - a, np.full(len(b), 10, np.int16), np.ones(len(b))))
+        return t.append_column("event_id", pa.array([event] * len(b))).append_column(
+            "program", pa.array([program] * len(b)))
+
+    res = pa.concat_tables([one("e1", "p1", [2.0, np.nan], [1.0, 1.0], [False, True]),
+                            one("e2", "p1", [3.0], [2.5], [False]),
+                            one("e3", "p2", [1.0], [1.5], [True])])
+    assert aggregate(res, ["program"]).to_pylist() == [
+        {"program": "p1", "meters": 3, "opted_out": 1, "measured": 2, "baseline_kwh": 5.0,
+         "actual_kwh": 3.5, "shed_kwh": 1.5},
+        {"program": "p2", "meters": 1, "opted_out": 1, "measured": 1, "baseline_kwh": 1.0,
+         "actual_kwh": 1.5, "shed_kwh": -0.5}]
+    assert [r["event_id"] for r in aggregate(res, ["program", "event_id"]).to_pylist()] == \
+        ["e1", "e2", "e3"]
