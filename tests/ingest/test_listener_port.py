@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from headend.ingest.hooks import CommandReads
 from headend.ingest.result import BaseListener, Listener
 from headend.rules.engine import RuleEngine
 from headend.serve.streams import StreamPublisher
@@ -12,7 +13,8 @@ from headend.vee.listener import VeeListener
 
 #: listener -> (outbox queue name, kept from before the port named it; republish flag)
 SHIPPED = {RuleEngine: ("RuleEngine", False), VeeListener: ("VeeListener", False),
-           IntervalLearner: ("intervals", False), StreamPublisher: ("StreamPublisher", True)}
+           IntervalLearner: ("intervals", False), StreamPublisher: ("StreamPublisher", True),
+           CommandReads: ("command_reads", False)}
 
 
 @pytest.mark.parametrize("cls", list(SHIPPED), ids=lambda c: c.__name__)

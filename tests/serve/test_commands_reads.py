@@ -105,3 +105,43 @@ def test_completed_with_no_reads_over_http_fails_no_reads(
     got = client.get("/v1/commands/od-empty").json()
     assert (got["state"], got["reason"]) == ("failed", "no_reads")
     assert got["reads"]["interval_reads"] == 0
+
+
+@pytest.mark.service("mosquitto")
+def test_reads_and_completed_in_one_frame_over_mqtt(data_dir: Path) -> None:
+    """The same frame published by the collector on its MQTT uplink (Mosquitto)."""
+    import uuid
+
+    import paho.mqtt.client as paho
+
+    from ._serve_proc import MQTT_URL, drop_session
+
+    u = uuid.uuid4().hex[:8]
+    root, client_id = f"t-{u}/uplink", f"headend-t{u}"
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"coll-{u}")
+    pub.connect("127.0.0.1", 1883)
+    pub.loop_start()
+    try:
+        with serving(data_dir, bucket_bits=4, mqtt=MQTT_URL, mqtt_uplink_root=root,
+                     mqtt_client_id=client_id, mqtt_out=False,
+                     commands={"rate_per_s": 1000, "burst": 1000}) as (_, client):
+            upload(client, f"collector_id,hmac_key\n{COLLECTOR},{KEY.hex()}\n".encode())
+            upload(client, ("meter_id,commodity,technology,two_way,collector_id,"
+                            "transformer_id,feeder_id,substation_id,interval_minutes\n"
+                            + "".join(f"{m},electric,rf,true,{COLLECTOR},T9,F9,S1,15\n"
+                                      for m in METERS)).encode())
+            m = METERS[-1]
+            send(client, "read", [str(m)], command_id="od-mqtt")
+            assert [x["command_id"] for x in lines(poll(client, str(COLLECTOR), wait=5))] \
+                == ["od-mqtt"]
+            pub.publish(f"{root}/{COLLECTOR}", _frame([("od-mqtt", m, "completed")]),
+                        qos=1).wait_for_publish(5)
+            wait_for(lambda: client.get("/v1/commands/od-mqtt").json()["state"]
+                     == "completed")
+            got = client.get("/v1/commands/od-mqtt").json()["reads"]
+            assert (got["interval_reads"], got["register_reads"], got["sources"]) == (
+                4, 0, [f"mqtt:{COLLECTOR}"])
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        drop_session(client_id)
