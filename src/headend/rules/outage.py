@@ -49,7 +49,7 @@ Method
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,7 @@ class _Open:
     end: int | None = None
     pinged: bool = False
     ping_at: int = 0  # when the members still out at its end were pinged (0: not yet)
+    asked: I32 = field(default_factory=lambda: np.zeros(0, np.int32))  # ... which
 
 
 class OutageRule:
@@ -175,6 +176,8 @@ class OutageRule:
                  o_id=np.array([x.oid for _, x in o], dtype="<U16"),
                  o_parent=np.array([x.parent or "" for _, x in o], dtype="<U16"),
                  o_len=np.array([len(x.members) for _, x in o], np.int64),
+                 o_asked=np.concatenate([x.asked for _, x in o] or [np.zeros(0, np.int32)]),
+                 o_asked_len=np.array([len(x.asked) for _, x in o], np.int64),
                  o_members=np.concatenate([x.members for _, x in o] or [np.zeros(0, np.int32)]))
         return s
 
@@ -196,13 +199,16 @@ class OutageRule:
         self.recent = np.array(s["recent"])
         self.next_slot, self.storm_until, self._scanned = (int(x) for x in s["scalars"])
         parts = np.split(np.array(s["o_members"], np.int32), np.cumsum(s["o_len"])[:-1])
+        n_open = len(np.asarray(s["o_slot"]))
+        asked = np.split(np.array(s.get("o_asked", np.zeros(0)), np.int32),
+                         np.cumsum(s.get("o_asked_len", np.zeros(n_open, np.int64)))[:-1])
         self.open = {}
         for i, slot in enumerate(np.asarray(s["o_slot"]).tolist()):
             num = [int(x) for x in s["o_num"][i]] + [0]  # 5 columns before ping_at
             lv, dev, st, end, pg, p_at = num[:6]
             self.open[slot] = _Open(str(s["o_id"][i]), lv, dev, st, parts[i],
                                     str(s["o_parent"][i]) or None, None if end < 0 else end,
-                                    bool(pg), p_at)
+                                    bool(pg), p_at, asked[i] if n_open else np.zeros(0, np.int32))
 
     # ------------------------------------------------------------------ evidence
 
@@ -250,6 +256,15 @@ class OutageRule:
         prev[first] = self.last_up[um[first]]
         iv = topo.interval_s[um].astype(np.int64) + self.cfg.slack_s
         g = np.flatnonzero((prev > 0) & (ut - prev > iv))
+        if len(g):
+            # after a restoration event the next read is flagged (no sign of power): the
+            # next unflagged read is up to two intervals later, and no reporting gap
+            after = np.zeros(len(g), np.bool_)
+            fg = first[g]
+            after[fg] = self.last_up[um[g[fg]]] == self.last_restore[um[g[fg]]]
+            if is_rest is not None:
+                after[~fg] = is_rest[o][g[~fg] - 1]
+            g = g[~after | (ut[g] - prev[g] > iv[g] + topo.interval_s[um[g]])]
         if len(g):
             gl = g[np.r_[um[g][1:] != um[g][:-1], True]]  # last gap of each meter
             self.gap_from[um[gl]] = prev[gl]
@@ -731,7 +746,12 @@ class OutageRule:
                     self._touched.add(slot)
             # members without a restore event show power at the first unflagged read,
             # up to two intervals after the restoration: wait for it before nesting
-            wait = cfg.confirm_s + int(topo.interval_s[o.members].max(initial=0))
+            iv_max = int(topo.interval_s[o.members].max(initial=0))
+            if (o.end is not None and o.level > METER and o.ping_at == 0
+                    and wm >= o.end + iv_max + cfg.slack_s and ctx.pinger is not None
+                    and ctx.pinger.verifies and cfg.use_pings):
+                self._ask_dark(slot, o, wm, topo, ctx.pinger)
+            wait = cfg.confirm_s + iv_max
             if o.end is not None and (wm >= o.end + wait or o.level == METER):
                 self._finish(slot, o, wm, topo, ctx.pinger)  # or waits for pings
         for slot in sorted(self._touched):
@@ -747,40 +767,52 @@ class OutageRule:
         self._closed.clear()
         return out
 
+    def _ask_dark(self, slot: int, o: _Open, wm: int, topo: Topology, ping: Pinger) -> None:
+        """One interval + slack after outage ``o`` ended: ping up to ``ping_meters``
+        two-way members per transformer that reported nothing since (a meter back at the
+        end has sent a read by now, flagged or not), so the answers tell who was dark
+        just after the end (the nested outages are decided ``confirm_s`` later)."""
+        end = o.end if o.end is not None else wm
+        mine = o.members[(self.member[o.members] == slot) & (self.up_after[o.members] == 0)
+                         & (self.last_report[o.members] <= end) & topo.two_way[o.members]]
+        o.ping_at = wm
+        if len(mine) == 0:
+            return
+        tx = transformer_key(mine, topo)
+        k = np.lexsort((mine, tx))
+        mine, tx = mine[k], tx[k]
+        first = np.r_[True, tx[1:] != tx[:-1]]
+        idx = np.arange(len(mine))
+        rank = idx - np.maximum.accumulate(np.where(first, idx, 0))
+        o.asked = mine[rank < self.cfg.ping_meters].astype(np.int32)
+        ping.request(o.asked, wm)
+
     def _ping_left(self, o: _Open, left: I32, wm: int, topo: Topology, ping: Pinger
                    ) -> npt.NDArray[np.bool_] | None:
-        """Members ``left`` dark at the end of outage ``o``: ping up to ``ping_meters``
-        two-way ones per transformer, and answer which are back (None: the answers are
-        not all in and ``ping_wait_s`` has not passed). A meter that answered is back;
-        so are the unpinged ones of a transformer whose every pinged meter answered."""
-        tx = transformer_key(left, topo)
-        o_ = np.lexsort((left, tx))
-        tw = topo.two_way[left[o_]]
-        first = np.r_[True, tx[o_][1:] != tx[o_][:-1]]
-        grp = np.cumsum(first) - 1
-        cum = np.cumsum(tw)
-        asked = np.zeros(len(left), np.bool_)
-        asked[o_] = tw & (cum - (cum - tw)[first][grp] - 1 < self.cfg.ping_meters)
-        if not asked.any():
+        """Members ``left`` dark at the end of outage ``o``: which are back, from the
+        answers of the pings asked after its end (:meth:`_ask_dark`; None: not all in and
+        ``ping_wait_s`` has not passed). A meter that answered is back; so are the other
+        dark members of a transformer whose every pinged meter answered."""
+        if len(o.asked) == 0:
             return np.zeros(len(left), np.bool_)
-        if o.ping_at == 0:
-            o.ping_at = wm
-        ping.request(left[asked], o.ping_at)  # idempotent (found again after a restart)
-        ans = np.full(len(left), CANNOT_PING, np.int8)
-        ans[asked] = ping.answers(left[asked], wm)
-        if (ans == PENDING).any():
+        ping.request(o.asked, o.ping_at)  # idempotent (found again after a restart)
+        ans_a = ping.answers(o.asked, wm)
+        if (ans_a == PENDING).any():
             if wm < o.ping_at + self.cfg.ping_wait_s:
                 return None
-            ans[ans == PENDING] = NO_ANSWER
+            ans_a[ans_a == PENDING] = NO_ANSWER
         o.pinged = True
+        srt = np.argsort(o.asked)
+        j = np.minimum(np.searchsorted(o.asked[srt], left), len(srt) - 1)
+        hit = o.asked[srt][j] == left
+        ans = np.where(hit, ans_a[srt][j], CANNOT_PING)
         back = ans == POWERED
         # per transformer: every pinged meter answered -> its other dark meters too
-        _, g = np.unique(tx, return_inverse=True)
-        g = g.ravel()
-        n_g = int(g.max()) + 1
-        dark = np.bincount(g, weights=ans == NO_ANSWER, minlength=n_g) > 0
-        lit = np.bincount(g, weights=back, minlength=n_g) > 0
-        out: npt.NDArray[np.bool_] = back | (lit & ~dark)[g]
+        tx_a = transformer_key(o.asked, topo)
+        dark_tx = tx_a[ans_a == NO_ANSWER]
+        lit_tx = tx_a[ans_a == POWERED]
+        tx = transformer_key(left, topo)
+        out: npt.NDArray[np.bool_] = back | (np.isin(tx, lit_tx) & ~np.isin(tx, dark_tx))
         return out
 
     def _restoration_only(self, wm: int, topo: Topology) -> None:
@@ -840,9 +872,13 @@ class OutageRule:
         left = mine[self.up_after[mine] == 0]
         if len(left) and ping is not None and self.cfg.use_pings:
             if ping.verifies:
-                back = self._ping_left(o, left, wm, topo, ping)
-                if back is None:
+                got = self._ping_left(o, left, wm, topo, ping)
+                if got is None:
                     return  # waiting for the answers
+                # answering says powered now: one whose read flags a power failure in a
+                # later interval than the end's was dark after it (back since)
+                iv_l = topo.interval_s[left].astype(np.int64)
+                back = got & ~(self.pf_at[left] > (end // iv_l + 1) * iv_l + self.cfg.slack_s)
             else:
                 ans = ping.answers(left, wm)
                 if (ans != CANNOT_PING).any():
