@@ -7,7 +7,9 @@ store of a temporary directory:
 * no read command open (the usual case): the cost per batch [us];
 * ``--open`` read commands queued, none sent: the same;
 * ``--open`` read commands sent, each meter with reads in the batch: the rebuild of the
-  open set, the matching (``reads_brought``) and the whole call with its recording.
+  open set, the matching (``reads_brought``) and the whole call with its recording;
+* the same ``--open`` sent, and one collector's upload (1,000 meters, 4 reads each) of
+  which 5 meters have a read sent: the median call.
 
 Run::
 
@@ -52,6 +54,28 @@ def _per_call(fn: Any, k: int) -> float:
     return (time.perf_counter() - t) / k
 
 
+def _collector_upload(listener: CommandReads, step: int) -> float:
+    """Median time of one collector's upload: 1,000 meters x 4 reads, 5 of them with a
+    read sent (meters ``i * step``), the others without [s]."""
+    m = np.sort(np.concatenate([np.arange(1, 996) * step + 1, np.arange(5) * step]))
+    idx = np.repeat(m.astype(np.int32), 4)
+    reads = pa.table({
+        "meter_idx": pa.array(idx), "reading_type": pa.array(np.zeros(len(idx), np.uint8)),
+        "interval_end": pa.array(np.tile(np.arange(11, 15, dtype=np.int64) * 900,
+                                         len(m))).cast(schema.TS),
+        "value": pa.array(np.ones(len(idx), np.int32)),
+        "quality": pa.array(np.zeros(len(idx), np.uint32))}, schema=schema.READS)
+    batch = StoredBatch("upload", reads, schema.REGISTERS.empty_table(),
+                        schema.EVENTS.empty_table())
+    listener.on_stored(batch)
+    times = []
+    for _ in range(21):
+        t = time.perf_counter()
+        listener.on_stored(batch)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[10]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reads", type=int, default=1_000_000)
@@ -89,6 +113,7 @@ def main() -> None:
             lambda: listener.on_stored(batch), 3) * 1e3
         got = store.get("r0")
         assert got is not None and got.reads is not None and got.reads.interval_reads == 30
+        out["collector_upload_ms"] = _collector_upload(listener, step) * 1e3
         store.close()
     text = json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()})
     print(text)

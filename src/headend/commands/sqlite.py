@@ -23,7 +23,7 @@ Layout, compact so that 1M commands with their whole audit log fit in well under
   [sources]]`` (times [s]), NULL while it brought nothing and for the other kinds. A
   partial index over the read commands sent or delivered answers :meth:`open_reads`,
   which is kept in memory until the file changes (``PRAGMA data_version``, and this
-  connection's own writes).
+  connection's own writes but its :meth:`record_reads`).
 """
 
 from __future__ import annotations
@@ -237,8 +237,9 @@ class SqliteCommandStore:
         self._open_reads: tuple[tuple[int, int], dict[str, tuple[str, ...]]] | None = None
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back on any error."""
+    def _tx(self, *, states: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error. ``states``: it may change
+        commands' states (the cached :meth:`open_reads` is then stale)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -247,7 +248,8 @@ class SqliteCommandStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        self._writes += 1
+        if states:
+            self._writes += 1
 
     def _actor_id(self, db: sqlite3.Connection, name: str) -> int:
         """The id of ``name`` in ``actors`` (added if new; in the caller's transaction)."""
@@ -409,7 +411,7 @@ class SqliteCommandStore:
         ids = list(dict.fromkeys(cid for cid, _ in brought))
         out = []
         try:
-            with self._lock, self._tx() as db:
+            with self._lock, self._tx(states=False) as db:
                 have: dict[str, tuple[int, ReadsBrought]] = {}
                 for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit
                     chunk = ids[i:i + 500]
