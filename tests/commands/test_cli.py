@@ -105,7 +105,9 @@ def test_mass_disconnect_needs_yes_and_force_is_audited(tmp_path: Path, data: Pa
         "command_id": "f1", "kind": "disconnect", "meter_id": "E2", "state": "queued",
         "reason": None, "created_at": rows[-1]["created_at"],
         "updated_at": rows[-1]["created_at"], "actor": "bob",
-        "detail": "forced past critical_care by bob: court order 17"}]
+        "detail": "forced past critical_care by bob: court order 17",
+        "interval_reads": None, "register_reads": None, "first_interval_end": None,
+        "last_interval_end": None, "read_uploads": None, "read_sources": None}]
 
 
 def test_status_list_and_export(data: Path) -> None:
@@ -125,7 +127,12 @@ def test_status_list_and_export(data: Path) -> None:
     _, out, _ = run(data, "export", "commands")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == ["command_id", "kind", "meter_id", "state", "reason",
-                             "created_at", "updated_at", "actor", "detail"]
+                             "created_at", "updated_at", "actor", "detail", "interval_reads",
+                             "register_reads", "first_interval_end", "last_interval_end",
+                             "read_uploads", "read_sources"]
+    # a read that brought nothing yet: zeros; a ping: no reads columns
+    assert [(r["interval_reads"], r["read_uploads"]) for r in rows] == [
+        ("0", "0"), ("0", "0"), ("", "")]
     assert [(r["command_id"], r["state"], r["reason"], r["actor"]) for r in rows] == [
         ("a:E1", "queued", "", "carol"), ("a:E3", "rejected", "meter_one_way", "carol"),
         ("b", "queued", "", rows[2]["actor"])]
@@ -142,5 +149,7 @@ def test_empty_answers_say_so(data: Path) -> None:
     assert (code, out) == (0, "") and "no commands in" in err
     code, out, err = run(data, "export", "commands")
     assert code == 0 and out.splitlines() == [
-        "command_id,kind,meter_id,state,reason,created_at,updated_at,actor,detail"]
+        ("command_id,kind,meter_id,state,reason,created_at,updated_at,actor,detail,"
+        "interval_reads,register_reads,first_interval_end,last_interval_end,read_uploads,"
+        "read_sources")]
     assert "no commands in" in err
