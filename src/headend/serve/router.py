@@ -124,7 +124,7 @@ class Router:
             pr = self._part_of(self.idx_for_serial(item.r_meter), item.r_meter)
             pe = self._part_of(self.idx_for_serial(item.e_meter), item.e_meter)
             sections = self._response_parts(item)  # issue 12: with their meters' reads
-            present = np.unique(np.concatenate([pi, pr, pe, list(sections)]))
+            present = np.unique(np.concatenate([pi, pr, pe, np.array(list(sections), np.int64)]))
             if len(present) <= 1:
                 p = int(present[0]) if len(present) else 0
                 chunks.setdefault(p, []).append(body[span])
