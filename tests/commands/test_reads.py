@@ -218,3 +218,22 @@ def test_reads_brought_core() -> None:
     assert sorted(got) == sorted([("b1", b), ("a1", a), ("a2", a)])
     assert reads_brought(OpenReads({}, []), reads, regs, source="s") == []
     assert reads_brought(open_, reads.slice(0, 1), regs.slice(1), source="s") == []
+
+
+def test_an_ingestor_without_a_command_hook_quarantines_section_responses(
+        tmp_path: Path) -> None:
+    """Never dropped: an ingestor that applies no responses (no ``side_csv``) stores the
+    frame's reads and quarantines its responses."""
+    from headend.ingest.pipeline import Ingestor
+
+    (tmp_path / "meters.csv").write_text(METERS)
+    (tmp_path / "collectors.csv").write_text(COLLECTORS)
+    with Ingestor.open(tmp_path / "d") as ing:
+        ing.ingest_paths([tmp_path / "collectors.csv", tmp_path / "meters.csv"])
+        res = ing.ingest_bytes(_frame(1, {M1: 2}, responses=[("x", M1, "completed")]),
+                               source="up")
+        assert (res.accepted, res.quarantined) == (2, 1)
+        assert dict(res.by_reason) == {"unknown_command": 1}
+        q = ing.data.quarantine.list()
+        assert q.column("kind").to_pylist() == ["command_responses"]
+        assert q.column("payload").to_pylist()[0].startswith(b'"x","100000001","completed"')
