@@ -5,8 +5,8 @@ later step hands it over); :class:`MVConfig` the method's settings. :func:`load_
 streams the event meters' ``kwh_del`` reads through the store's planned scan
 (:meth:`headend.store.ReadStore.plan_reads`) into a meter x day x slot
 :class:`~headend.dr.baseline.Window` holding only the event window of each candidate
-day (not whole days: 1M meters x 50 days x 7 hourly slots is 2.8 GB of float64);
-:func:`measure` adds opt-outs and runs :func:`~headend.dr.baseline.compute_shed`;
+day (not whole days: a 4-hour event is 1M meters x 51 days x 8 hourly slots, 3.3 GB
+of float64); :func:`measure` adds opt-outs and runs :func:`~headend.dr.baseline.compute_shed`;
 :func:`aggregate` sums per event, feeder, program or any column.
 
 Days and slots: candidate days are the local dates (``MVConfig.timezone``) of the
