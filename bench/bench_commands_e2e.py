@@ -223,6 +223,7 @@ def latency(a: argparse.Namespace) -> dict[str, Any]:
             if fleet is None:
                 fleet = CollectorFleet(fm, url=serve.url, behaviour=Behaviour(latency_scale=0.0),
                                        seed=a.seed, poll_wait_s=20).start()
+            spy = serve.profile(a.profile) if a.profile else None
             rng = np.random.default_rng(a.seed)
             step = a.batch / a.rate
             n_batches = int(a.seconds / step)
@@ -255,6 +256,9 @@ def latency(a: argparse.Namespace) -> dict[str, Any]:
                     break
                 time.sleep(0.5)
             c1 = cpu_s(serve.proc.pid)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             truth = {t.command_id: t for t in fleet.truth()}
         finally:
             if fleet is not None:
@@ -311,7 +315,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--profile", type=Path, default=None,
-                   help="throughput: py-spy collapsed stacks of serve to this file")
+                   help="py-spy collapsed stacks of serve to this file")
     p.add_argument("--json", type=Path, default=None, help="folder for the JSON figures")
     a = p.parse_args()
     a.batch = a.batch or (1000 if a.what == "throughput" else 50)

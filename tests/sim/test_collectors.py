@@ -38,6 +38,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Specifying null_placement:Future
 _register()
 runner = CliRunner()
 FAST = {"tick_s": 0.05, "rate_per_s": 1000, "burst": 1000, "max_in_flight": 64}
+#: expiry of the mixed runs' commands [s], and how long before it the fleet stops
+#: executing one (its answer must reach serve before serve expires it, on a loaded
+#: machine too)
+EXPIRES_S, MARGIN_S = 6, 2.5
 
 
 @pytest.fixture
@@ -169,13 +173,13 @@ def _mixed(client: httpx.Client, fleet: CollectorFleet, tag: str) -> None:
     sent: list[dict[str, Any]] = []
     for r in range(3):
         sent += send(client, "read", [*PLAIN, "W1", "E7", "E8"], command_id=f"{tag}r{r}",
-                     expires_in_s=4)
-    sent += send(client, "ping", [*PLAIN, "E7"], command_id=f"{tag}p", expires_in_s=4)
-    sent += send(client, "disconnect", ["E1", "E7"], command_id=f"{tag}d", expires_in_s=4)
-    sent += send(client, "connect", ["E2", "E8"], command_id=f"{tag}c", expires_in_s=4)
+                     expires_in_s=EXPIRES_S)
+    sent += send(client, "ping", [*PLAIN, "E7"], command_id=f"{tag}p", expires_in_s=EXPIRES_S)
+    sent += send(client, "disconnect", ["E1", "E7"], command_id=f"{tag}d", expires_in_s=EXPIRES_S)
+    sent += send(client, "connect", ["E2", "E8"], command_id=f"{tag}c", expires_in_s=EXPIRES_S)
     ids = [c["command_id"] for c in sent]
     assert {c["state"] for c in sent} == {"queued"}
-    final = _final(client, ids)
+    final = _final(client, ids, timeout_s=20)
     wait_for(lambda: fleet.pending() == 0, 5)
     truth = fleet.truth()
     assert sorted(t.command_id for t in truth) == sorted(ids)  # every one came down
@@ -208,7 +212,8 @@ def _export(data: Path, *args: str) -> list[list[str]]:
 def test_http_fleet_every_final_state_is_its_truth(data_dir: Path) -> None:
     with serving(data_dir, commands={**FAST, "resend_after_s": 1}) as (_, client), \
             CollectorFleet(fleet_meters("C1", "C2"), url=str(client.base_url),
-                           behaviour=_behaviour(), seed=4, poll_wait_s=2) as fleet:
+                           behaviour=_behaviour(), seed=4, poll_wait_s=2,
+                           expiry_margin_s=MARGIN_S) as fleet:
         _mixed(client, fleet, "h")
         done = [t for t in fleet.truth() if t.kind == "read" and t.action == "completed"]
         assert fleet.stats["upload_errors"] == 0
@@ -271,7 +276,7 @@ def test_mqtt_fleet_every_final_state_is_its_truth(data_dir: Path,
     cfg = _mqtt(n, **FAST, resend_after_s=1)
     fleet = CollectorFleet(fleet_meters(n["c"], n["d"]), transport="mqtt",
                            mqtt="mqtt://127.0.0.1:1883", uplink_root=n["root"],
-                           behaviour=_behaviour(), seed=4)
+                           behaviour=_behaviour(), seed=4, expiry_margin_s=MARGIN_S)
     with fleet, serving(data_dir, **cfg) as (_, client):
         _mixed(client, fleet, "m")
         assert fleet.stats["polls"] == 0 and fleet.stats["uploads"] > 0

@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 TRANSPORTS: Final = ("http", "mqtt")
 #: a duplicate answer goes this long [s] after the first one
 DUPLICATE_AFTER_S: Final = 0.5
-#: an upload refused as transient (503) or lost is tried again this often, then dropped
-UPLOAD_TRIES: Final = 5
+#: an upload refused as transient (503: retrying is harmless) or lost is tried again,
+#: the pause doubling from 0.2 s to 5 s, for this long [s]; then it is dropped
+UPLOAD_GIVE_UP_S: Final = 300.0
 
 PoweredFn = Callable[[npt.NDArray[np.object_]], npt.NDArray[np.bool_]]
 
@@ -480,7 +481,10 @@ class CollectorFleet:
 
         assert self._send_sem is not None
         async with self._send_sem:
-            for attempt in range(UPLOAD_TRIES):
+            give_up = time.monotonic() + UPLOAD_GIVE_UP_S
+            attempt = 0
+            while time.monotonic() < give_up:
+                attempt += 1
                 try:
                     if self.transport == "mqtt":
                         ok = await asyncio.to_thread(self._publish, collector, body)
@@ -499,7 +503,7 @@ class CollectorFleet:
                 if ok:
                     self.stats["uploads"] += 1
                     return True
-                await asyncio.sleep(0.2 * 2 ** attempt)
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** attempt))
         self.stats["upload_errors"] += 1
         return False
 
