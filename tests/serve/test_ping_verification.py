@@ -17,8 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
-from headend.serve.pinger import ACTOR, REASON
+from headend.commands import Command
+from headend.rules.pinger import CANNOT_PING, NO_ANSWER, PENDING, POWERED
+from headend.serve.pinger import ACTOR, REASON, ping_answer
 
 from ._commands import poll, responses_csv, send, serving, upload, wait_for
 
@@ -161,3 +164,19 @@ def test_all_meters_of_a_transformer_disconnected_is_no_outage(tmp_path: Path) -
             upload(client, reads_csv(k, lit))
         assert list(svc.rules.outages) == []
         assert sorted(kind for _, _, kind in coll.answered) == ["disconnect", "disconnect"]
+
+
+@pytest.mark.parametrize(("state", "reason", "sent", "answer"), [
+    ("queued", None, False, PENDING), ("sent", None, True, PENDING),
+    ("delivered", None, True, PENDING), ("completed", None, True, POWERED),
+    ("failed", "meter_refused", True, POWERED), ("failed", "meter_unreachable", True, NO_ANSWER),
+    ("expired", "expired", True, NO_ANSWER), ("expired", "expired", False, CANNOT_PING),
+    ("failed", "downlink_failed", False, CANNOT_PING),
+    ("failed", "collector_error", True, CANNOT_PING),
+    ("rejected", "meter_one_way", False, CANNOT_PING)])
+def test_what_a_ping_command_answers_the_rules(state: str, reason: str | None, sent: bool,
+                                                answer: int) -> None:
+    """An expired ping that reached the collector went unanswered; one never sent (the
+    collector did not poll) had no path to the meter, so it tells nothing."""
+    c = Command("p1", "ping", "E7", state, reason, None, ACTOR, 0, 0, 300_000)
+    assert ping_answer(c, lambda _: sent) == answer

@@ -29,6 +29,7 @@ the same command (idempotent ids), and the rule, which asks again with the origi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -36,9 +37,12 @@ import numpy as np
 import numpy.typing as npt
 
 from headend.commands import Command, CommandRequest, HistoryEntry
+from headend.errors import HeadendError
 from headend.rules.pinger import CANNOT_PING, NO_ANSWER, PENDING, POWERED
 
 __all__ = ["ACTOR", "REASON", "CommandPinger", "ping_answer"]
+
+log = logging.getLogger(__name__)
 
 #: who sends the rules' pings (the commands' actor in the audit log)
 ACTOR: Final = "rules"
@@ -83,7 +87,9 @@ class CommandPinger:
 
     Notes
     -----
-    One store read per pending ping and call of :meth:`answers` (the rule pings a few
+    A request the command service refuses with an error (its store failing) is logged
+    and its meters answer ``CANNOT_PING`` (their silence is then judged as without
+    pings, never confirmed by a ping that was not sent). One store read per pending ping and call of :meth:`answers` (the rule pings a few
     meters per transformer, only where verification is needed); a final answer is
     kept and not read again.
     """
@@ -117,8 +123,16 @@ class CommandPinger:
         mids = [mid for _, mid in todo]
         # one meter: the request's id is the command's; several: <id>:<meter_id>
         base = self.command_id(at_s, mids[0]) if len(mids) == 1 else f"rules-ping-{at_s}"
-        made = self.submit(CommandRequest("ping", mids, ACTOR, REASON, command_id=base,
-                                          expires_in_s=self.expires_in_s))
+        try:
+            made = self.submit(CommandRequest("ping", mids, ACTOR, REASON, command_id=base,
+                                              expires_in_s=self.expires_in_s))
+        except HeadendError as exc:  # no command path now: these meters cannot be pinged
+            log.warning("rules' pings of %d meters not sent: %s", len(mids), exc)
+            for i, mid in todo:
+                cid = self.command_id(at_s, mid)
+                self._cmd[i] = cid
+                self._final[cid] = CANNOT_PING
+            return
         by_meter = {c.meter_id: c for c in made}
         for i, mid in todo:
             c = by_meter.get(mid)
@@ -139,7 +153,11 @@ class CommandPinger:
                 continue
             ans = self._final.get(cid)
             if ans is None:
-                c = self.get(cid)
+                try:
+                    c = self.get(cid)
+                except HeadendError as exc:
+                    log.warning("ping %s not read: %s", cid, exc)
+                    continue
                 if c is None:
                     continue
                 ans = ping_answer(c, self._reached)
