@@ -469,6 +469,12 @@ class OutageRule:
             agree = np.isin(tx_g, tx_g[inside & (tx_g >= 0)])
             inside = inside | (ok & lonely & agree & (hd[where] == dev_g) & (
                 t_g >= a_hit[where] - ctol) & (t_g <= a_hit[where] + self.cfg.simultaneity_s + ctol))
+            if ctol > 0:  # earlier by up to one interval + slack, dark since (out at the
+                # device's start, a member): a skewed clock too (as near_outage)
+                reach = max(ctol, topo.typical_interval_s + self.cfg.slack_s)
+                memb = np.isin(m_g, mm[np.isin(pos, hit) & out])
+                inside |= ok & lonely & agree & memb & (hd[where] == dev_g) & (
+                    t_g >= a_hit[where] - reach) & (t_g < a_hit[where] - ctol)
             for i, d in enumerate(hit.tolist()):
                 self._new(level, int(devs[d]), int(a_hit[i]), mm[(pos == d) & out], None, topo)
             remaining &= ~inside
