@@ -40,7 +40,12 @@ Method
    ``clock_tolerance_s`` late, while a transformer mate came back in time, is no nested
    outage. A meter failing again before an outage is located: its restoration is the
    last one before that gasp. A substation is out only when each of its feeders is.
-6. **Momentary** (<= ``momentary_s``, IEEE 1366-2012: momentary interruption <= 5 min)
+6. **Verification by ping** (a verifying :class:`~headend.rules.pinger.Pinger`, e.g. real
+   ping commands in ``headend serve``): silence with no gasp waits for the pings of up
+   to ``ping_meters`` meters per transformer (at most ``ping_wait_s``) and is confirmed,
+   refined or dropped from the answers; members dark one interval + slack after an
+   outage's end are pinged then, and the answers are read when it is finished.
+7. **Momentary** (<= ``momentary_s``, IEEE 1366-2012: momentary interruption <= 5 min)
    vs **sustained**.
    **Storm mode**: at ``storm_outages`` new outages within ``storm_window_s`` a storm
    alert is raised and the engine stops sending meter-level and momentary outages to
