@@ -290,7 +290,7 @@ def test_cli_simulate_collectors(data_dir: Path, tmp_path: Path) -> None:
         ids = [c["command_id"] for c in send(client, "read", ["E1", "E7"])]
         res = runner.invoke(app, [
             "simulate", "collectors", "--serve", str(client.base_url), "--meters", str(meters),
-            "--latency", "rf=0:0.2", "--latency", "plc=0:0.2", "--duration", "5",
+            "--latency", "rf=0:0.2", "--latency", "plc=0:0.2", "--duration", "8",
             "--seed", "1", "--truth", str(truth), "--json"])
         assert res.exit_code == 0, res.output
         final = _final(client, ids)
