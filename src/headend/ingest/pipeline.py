@@ -464,12 +464,13 @@ class Ingestor:
                          ) -> None:
         """Apply the command responses of a frame section through the hook of the
         ``command_responses`` CSV (written as that CSV); without one, quarantine them."""
-        if self._side_csv(responses_csv(responses), source, result):
+        text = responses_csv(responses)
+        if self._side_csv(text, source, result):
             return
         self._quarantine(rj.make_rejects(
             source, "command_responses", reasons.UNKNOWN_COMMAND,
             "this ingestor applies no command responses (no command store)",
-            payload=responses_csv(responses).splitlines()[1:]), result)
+            payload=text.splitlines()[1:]), result)
 
     def _ingest_frames(self, data: bytes | memoryview, source: str, *, release: bool = True
                        ) -> IngestResult:
